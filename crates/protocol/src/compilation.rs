@@ -1,0 +1,230 @@
+//! Schema v1 types (SPEC section 1) and the reader that turns bytes into a [`Compilation`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::SCHEMA_VERSION;
+
+/// The one document an attendant answers `GET /v1/compilation` with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compilation {
+    pub schema_version: u32,
+    pub attendant: AttendantInfo,
+    pub time: TimeReport,
+    #[serde(default)]
+    pub services: Vec<CheckResult>,
+    #[serde(default)]
+    pub probes: Vec<ProbeResult>,
+    pub host: HostUsage,
+    #[serde(default)]
+    pub deficiencies: Vec<Deficiency>,
+}
+
+/// Who answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttendantInfo {
+    pub name: String,
+    pub version: String,
+    pub hostname: String,
+}
+
+/// The server's clock as the attendant sees it (virtual offset included).
+///
+/// `received_at` and `replied_at` are the attendant's T2 and T3 of the NTP-style
+/// offset estimate the poller makes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeReport {
+    #[serde(with = "crate::rfc3339_ms")]
+    pub utc: DateTime<Utc>,
+    pub utc_offset_seconds: i32,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(with = "crate::rfc3339_us")]
+    pub received_at: DateTime<Utc>,
+    #[serde(with = "crate::rfc3339_us")]
+    pub replied_at: DateTime<Utc>,
+}
+
+/// Outcome of a check or probe, in the Nagios plugin convention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+impl Status {
+    /// Maps a plugin exit code (0/1/2/3); anything else is `unknown`.
+    pub fn from_exit_code(code: i32) -> Status {
+        match code {
+            0 => Status::Ok,
+            1 => Status::Warning,
+            2 => Status::Critical,
+            _ => Status::Unknown,
+        }
+    }
+
+    /// The deficiency severity this status implies, if any. `unknown` counts as a warning:
+    /// the attendant could not tell, which an operator must look at but need not be woken for.
+    pub fn severity(self) -> Option<Severity> {
+        match self {
+            Status::Ok => None,
+            Status::Warning | Status::Unknown => Some(Severity::Warning),
+            Status::Critical => Some(Severity::Critical),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warning => "warning",
+            Status::Critical => "critical",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One entry of `services[]`: a service the attendant's own config lists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub check: String,
+    pub status: Status,
+    #[serde(default)]
+    pub message: String,
+    #[serde(with = "crate::rfc3339_ms")]
+    pub observed_at: DateTime<Utc>,
+    #[serde(default)]
+    pub duration_ms: f64,
+    #[serde(default)]
+    pub details: Map<String, Value>,
+}
+
+/// One entry of `probes[]`: a background synthetic probe's last result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub name: String,
+    pub kind: String,
+    pub status: Status,
+    #[serde(default)]
+    pub message: String,
+    #[serde(with = "crate::rfc3339_ms")]
+    pub observed_at: DateTime<Utc>,
+    #[serde(default)]
+    pub duration_ms: f64,
+    #[serde(default)]
+    pub details: Map<String, Value>,
+}
+
+/// Host usage, always present and cheap (cached by the attendant).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostUsage {
+    pub uptime_s: u64,
+    pub load: [f64; 3],
+    pub cpu_percent: f64,
+    pub memory: Memory,
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub total: u64,
+    pub used: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Disk {
+    pub mount: String,
+    pub total: u64,
+    pub used: u64,
+}
+
+/// How bad a deficiency is. Ordered: `critical` > `warning`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something wrong with the server: `source` says where (`service:NAME`, `probe:NAME`,
+/// `host:...`, and at the poller `poll:KIND`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Deficiency {
+    pub source: String,
+    pub severity: Severity,
+    pub summary: String,
+}
+
+/// Why bytes from an attendant are not a usable compilation.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Valid JSON of another schema version: the attendant is newer or older than we read.
+    #[error("incompatible attendant: schema_version {found}, this poller reads {SCHEMA_VERSION}")]
+    Incompatible { found: u64 },
+    /// Not JSON, or JSON without the v1 fields.
+    #[error("malformed compilation: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+#[derive(Deserialize)]
+struct Header {
+    schema_version: Option<u64>,
+}
+
+impl Compilation {
+    /// Reads a compilation, ignoring unknown fields; another `schema_version` is
+    /// [`DecodeError::Incompatible`] even where the fields happen to fit.
+    pub fn from_slice(bytes: &[u8]) -> Result<Compilation, DecodeError> {
+        match serde_json::from_slice::<Compilation>(bytes) {
+            Ok(c) if c.schema_version == SCHEMA_VERSION => Ok(c),
+            Ok(c) => Err(DecodeError::Incompatible {
+                found: u64::from(c.schema_version),
+            }),
+            Err(e) => match serde_json::from_slice::<Header>(bytes) {
+                Ok(Header {
+                    schema_version: Some(v),
+                }) if v != u64::from(SCHEMA_VERSION) => Err(DecodeError::Incompatible { found: v }),
+                _ => Err(DecodeError::Malformed(e)),
+            },
+        }
+    }
+
+    /// The worst status among services and probes, `ok` when there are none.
+    pub fn worst_status(&self) -> Status {
+        self.services
+            .iter()
+            .map(|s| s.status)
+            .chain(self.probes.iter().map(|p| p.status))
+            .max()
+            .unwrap_or(Status::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+use super::*;
+use chrono::TimeZone;
+
+fn sample() -> Compilation {
+    let t = Utc.with_ymd_and_hms(2026, 11, 26, 17, 0, 0).unwrap();
+    Compilation {
+        schema_version: 1,
+        attendant: AttendantInfo {
+            name: "mail-01".into(),
+            version: "0.1.0".into(),
+            hostname: "mail-01.example.org".into(),
+        },
+        time: TimeReport {
+            utc: t,
+            utc_offset_seconds: 3600,
+            zone: Some("Europe/Berlin".into()),
+            received_at: t + chrono::Duration::microseconds(1),
+            replied_at: t + chrono::Duration::microseconds(350),
+        },
+        services: vec![CheckResult {
+            name: "message-store".into(),
+            check: "tcp".into(),
+            status: Status::Critical,
+            message: "connection refused".into(),
+            observed_at: t,
+            duration_ms: 0.5,
+            details: Map::new(),
+        }],
+        probes: vec![],
+        host: HostUsage {
+            uptime_s: 10,
+            load: [0.1, 0.2, 0.3],
+            cpu_percent: 3.5,
+            memory: Memory { total: 100, used: 50 },
+            disks: vec![Disk {
+                mount: "/".into(),
+                total: 1000,
+                used: 10,
+            }],
+        },
+        deficiencies: vec![Deficiency {
+            source: "service:message-store".into(),
+            severity: Severity::Critical,
+            summary: "connection refused".into(),
+        }],
+    }
+}
+
+#[test]
+fn round_trip_keeps_every_field() {
+    let c = sample();
+    let bytes = serde_json::to_vec(&c).unwrap();
+    assert_eq!(Compilation::from_slice(&bytes).unwrap(), c);
+}
+
+#[test]
+fn times_use_the_contract_formats() {
+    let v = serde_json::to_value(sample()).unwrap();
+    assert_eq!(v["time"]["utc"], "2026-11-26T17:00:00.000Z");
+    assert_eq!(v["time"]["received_at"], "2026-11-26T17:00:00.000001Z");
+    assert_eq!(v["services"][0]["status"], "critical");
+    assert_eq!(v["deficiencies"][0]["severity"], "critical");
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let mut v = serde_json::to_value(sample()).unwrap();
+    v["future_section"] = serde_json::json!({"anything": [1, 2]});
+    v["services"][0]["added_later"] = serde_json::json!(true);
+    v["host"]["gpu"] = serde_json::json!(12);
+    let c = Compilation::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(c, sample());
+}
+
+#[test]
+fn other_schema_version_is_incompatible_even_when_fields_fit() {
+    let mut v = serde_json::to_value(sample()).unwrap();
+    v["schema_version"] = serde_json::json!(2);
+    let err = Compilation::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+    assert!(matches!(err, DecodeError::Incompatible { found: 2 }), "{err}");
+    assert!(err.to_string().starts_with("incompatible attendant"));
+}
+
+#[test]
+fn other_schema_version_with_other_shape_is_incompatible() {
+    let err = Compilation::from_slice(br#"{"schema_version": 7, "everything": "new"}"#).unwrap_err();
+    assert!(matches!(err, DecodeError::Incompatible { found: 7 }), "{err}");
+}
+
+#[test]
+fn garbage_and_missing_fields_are_malformed() {
+    for bad in [&b"<html>oops</html>"[..], b"{}", b"{\"schema_version\":1}", b""] {
+        let err = Compilation::from_slice(bad).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed(_)), "{err}");
+    }
+}
+
+#[test]
+fn times_with_offsets_are_read_as_utc() {
+    let mut v = serde_json::to_value(sample()).unwrap();
+    v["time"]["utc"] = serde_json::json!("2026-11-26T18:00:00.000+01:00");
+    let c = Compilation::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(c.time.utc, sample().time.utc);
+}
+
+#[test]
+fn worst_status_and_exit_codes() {
+    assert_eq!(sample().worst_status(), Status::Critical);
+    assert_eq!(Status::from_exit_code(1), Status::Warning);
+    assert_eq!(Status::from_exit_code(42), Status::Unknown);
+    assert_eq!(Status::Unknown.severity(), Some(Severity::Warning));
+}
