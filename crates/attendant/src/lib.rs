@@ -1,1 +1,77 @@
-//! x
+//! The attendant: runs on every monitored server and answers its poller's one query with
+//! one compilation of everything about that server (SPEC section 2).
+//!
+//! Layout: `config` (attendant.toml), `checks` (service checks run at query time), `host`
+//! (cached host usage), `clock` (system or virtual time), `compile` (builds the document),
+//! `server` (HTTP, auth, limits), `listener` (connection cap).
+
+pub mod checks;
+pub mod clock;
+pub mod compile;
+pub mod config;
+pub mod host;
+mod listener;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+pub use compile::Attendant;
+pub use config::AttendantConfig;
+
+/// Runs an attendant from its config file until `stop` is cancelled; SIGHUP reloads the
+/// file (an invalid new file is logged and the running config kept).
+pub async fn run(config_path: PathBuf, stop: CancellationToken) -> anyhow::Result<()> {
+    let config = AttendantConfig::load(&config_path)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let name = config.name.clone();
+    let attendant = start(config, stop.clone());
+    tracing::info!(server = %name, listen = %listener.local_addr()?, "attendant started");
+    let reload = tokio::spawn(reload_on_sighup(config_path, attendant.clone(), stop.clone()));
+    server::serve(listener, attendant, stop).await?;
+    reload.abort();
+    tracing::info!(server = %name, "attendant stopped");
+    Ok(())
+}
+
+/// Builds the attendant and its background samplers; serve it with [`server::serve`].
+pub fn start(config: AttendantConfig, stop: CancellationToken) -> Arc<Attendant> {
+    let host = host::HostCache::start(stop);
+    Arc::new(Attendant::new(config, host))
+}
+
+async fn reload_on_sighup(path: PathBuf, attendant: Arc<Attendant>, stop: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; config reload is disabled");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        let old = attendant.config();
+        match AttendantConfig::load(&path) {
+            Ok(new) => {
+                if new.listen != old.listen {
+                    tracing::warn!(server = %old.name, old = %old.listen, new = %new.listen, "listen changed; it takes effect at the next restart");
+                }
+                if new.clock != old.clock || new.clock_offset_us != old.clock_offset_us {
+                    tracing::warn!(server = %old.name, "clock settings changed; they take effect at the next restart");
+                }
+                tracing::info!(server = %new.name, services = new.services.len(), "config reloaded");
+                attendant.replace_config(new);
+            }
+            Err(e) => {
+                for line in e.problems() {
+                    tracing::error!(server = %old.name, "config reload refused, keeping the running config: {line}");
+                }
+            }
+        }
+    }
+}

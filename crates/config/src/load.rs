@@ -137,7 +137,8 @@ impl Located {
                 None => (*seg, None),
             };
             let last = i + 1 == segs.len();
-            let item = table.get(name)?;
+            // A missing key points at the table that should hold it.
+            let Some(item) = table.get(name) else { break };
             span = table.key(name).and_then(|k| k.span()).or(span);
             match (item, index) {
                 (toml_edit::Item::ArrayOfTables(aot), Some(ix)) => {
@@ -249,6 +250,7 @@ mod tests {
         assert_eq!(loc.line_of("server[0].port"), Some(5));
         assert_eq!(loc.line_of("server[1]"), Some(7));
         assert_eq!(loc.line_of("missing"), None);
+        assert_eq!(loc.line_of("server[1].missing"), Some(7));
     }
 
     #[test]

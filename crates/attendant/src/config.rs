@@ -1,0 +1,328 @@
+//! `attendant.toml` (SPEC section 7): parsed strictly, then validated as a whole.
+//!
+//! Unknown keys are errors naming key and line; every contradiction is reported at once;
+//! the token is read here, so a missing token file stops start-up instead of the first poll.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use rollcall_config::{ConfigError, Duration, Located, Secret, SecretSource};
+use serde::Deserialize;
+
+pub use crate::clock::ClockMode;
+pub use crate::checks::ProcessMatch;
+
+/// Default time a check may take.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: Option<String>,
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure: bool,
+    clock: Option<ClockMode>,
+    clock_offset: Option<String>,
+    max_clock_step: Option<Duration>,
+    poller_public_key: Option<String>,
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default, rename = "service")]
+    services: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    disk_warning_percent: Option<f64>,
+    disk_critical_percent: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    check: String,
+    timeout: Option<Duration>,
+    unit: Option<String>,
+    process: Option<String>,
+    pidfile: Option<PathBuf>,
+    address: Option<String>,
+    expect: Option<String>,
+    command: Option<Vec<String>>,
+}
+
+/// How the attendant knows a query comes from its poller.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`.
+    Token(Secret),
+    /// No authentication: only allowed on a loopback address.
+    Insecure,
+}
+
+/// A validated attendant configuration.
+#[derive(Debug, Clone)]
+pub struct AttendantConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub auth: Auth,
+    pub clock: ClockMode,
+    /// Virtual clock only: its starting error against real time, in microseconds.
+    pub clock_offset_us: i64,
+    pub max_clock_step: Duration,
+    pub poller_public_key: Option<String>,
+    pub host: HostThresholds,
+    pub services: Vec<Service>,
+}
+
+/// When disk usage becomes a deficiency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostThresholds {
+    pub disk_warning_percent: f64,
+    pub disk_critical_percent: f64,
+}
+
+/// One entry of the services list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub timeout: Duration,
+    pub check: Check,
+}
+
+/// How one service's status is determined.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    Tcp { address: String, expect: Option<String> },
+    Process(ProcessMatch),
+    Command { argv: Vec<String> },
+    Systemd { unit: String },
+}
+
+impl Check {
+    /// The `check` key's value, reported in the compilation.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Tcp { .. } => "tcp",
+            Check::Process(_) => "process",
+            Check::Command { .. } => "command",
+            Check::Systemd { .. } => "systemd",
+        }
+    }
+}
+
+/// Keys each check kind accepts besides `name`, `check` and `timeout`.
+const KEYS: &[(&str, &[&str])] = &[
+    ("tcp", &["address", "expect"]),
+    ("process", &["process", "pidfile"]),
+    ("command", &["command"]),
+    ("systemd", &["unit"]),
+];
+
+/// Kinds the SPEC names that this build does not run yet; named so the error is honest.
+const NOT_YET: &[&str] = &["ldap", "imap", "smtp", "http"];
+
+impl AttendantConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<AttendantConfig, ConfigError> {
+        let text = rollcall_config::read_file(path)?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// Parses and validates `text` as read from `file` (relative paths resolve beside it).
+    pub fn parse(file: &str, text: &str) -> Result<AttendantConfig, ConfigError> {
+        let (raw, loc): (Raw, Located) = Located::parse(file, text)?;
+        let mut p = loc.problems();
+
+        let listen = match raw.listen.as_deref().unwrap_or("0.0.0.0:7460").parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(e) => {
+                p.push("listen", format!("not an IP:port address ({e})"));
+                SocketAddr::from(([0, 0, 0, 0], rollcall_protocol::DEFAULT_ATTENDANT_PORT))
+            }
+        };
+
+        let auth = match (&raw.token_file, raw.insecure) {
+            (Some(_), true) => {
+                p.push("insecure", "set together with token_file; choose one");
+                Auth::Insecure
+            }
+            (None, true) => {
+                if !listen.ip().is_loopback() {
+                    p.push(
+                        "insecure",
+                        format!("refused: listen {listen} is not a loopback address; an unauthenticated attendant may only listen on 127.0.0.1 or ::1"),
+                    );
+                }
+                Auth::Insecure
+            }
+            (Some(f), false) => match SecretSource::File(loc.resolve(f)).read() {
+                Ok(s) => Auth::Token(s),
+                Err(e) => {
+                    p.push("token_file", e);
+                    Auth::Insecure
+                }
+            },
+            (None, false) => {
+                p.push("token_file", "missing: set token_file (or insecure = true on a loopback listen)");
+                Auth::Insecure
+            }
+        };
+
+        let clock = raw.clock.unwrap_or(ClockMode::System);
+        let clock_offset_us = match raw.clock_offset.as_deref() {
+            None => 0,
+            Some(_) if clock != ClockMode::Virtual => {
+                p.push("clock_offset", "only allowed with clock = \"virtual\"");
+                0
+            }
+            Some(s) => match parse_signed_us(s) {
+                Ok(us) => us,
+                Err(e) => {
+                    p.push("clock_offset", e);
+                    0
+                }
+            },
+        };
+
+        let host = HostThresholds {
+            disk_warning_percent: raw.host.disk_warning_percent.unwrap_or(90.0),
+            disk_critical_percent: raw.host.disk_critical_percent.unwrap_or(95.0),
+        };
+        for (key, v) in [
+            ("host.disk_warning_percent", host.disk_warning_percent),
+            ("host.disk_critical_percent", host.disk_critical_percent),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                p.push(key, format!("{v} is not a percentage (0 to 100)"));
+            }
+        }
+        if host.disk_warning_percent > host.disk_critical_percent {
+            p.push("host.disk_warning_percent", "is above host.disk_critical_percent");
+        }
+
+        let mut services = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in raw.services.iter().enumerate() {
+            let at = |k: &str| format!("service[{i}].{k}");
+            if s.name.trim().is_empty() {
+                p.push(at("name"), "must not be empty");
+            } else if !seen.insert(s.name.clone()) {
+                p.push(at("name"), format!("duplicate service name {:?}", s.name));
+            }
+            let timeout = s.timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT);
+            if timeout.get().is_zero() {
+                p.push(at("timeout"), "must be longer than 0");
+            }
+            let Some((_, allowed)) = KEYS.iter().find(|(k, _)| *k == s.check) else {
+                if NOT_YET.contains(&s.check.as_str()) {
+                    p.push(at("check"), format!("check = {:?} is not available in this version (available: tcp, process, command, systemd)", s.check));
+                } else {
+                    p.push(at("check"), format!("unknown check {:?} (expected one of: tcp, process, command, systemd)", s.check));
+                }
+                continue;
+            };
+            for (key, set) in [
+                ("unit", s.unit.is_some()),
+                ("process", s.process.is_some()),
+                ("pidfile", s.pidfile.is_some()),
+                ("address", s.address.is_some()),
+                ("expect", s.expect.is_some()),
+                ("command", s.command.is_some()),
+            ] {
+                if set && !allowed.contains(&key) {
+                    p.push(at(key), format!("not a key of check = {:?} (its keys: {})", s.check, allowed.join(", ")));
+                }
+            }
+            let check = match s.check.as_str() {
+                "tcp" => match &s.address {
+                    Some(a) if valid_host_port(a) => Some(Check::Tcp { address: a.clone(), expect: s.expect.clone() }),
+                    Some(a) => {
+                        p.push(at("address"), format!("{a:?} is not HOST:PORT"));
+                        None
+                    }
+                    None => {
+                        p.push(at("address"), "missing: check = \"tcp\" needs address = \"HOST:PORT\"");
+                        None
+                    }
+                },
+                "process" => match (&s.process, &s.pidfile) {
+                    (Some(n), None) if !n.is_empty() => Some(Check::Process(ProcessMatch::Name(n.clone()))),
+                    (None, Some(f)) => Some(Check::Process(ProcessMatch::Pidfile(loc.resolve(f)))),
+                    (Some(_), Some(_)) => {
+                        p.push(at("process"), "set together with pidfile; choose one");
+                        None
+                    }
+                    _ => {
+                        p.push(at("process"), "missing: check = \"process\" needs process = \"NAME\" or pidfile = \"PATH\"");
+                        None
+                    }
+                },
+                "command" => match &s.command {
+                    Some(argv) if !argv.is_empty() && !argv[0].is_empty() => Some(Check::Command { argv: argv.clone() }),
+                    _ => {
+                        p.push(at("command"), "missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]");
+                        None
+                    }
+                },
+                _ => match &s.unit {
+                    Some(u) if !u.is_empty() => Some(Check::Systemd { unit: u.clone() }),
+                    _ => {
+                        p.push(at("unit"), "missing: check = \"systemd\" needs unit = \"NAME.service\"");
+                        None
+                    }
+                },
+            };
+            if let Some(check) = check {
+                services.push(Service { name: s.name.clone(), timeout, check });
+            }
+        }
+
+        let max_clock_step = raw.max_clock_step.unwrap_or(Duration::from_secs(1000));
+        p.finish()?;
+        Ok(AttendantConfig {
+            name: raw.name.unwrap_or_else(hostname),
+            listen,
+            auth,
+            clock,
+            clock_offset_us,
+            max_clock_step,
+            poller_public_key: raw.poller_public_key,
+            host,
+            services,
+        })
+    }
+}
+
+/// `"45s"`, `"-3s"`, `"1m 30s"` as signed microseconds.
+fn parse_signed_us(s: &str) -> Result<i64, String> {
+    let (neg, body) = match s.trim().strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.trim().trim_start_matches('+')),
+    };
+    let d: Duration = body.parse()?;
+    let us = i64::try_from(d.get().as_micros()).map_err(|_| format!("{s:?} is too large"))?;
+    Ok(if neg { -us } else { us })
+}
+
+fn valid_host_port(a: &str) -> bool {
+    match a.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+/// The machine's hostname, the default attendant name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests;
