@@ -265,7 +265,9 @@ mod tests {
     fn generic_errors_are_unknown() {
         let o = outcome_for_error("x.service", &zbus::Error::InvalidReply);
         assert_eq!(o.status, Status::Unknown);
-        assert!(o.message.starts_with("cannot ask systemd about x.service: "));
+        assert!(o
+            .message
+            .starts_with("cannot ask systemd about x.service: "));
     }
 
     #[tokio::test]
