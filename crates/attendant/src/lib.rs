@@ -29,6 +29,16 @@ pub async fn run(config_path: PathBuf, stop: CancellationToken) -> anyhow::Resul
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    run_on(config_path, config, listener, stop).await
+}
+
+/// Like [`run`], on a listener the caller bound (tests and the demo bind port 0).
+pub async fn run_on(
+    config_path: PathBuf,
+    config: AttendantConfig,
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let name = config.name.clone();
     let attendant = start(config, stop.clone());
     tracing::info!(server = %name, listen = %listener.local_addr()?, "attendant started");

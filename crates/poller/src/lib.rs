@@ -1,1 +1,68 @@
-//! x
+//! The poller: asks each attendant for its compilation on a schedule set by the server's
+//! level, keeps state and history, and tells the administrators (SPEC section 3).
+//!
+//! Layout: `config` (poller.toml), `levels` (levels, rules, hysteresis: pure logic),
+//! `schedule` (per-server slots spread over the interval), `fetch` (one bounded HTTP poll),
+//! `clock_estimate` (NTP-style offset), `fleet` (live state and per-server loops), `store`
+//! (SQLite state and history), `api` (JSON API).
+
+pub mod api;
+pub mod clock_estimate;
+pub mod config;
+pub mod fetch;
+pub mod fleet;
+pub mod levels;
+pub mod model;
+pub mod schedule;
+pub mod store;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::PollerConfig;
+
+/// Runs the poller until `stop` is cancelled; the listener is bound by the caller (so
+/// tests and the demo can bind port 0). On stop, polls in flight are abandoned and every
+/// recorded result is written before returning.
+pub async fn run(config: PollerConfig, listener: tokio::net::TcpListener, stop: CancellationToken) -> anyhow::Result<()> {
+    let store = store::Store::open(&config.database).await?;
+    let stored = store.load_servers().await?;
+    let (writer, writer_task) = store::Writer::start(store.clone());
+    let fetcher = fetch::HttpFetcher::new(config.timeout.get(), config.max_reply_bytes)
+        .context("cannot build the HTTP client")?;
+    let fleet = Arc::new(fleet::Fleet::new(
+        config.servers.clone(),
+        stored,
+        config.rules.clone(),
+        fetcher,
+        writer.clone(),
+        schedule::Timebase::now(),
+        config.max_concurrent_polls,
+    ));
+    let tracker = TaskTracker::new();
+    fleet.start(&stop, &tracker);
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        servers = config.servers.len(),
+        database = %config.database,
+        "poller started"
+    );
+    let app = api::router(Arc::new(api::Api { fleet: fleet.clone(), store: store.clone() }));
+    let shutdown = stop.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("API server failed")?;
+    tracker.close();
+    tracker.wait().await;
+    writer.flush().await.ok();
+    drop(fleet);
+    drop(writer);
+    writer_task.await.ok();
+    store.close().await;
+    tracing::info!("poller stopped");
+    Ok(())
+}

@@ -1,1 +1,149 @@
-fn main() {}
+//! `rollcall`: one binary, one subcommand per role (SPEC section 5).
+//!
+//! This file only parses arguments, sets up logging and signals, and hands over to the
+//! library crates; each subcommand's edge logic lives in its own module.
+
+mod check_config;
+mod demo;
+mod query;
+mod render;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "rollcall", version, about = "Server monitoring with one query per server.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the attendant on a monitored server.
+    Attendant {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the poller: schedule polls, keep state, serve the API.
+    Poller {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show the fleet as the poller sees it.
+    Status {
+        /// The poller's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:7470", env = "ROLLCALL_POLLER")]
+        poller: String,
+        /// Print the `GET /api/v1/servers` array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask one attendant for its compilation and print it.
+    Query {
+        /// The attendant, as `http://HOST:PORT`, `https://...` or `HOST:PORT`.
+        address: String,
+        /// File holding the attendant's token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the compilation as received (JSON).
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = "10s")]
+        timeout: rollcall_config::Duration,
+    },
+    /// Validate an attendant or poller config file; exit 1 naming every problem.
+    CheckConfig {
+        file: PathBuf,
+        /// The kind of file; guessed from its keys when not given.
+        #[arg(long, value_enum)]
+        kind: Option<check_config::Kind>,
+    },
+    /// Run a poller and attendants on loopback with virtual clocks, until Ctrl-C.
+    Demo {
+        /// Where the poller's API listens.
+        #[arg(long, default_value = "127.0.0.1:7470")]
+        listen: SocketAddr,
+        /// Keep configs and the database here instead of a temporary folder.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ROLLCALL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Attendant { config } => {
+            rollcall_attendant::run(config, stop_on_signal()).await?;
+        }
+        Command::Poller { config } => {
+            let cfg = rollcall_poller::PollerConfig::load(&config)?;
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+            rollcall_poller::run(cfg, listener, stop_on_signal()).await?;
+        }
+        Command::Status { poller, json } => status::run(&poller, json).await?,
+        Command::Query { address, token_file, json, timeout } => {
+            query::run(&address, token_file.as_deref(), json, timeout.get()).await?;
+        }
+        Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),
+        Command::Demo { listen, state_dir } => demo::run(listen, state_dir, stop_on_signal()).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM, for a clean stop.
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                s.cancel();
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+        s.cancel();
+    });
+    stop
+}

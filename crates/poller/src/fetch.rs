@@ -1,0 +1,158 @@
+//! One poll: `GET /v1/compilation` on an attendant, bounded in time and size.
+//!
+//! A failed poll is data, not an error to bubble up: every way it can fail maps to one
+//! [`PollError`] kind, which becomes the deficiency `poll:KIND`. The timeout covers connect
+//! to last byte; `max_reply_bytes` is enforced while reading, so a huge reply is never held.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use rollcall_protocol::{Compilation, DecodeError, COMPILATION_PATH};
+
+use crate::config::ServerConfig;
+
+/// A compilation as received, with the poller's send (T1) and receive (T4) times.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub compilation: Compilation,
+    /// The reply body exactly as received, kept as the latest compilation.
+    pub raw: Bytes,
+    pub sent_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Why a poll produced no compilation. `kind()` names the deficiency source `poll:KIND`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PollError {
+    #[error("no complete reply within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Refused(String),
+    #[error("TLS failure: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Auth(String),
+    #[error("{0}")]
+    Malformed(String),
+    #[error("reply larger than max_reply_bytes = {0}")]
+    Oversized(u64),
+    #[error("{0}")]
+    Incompatible(String),
+}
+
+impl PollError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PollError::Timeout(_) => "timeout",
+            PollError::Refused(_) => "refused",
+            PollError::Tls(_) => "tls",
+            PollError::Auth(_) => "auth",
+            PollError::Malformed(_) => "malformed",
+            PollError::Oversized(_) => "oversized",
+            PollError::Incompatible(_) => "incompatible",
+        }
+    }
+}
+
+/// Gets one compilation from one server. The scheduler is generic over this, so its
+/// timing can be tested with a paused clock and scripted replies.
+pub trait Fetch: Send + Sync + 'static {
+    fn fetch(&self, server: &ServerConfig) -> impl Future<Output = Result<Fetched, PollError>> + Send;
+}
+
+/// The real fetcher: one shared HTTP client with keep-alive connections.
+#[derive(Clone)]
+pub struct HttpFetcher {
+    client: reqwest::Client,
+    timeout: Duration,
+    max_reply_bytes: u64,
+}
+
+impl HttpFetcher {
+    pub fn new(timeout: Duration, max_reply_bytes: u64) -> Result<HttpFetcher, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("rollcall-poller/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(Duration::from_secs(20 * 60))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(HttpFetcher { client, timeout, max_reply_bytes })
+    }
+
+    async fn fetch_unbounded(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
+        let url = format!("{}{COMPILATION_PATH}", server.address);
+        let mut req = self.client.get(&url);
+        if let Some(t) = &server.token {
+            req = req.bearer_auth(t.expose());
+        }
+        let sent_at = Utc::now();
+        let mut resp = req.send().await.map_err(|e| classify(&e, &url))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(PollError::Auth(format!("attendant refused our credentials (HTTP {status})")));
+        }
+        if !status.is_success() {
+            return Err(PollError::Malformed(format!("attendant answered HTTP {status}")));
+        }
+        if resp.content_length().is_some_and(|n| n > self.max_reply_bytes) {
+            return Err(PollError::Oversized(self.max_reply_bytes));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url))? {
+            if (body.len() + chunk.len()) as u64 > self.max_reply_bytes {
+                return Err(PollError::Oversized(self.max_reply_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let received_at = Utc::now();
+        let raw = body.freeze();
+        let compilation = Compilation::from_slice(&raw).map_err(|e| match e {
+            DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
+            DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
+        })?;
+        Ok(Fetched { compilation, raw, sent_at, received_at })
+    }
+}
+
+impl Fetch for HttpFetcher {
+    async fn fetch(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
+        match tokio::time::timeout(self.timeout, self.fetch_unbounded(server)).await {
+            Ok(r) => r,
+            Err(_) => Err(PollError::Timeout(self.timeout)),
+        }
+    }
+}
+
+/// Maps a transport error to its kind, with the innermost cause as the message.
+fn classify(e: &reqwest::Error, url: &str) -> PollError {
+    let mut chain = Vec::new();
+    let mut refused = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        chain.push(s.to_string());
+        source = s.source();
+    }
+    let cause = chain.last().cloned().unwrap_or_default();
+    if e.is_timeout() {
+        return PollError::Timeout(Duration::ZERO);
+    }
+    if refused {
+        return PollError::Refused(format!("connection refused by {url}"));
+    }
+    // reqwest does not type TLS failures; rustls' messages name them.
+    let text = chain.join(": ").to_ascii_lowercase();
+    if url.starts_with("https://") && ["tls", "certificate", "handshake", "alert"].iter().any(|w| text.contains(w)) {
+        return PollError::Tls(cause);
+    }
+    if e.is_connect() {
+        return PollError::Refused(format!("cannot connect to {url}: {cause}"));
+    }
+    PollError::Malformed(format!("reply cut short or unreadable: {cause}"))
+}

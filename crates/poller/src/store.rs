@@ -1,0 +1,305 @@
+//! Persistent state: servers' levels, their latest compilation, poll and transition history.
+//!
+//! SQLite through sqlx (a file, nothing to install), with migrations embedded in the binary.
+//! Poll results reach the store through [`Writer`], which batches them into one transaction
+//! per burst: the scheduler never waits on disk, and thousands of polls a second cost a few
+//! commits. PostgreSQL will be a second implementation of the same methods.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{ClockCorrectionRow, History, PollRecord, PollRow, ServerRow, ServerState, TransitionRow};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database {url}: migration failed: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("database holds an unreadable value in {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("the store writer has stopped")]
+    WriterGone,
+}
+
+/// The SQLite store. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating when missing) and migrates the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
+        Ok(Store { pool })
+    }
+
+    /// Every server the store knows, as last written.
+    pub async fn load_servers(&self) -> Result<Vec<ServerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms FROM servers",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("name")?;
+                let defs: String = r.try_get("deficiencies")?;
+                let deficiencies = serde_json::from_str(&defs).map_err(|e| StoreError::Corrupt {
+                    what: format!("servers.deficiencies of {name}"),
+                    detail: e.to_string(),
+                })?;
+                Ok(ServerRow {
+                    address: r.try_get("address")?,
+                    level: r.try_get("level")?,
+                    calm_streak: r.try_get::<i64, _>("calm_streak")?.clamp(0, i64::from(u32::MAX)) as u32,
+                    state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                    deficiencies,
+                    last_poll_at: r.try_get::<Option<i64>, _>("last_poll_at")?.map(from_ms),
+                    last_error: r.try_get("last_error")?,
+                    clock_offset_ms: r.try_get("clock_offset_ms")?,
+                    rtt_ms: r.try_get("rtt_ms")?,
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// The latest compilation of `server`, as received.
+    pub async fn compilation(&self, server: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT compilation FROM servers WHERE name = ?")
+            .bind(server)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("compilation")?,
+            None => None,
+        })
+    }
+
+    /// Newest first, at most `limit` of each kind.
+    pub async fn history(&self, server: &str, limit: u32) -> Result<History, StoreError> {
+        let polls = sqlx::query(
+            "SELECT at, state, level, rtt_ms, clock_offset_ms, error, deficiencies FROM polls WHERE server = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(server)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(PollRow {
+                at: from_ms(r.try_get("at")?),
+                state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                level: r.try_get("level")?,
+                rtt_ms: r.try_get("rtt_ms")?,
+                clock_offset_ms: r.try_get("clock_offset_ms")?,
+                error: r.try_get("error")?,
+                deficiencies: r.try_get::<i64, _>("deficiencies")?.max(0) as u32,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let transitions = sqlx::query(
+            "SELECT at, from_level, to_level, reason FROM transitions WHERE server = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(server)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TransitionRow {
+                at: from_ms(r.try_get("at")?),
+                from: r.try_get("from_level")?,
+                to: r.try_get("to_level")?,
+                reason: r.try_get("reason")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let clock_corrections = sqlx::query(
+            "SELECT at, offset_ms, correction_ms, outcome, detail FROM clock_corrections WHERE server = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(server)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ClockCorrectionRow {
+                at: from_ms(r.try_get("at")?),
+                offset_ms: r.try_get("offset_ms")?,
+                correction_ms: r.try_get("correction_ms")?,
+                outcome: r.try_get("outcome")?,
+                detail: r.try_get("detail")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(History { polls, transitions, clock_corrections })
+    }
+
+    /// Writes a batch of poll results in one transaction.
+    pub async fn write(&self, batch: &[PollRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for rec in batch {
+            let s = &rec.server;
+            let defs = serde_json::to_string(&s.deficiencies).unwrap_or_else(|_| "[]".into());
+            let compilation = rec.compilation.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+            sqlx::query(
+                "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms, compilation)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
+                   calm_streak = excluded.calm_streak, state = excluded.state, deficiencies = excluded.deficiencies,
+                   last_poll_at = excluded.last_poll_at, last_error = excluded.last_error,
+                   clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms,
+                   compilation = COALESCE(excluded.compilation, servers.compilation)",
+            )
+            .bind(&s.name)
+            .bind(&s.address)
+            .bind(&s.level)
+            .bind(i64::from(s.calm_streak))
+            .bind(s.state.as_str())
+            .bind(defs)
+            .bind(s.last_poll_at.map(ms))
+            .bind(&s.last_error)
+            .bind(s.clock_offset_ms)
+            .bind(s.rtt_ms)
+            .bind(compilation)
+            .execute(&mut *tx)
+            .await?;
+            let p = &rec.poll;
+            sqlx::query(
+                "INSERT INTO polls (server, at, state, level, rtt_ms, clock_offset_ms, error, deficiencies) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&s.name)
+            .bind(ms(p.at))
+            .bind(p.state.as_str())
+            .bind(&p.level)
+            .bind(p.rtt_ms)
+            .bind(p.clock_offset_ms)
+            .bind(&p.error)
+            .bind(i64::from(p.deficiencies))
+            .execute(&mut *tx)
+            .await?;
+            if let Some(t) = &rec.transition {
+                sqlx::query("INSERT INTO transitions (server, at, from_level, to_level, reason) VALUES (?, ?, ?, ?, ?)")
+                    .bind(&s.name)
+                    .bind(ms(t.at))
+                    .bind(&t.from)
+                    .bind(&t.to)
+                    .bind(&t.reason)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+enum Msg {
+    Record(Box<PollRecord>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The single task that writes poll results, batching whatever has queued up.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Msg>,
+}
+
+/// Most records written in one transaction.
+const MAX_BATCH: usize = 2048;
+/// Records queued before the scheduler has to wait (backpressure, never unbounded memory).
+const QUEUE: usize = 65_536;
+
+impl Writer {
+    /// Starts the writer task; it ends when every `Writer` clone is dropped, after
+    /// writing everything queued.
+    pub fn start(store: Store) -> (Writer, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Msg>(QUEUE);
+        let task = tokio::spawn(async move {
+            let mut batch: Vec<PollRecord> = Vec::new();
+            let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        Msg::Record(r) => batch.push(*r),
+                        Msg::Flush(w) => waiters.push(w),
+                    }
+                    if batch.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !batch.is_empty() {
+                    if let Err(e) = store.write(&batch).await {
+                        // Keep polling; the in-memory state is still right and the next
+                        // poll of each server writes its whole row again.
+                        tracing::error!(error = %e, records = batch.len(), "cannot write poll results");
+                    }
+                    batch.clear();
+                }
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        });
+        (Writer { tx }, task)
+    }
+
+    pub async fn record(&self, rec: PollRecord) -> Result<(), StoreError> {
+        self.tx.send(Msg::Record(Box::new(rec))).await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Waits until everything recorded before this call is written.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Msg::Flush(tx)).await.map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)
+    }
+}
+
+#[cfg(test)]
+mod tests;

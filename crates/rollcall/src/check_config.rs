@@ -1,0 +1,61 @@
+//! `rollcall check-config FILE`: validates either kind of config, naming every problem.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Which file it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Attendant,
+    Poller,
+}
+
+/// Keys only a poller config has at its top level.
+const POLLER_KEYS: &[&str] = &[
+    "server", "level", "rule", "database", "max_reply_bytes", "max_clock_skew",
+    "signing_key_file", "recover_after", "notify", "timeout", "max_concurrent_polls",
+];
+
+/// Guesses the kind from the top-level keys; a file that does not parse is taken as an
+/// attendant config, whose parser then names the syntax error.
+pub fn guess(text: &str) -> Kind {
+    match text.parse::<toml::Table>() {
+        Ok(t) if t.keys().any(|k| POLLER_KEYS.contains(&k.as_str())) => Kind::Poller,
+        _ => Kind::Attendant,
+    }
+}
+
+pub fn run(file: &Path, kind: Option<Kind>) -> ExitCode {
+    let text = match rollcall_config::read_file(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let name = file.display().to_string();
+    let kind = kind.unwrap_or_else(|| guess(&text));
+    let result = match kind {
+        Kind::Attendant => rollcall_attendant::AttendantConfig::parse(&name, &text)
+            .map(|c| format!("{name}: valid attendant config ({} services)", c.services.len())),
+        Kind::Poller => rollcall_poller::PollerConfig::parse(&name, &text).map(|c| {
+            format!(
+                "{name}: valid poller config ({} servers, levels: {})",
+                c.servers.len(),
+                c.rules.levels().iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        }),
+    };
+    match result {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.problems() {
+                eprintln!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! `rollcall status`: the fleet table from the poller's `GET /api/v1/servers`.
+
+use anyhow::Context;
+use chrono::Utc;
+use rollcall_poller::model::ServerSummary;
+
+use crate::render::{relative, table};
+
+pub async fn run(poller: &str, json: bool) -> anyhow::Result<()> {
+    let url = format!("{}/api/v1/servers", poller.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the poller at {url}"))?;
+    let status = resp.status();
+    let body = resp.text().await.with_context(|| format!("reading {url}"))?;
+    if !status.is_success() {
+        anyhow::bail!("{url} answered HTTP {status}: {}", body.trim());
+    }
+    let servers: Vec<ServerSummary> =
+        serde_json::from_str(&body).with_context(|| format!("{url} did not answer a server list"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&servers)?);
+    } else {
+        print!("{}", render(&servers));
+    }
+    Ok(())
+}
+
+pub fn render(servers: &[ServerSummary]) -> String {
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = servers
+        .iter()
+        .map(|s| {
+            let defs = if s.deficiencies.is_empty() {
+                "-".to_string()
+            } else {
+                s.deficiencies
+                    .iter()
+                    .map(|d| format!("{} ({})", d.source, d.severity))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                s.name.clone(),
+                s.level.clone(),
+                s.state.as_str().to_string(),
+                relative(s.last_poll_at, now),
+                relative(s.next_poll_at, now),
+                s.clock_offset_ms.map_or("-".into(), |o| format!("{o:+.0}ms")),
+                defs,
+            ]
+        })
+        .collect();
+    table(&["NAME", "LEVEL", "STATE", "LAST POLL", "NEXT POLL", "CLOCK", "DEFICIENCIES"], &rows)
+}
