@@ -150,20 +150,40 @@ mod tests {
     fn deficiencies_follow_statuses_and_disk_thresholds() {
         let host = HostUsage {
             disks: vec![
-                Disk { mount: "/".into(), total: 100, used: 50 },
-                Disk { mount: "/var".into(), total: 100, used: 91 },
-                Disk { mount: "/srv".into(), total: 100, used: 99 },
+                Disk {
+                    mount: "/".into(),
+                    total: 100,
+                    used: 50,
+                },
+                Disk {
+                    mount: "/var".into(),
+                    total: 100,
+                    used: 91,
+                },
+                Disk {
+                    mount: "/srv".into(),
+                    total: 100,
+                    used: 99,
+                },
             ],
             ..Default::default()
         };
-        let limits = HostThresholds { disk_warning_percent: 90.0, disk_critical_percent: 95.0 };
+        let limits = HostThresholds {
+            disk_warning_percent: 90.0,
+            disk_critical_percent: 95.0,
+        };
         let d = deficiencies(
-            &[svc("a", Status::Ok), svc("b", Status::Critical), svc("c", Status::Unknown)],
+            &[
+                svc("a", Status::Ok),
+                svc("b", Status::Critical),
+                svc("c", Status::Unknown),
+            ],
             &[],
             &host,
             &limits,
         );
-        let got: Vec<(&str, Severity)> = d.iter().map(|d| (d.source.as_str(), d.severity)).collect();
+        let got: Vec<(&str, Severity)> =
+            d.iter().map(|d| (d.source.as_str(), d.severity)).collect();
         assert_eq!(
             got,
             [

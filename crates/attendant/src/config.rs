@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use rollcall_config::{ConfigError, Duration, Located, Secret, SecretSource};
 use serde::Deserialize;
 
-pub use crate::clock::ClockMode;
 pub use crate::checks::ProcessMatch;
+pub use crate::clock::ClockMode;
 
 /// Default time a check may take.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,10 +96,17 @@ pub struct Service {
 /// How one service's status is determined.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    Tcp { address: String, expect: Option<String> },
+    Tcp {
+        address: String,
+        expect: Option<String>,
+    },
     Process(ProcessMatch),
-    Command { argv: Vec<String> },
-    Systemd { unit: String },
+    Command {
+        argv: Vec<String>,
+    },
+    Systemd {
+        unit: String,
+    },
 }
 
 impl Check {
@@ -137,7 +144,12 @@ impl AttendantConfig {
         let (raw, loc): (Raw, Located) = Located::parse(file, text)?;
         let mut p = loc.problems();
 
-        let listen = match raw.listen.as_deref().unwrap_or("0.0.0.0:7460").parse::<SocketAddr>() {
+        let listen = match raw
+            .listen
+            .as_deref()
+            .unwrap_or("0.0.0.0:7460")
+            .parse::<SocketAddr>()
+        {
             Ok(a) => a,
             Err(e) => {
                 p.push("listen", format!("not an IP:port address ({e})"));
@@ -167,7 +179,10 @@ impl AttendantConfig {
                 }
             },
             (None, false) => {
-                p.push("token_file", "missing: set token_file (or insecure = true on a loopback listen)");
+                p.push(
+                    "token_file",
+                    "missing: set token_file (or insecure = true on a loopback listen)",
+                );
                 Auth::Insecure
             }
         };
@@ -201,7 +216,10 @@ impl AttendantConfig {
             }
         }
         if host.disk_warning_percent > host.disk_critical_percent {
-            p.push("host.disk_warning_percent", "is above host.disk_critical_percent");
+            p.push(
+                "host.disk_warning_percent",
+                "is above host.disk_critical_percent",
+            );
         }
 
         let mut services = Vec::new();
@@ -221,7 +239,13 @@ impl AttendantConfig {
                 if NOT_YET.contains(&s.check.as_str()) {
                     p.push(at("check"), format!("check = {:?} is not available in this version (available: tcp, process, command, systemd)", s.check));
                 } else {
-                    p.push(at("check"), format!("unknown check {:?} (expected one of: tcp, process, command, systemd)", s.check));
+                    p.push(
+                        at("check"),
+                        format!(
+                            "unknown check {:?} (expected one of: tcp, process, command, systemd)",
+                            s.check
+                        ),
+                    );
                 }
                 continue;
             };
@@ -234,23 +258,38 @@ impl AttendantConfig {
                 ("command", s.command.is_some()),
             ] {
                 if set && !allowed.contains(&key) {
-                    p.push(at(key), format!("not a key of check = {:?} (its keys: {})", s.check, allowed.join(", ")));
+                    p.push(
+                        at(key),
+                        format!(
+                            "not a key of check = {:?} (its keys: {})",
+                            s.check,
+                            allowed.join(", ")
+                        ),
+                    );
                 }
             }
             let check = match s.check.as_str() {
                 "tcp" => match &s.address {
-                    Some(a) if valid_host_port(a) => Some(Check::Tcp { address: a.clone(), expect: s.expect.clone() }),
+                    Some(a) if valid_host_port(a) => Some(Check::Tcp {
+                        address: a.clone(),
+                        expect: s.expect.clone(),
+                    }),
                     Some(a) => {
                         p.push(at("address"), format!("{a:?} is not HOST:PORT"));
                         None
                     }
                     None => {
-                        p.push(at("address"), "missing: check = \"tcp\" needs address = \"HOST:PORT\"");
+                        p.push(
+                            at("address"),
+                            "missing: check = \"tcp\" needs address = \"HOST:PORT\"",
+                        );
                         None
                     }
                 },
                 "process" => match (&s.process, &s.pidfile) {
-                    (Some(n), None) if !n.is_empty() => Some(Check::Process(ProcessMatch::Name(n.clone()))),
+                    (Some(n), None) if !n.is_empty() => {
+                        Some(Check::Process(ProcessMatch::Name(n.clone())))
+                    }
                     (None, Some(f)) => Some(Check::Process(ProcessMatch::Pidfile(loc.resolve(f)))),
                     (Some(_), Some(_)) => {
                         p.push(at("process"), "set together with pidfile; choose one");
@@ -262,7 +301,9 @@ impl AttendantConfig {
                     }
                 },
                 "command" => match &s.command {
-                    Some(argv) if !argv.is_empty() && !argv[0].is_empty() => Some(Check::Command { argv: argv.clone() }),
+                    Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                        Some(Check::Command { argv: argv.clone() })
+                    }
                     _ => {
                         p.push(at("command"), "missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]");
                         None
@@ -271,13 +312,20 @@ impl AttendantConfig {
                 _ => match &s.unit {
                     Some(u) if !u.is_empty() => Some(Check::Systemd { unit: u.clone() }),
                     _ => {
-                        p.push(at("unit"), "missing: check = \"systemd\" needs unit = \"NAME.service\"");
+                        p.push(
+                            at("unit"),
+                            "missing: check = \"systemd\" needs unit = \"NAME.service\"",
+                        );
                         None
                     }
                 },
             };
             if let Some(check) = check {
-                services.push(Service { name: s.name.clone(), timeout, check });
+                services.push(Service {
+                    name: s.name.clone(),
+                    timeout,
+                    check,
+                });
             }
         }
 

@@ -25,7 +25,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(attendant: Arc<Attendant>) -> Router {
     Router::new()
         .route(rollcall_protocol::COMPILATION_PATH, get(compilation))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -39,9 +41,12 @@ pub async fn serve(
     attendant: Arc<Attendant>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(CappedListener::new(listener, MAX_CONNECTIONS), router(attendant))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    axum::serve(
+        CappedListener::new(listener, MAX_CONNECTIONS),
+        router(attendant),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await
 }
 
 async fn compilation(State(att): State<Arc<Attendant>>, headers: HeaderMap) -> Response {
@@ -64,7 +69,11 @@ async fn compilation(State(att): State<Arc<Attendant>>, headers: HeaderMap) -> R
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
             tracing::error!(server = %config.name, error = %e, "cannot serialize the compilation");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot serialize the compilation\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot serialize the compilation\n",
+            )
+                .into_response()
         }
     }
 }

@@ -22,9 +22,11 @@ impl Duration {
 impl std::str::FromStr for Duration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim()).map(Duration).map_err(|e| {
-            format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"90s\" or \"15m\"")
-        })
+        humantime::parse_duration(s.trim())
+            .map(Duration)
+            .map_err(|e| {
+                format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"90s\" or \"15m\"")
+            })
     }
 }
 

@@ -31,7 +31,10 @@ pub enum ConfigError {
         message: String,
     },
     #[error("{}", render_problems(file, problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 impl ConfigError {
@@ -84,10 +87,7 @@ impl Located {
     /// Parses `text` (read from `file`) into `T`. Unknown keys fail here when `T` denies them.
     pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Located), ConfigError> {
         let value: T = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Parse {
                 file: file.to_string(),
                 line,
@@ -230,7 +230,9 @@ mod tests {
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = "name = \"x\"\n[[server]]\nname = \"a\"\nport = 1\nprot = 2\n";
-        let err = Located::parse::<Cfg>("p.toml", text).unwrap_err().to_string();
+        let err = Located::parse::<Cfg>("p.toml", text)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("p.toml:5:"), "{err}");
         assert!(err.contains("unknown field `prot`"), "{err}");
     }
@@ -238,7 +240,9 @@ mod tests {
     #[test]
     fn wrong_type_is_named_with_its_line() {
         let text = "name = \"x\"\n[[server]]\nname = \"a\"\nport = \"high\"\n";
-        let err = Located::parse::<Cfg>("p.toml", text).unwrap_err().to_string();
+        let err = Located::parse::<Cfg>("p.toml", text)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("p.toml:4:"), "{err}");
     }
 
@@ -262,7 +266,10 @@ mod tests {
         let err = p.finish().unwrap_err();
         assert_eq!(
             err.problems(),
-            vec!["p.toml:1: name: too short", "p.toml:9: server[1].port: too high"]
+            vec![
+                "p.toml:1: name: too short",
+                "p.toml:9: server[1].port: too high"
+            ]
         );
     }
 }

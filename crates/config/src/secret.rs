@@ -67,7 +67,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
         std::fs::write(&p, "abc\n").unwrap();
-        assert_eq!(SecretSource::File(p.clone()).read().unwrap().expose(), "abc");
+        assert_eq!(
+            SecretSource::File(p.clone()).read().unwrap().expose(),
+            "abc"
+        );
         std::fs::write(&p, "\n").unwrap();
         assert!(SecretSource::File(p).read().unwrap_err().contains("empty"));
     }

@@ -55,7 +55,13 @@ fn no_such(name: &str) -> Response {
 }
 
 async fn list<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<ServerSummary>> {
-    Json(api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect())
+    Json(
+        api.fleet
+            .servers()
+            .iter()
+            .map(|s| api.fleet.summary(s))
+            .collect(),
+    )
 }
 
 async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
@@ -70,7 +76,11 @@ async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<Strin
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
-    Json(ServerDetail { summary, compilation }).into_response()
+    Json(ServerDetail {
+        summary,
+        compilation,
+    })
+    .into_response()
 }
 
 async fn history<F: Fetch>(
@@ -85,7 +95,11 @@ async fn history<F: Fetch>(
     if let Err(e) = api.fleet.writer().flush().await {
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
-    match api.store.history(&name, q.limit.unwrap_or(100).min(MAX_HISTORY)).await {
+    match api
+        .store
+        .history(&name, q.limit.unwrap_or(100).min(MAX_HISTORY))
+        .await
+    {
         Ok(h) => Json(h).into_response(),
         Err(e) => {
             tracing::error!(server = %name, error = %e, "cannot read history");

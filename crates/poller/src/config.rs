@@ -100,7 +100,10 @@ impl PollerConfig {
 
         let listen = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen.parse::<SocketAddr>().unwrap_or_else(|e| {
-            p.push("listen", format!("{listen:?} is not an IP:port address ({e})"));
+            p.push(
+                "listen",
+                format!("{listen:?} is not an IP:port address ({e})"),
+            );
             SocketAddr::from(([127, 0, 0, 1], rollcall_protocol::DEFAULT_POLLER_PORT))
         });
 
@@ -110,9 +113,15 @@ impl PollerConfig {
         };
         if !database.starts_with("sqlite:") {
             if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-                p.push("database", "PostgreSQL is not available in this version yet; use sqlite://PATH");
+                p.push(
+                    "database",
+                    "PostgreSQL is not available in this version yet; use sqlite://PATH",
+                );
             } else {
-                p.push("database", format!("{database:?} is not a database URL (sqlite://PATH)"));
+                p.push(
+                    "database",
+                    format!("{database:?} is not a database URL (sqlite://PATH)"),
+                );
             }
         }
 
@@ -122,15 +131,23 @@ impl PollerConfig {
         }
         let max_reply_bytes = raw.max_reply_bytes.unwrap_or(DEFAULT_MAX_REPLY_BYTES);
         if max_reply_bytes < 1024 {
-            p.push("max_reply_bytes", format!("{max_reply_bytes} is too small for any compilation (at least 1024)"));
+            p.push(
+                "max_reply_bytes",
+                format!("{max_reply_bytes} is too small for any compilation (at least 1024)"),
+            );
         }
-        let max_concurrent_polls = raw.max_concurrent_polls.unwrap_or(DEFAULT_MAX_CONCURRENT_POLLS);
+        let max_concurrent_polls = raw
+            .max_concurrent_polls
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_POLLS);
         if max_concurrent_polls == 0 {
             p.push("max_concurrent_polls", "must be at least 1");
         }
         let recover_after = raw.recover_after.unwrap_or(1);
         if recover_after == 0 {
-            p.push("recover_after", "must be at least 1 (the clean reply that clears a server)");
+            p.push(
+                "recover_after",
+                "must be at least 1 (the clean reply that clears a server)",
+            );
         }
 
         let levels: Vec<Level> = if raw.levels.is_empty() {
@@ -139,7 +156,10 @@ impl PollerConfig {
                 Level::new("critical", std::time::Duration::from_secs(2 * 60)),
             ]
         } else {
-            raw.levels.iter().map(|l| Level::new(&l.name, l.interval.get())).collect()
+            raw.levels
+                .iter()
+                .map(|l| Level::new(&l.name, l.interval.get()))
+                .collect()
         };
         let mut seen = std::collections::HashSet::new();
         for (i, l) in levels.iter().enumerate() {
@@ -149,7 +169,10 @@ impl PollerConfig {
             if l.name.trim().is_empty() {
                 p.push(format!("level[{i}].name"), "must not be empty");
             } else if !seen.insert(l.name.clone()) {
-                p.push(format!("level[{i}].name"), format!("duplicate level name {:?}", l.name));
+                p.push(
+                    format!("level[{i}].name"),
+                    format!("duplicate level name {:?}", l.name),
+                );
             }
             if l.interval.is_zero() {
                 p.push(format!("level[{i}].interval"), "must be longer than 0");
@@ -176,12 +199,19 @@ impl PollerConfig {
                     format!(
                         "unknown level {:?} (levels: {})",
                         r.level,
-                        levels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                        levels
+                            .iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ),
             }
             if r.source.trim().is_empty() {
-                p.push(format!("rule[{i}].source"), "must not be empty (use \"*\" for any)");
+                p.push(
+                    format!("rule[{i}].source"),
+                    "must not be empty (use \"*\" for any)",
+                );
             }
         }
 
@@ -197,7 +227,10 @@ impl PollerConfig {
             if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
                 || reqwest::Url::parse(&s.address).is_err()
             {
-                p.push(at("address"), format!("{:?} is not an http:// or https:// URL", s.address));
+                p.push(
+                    at("address"),
+                    format!("{:?} is not an http:// or https:// URL", s.address),
+                );
             }
             let token = match &s.token_file {
                 Some(f) => match SecretSource::File(loc.resolve(f)).read() {

@@ -59,7 +59,10 @@ impl PollError {
 /// Gets one compilation from one server. The scheduler is generic over this, so its
 /// timing can be tested with a paused clock and scripted replies.
 pub trait Fetch: Send + Sync + 'static {
-    fn fetch(&self, server: &ServerConfig) -> impl Future<Output = Result<Fetched, PollError>> + Send;
+    fn fetch(
+        &self,
+        server: &ServerConfig,
+    ) -> impl Future<Output = Result<Fetched, PollError>> + Send;
 }
 
 /// The real fetcher: one shared HTTP client with keep-alive connections.
@@ -80,7 +83,11 @@ impl HttpFetcher {
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(HttpFetcher { client, timeout, max_reply_bytes })
+        Ok(HttpFetcher {
+            client,
+            timeout,
+            max_reply_bytes,
+        })
     }
 
     async fn fetch_unbounded(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
@@ -93,12 +100,19 @@ impl HttpFetcher {
         let mut resp = req.send().await.map_err(|e| classify(&e, &url))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(PollError::Auth(format!("attendant refused our credentials (HTTP {status})")));
+            return Err(PollError::Auth(format!(
+                "attendant refused our credentials (HTTP {status})"
+            )));
         }
         if !status.is_success() {
-            return Err(PollError::Malformed(format!("attendant answered HTTP {status}")));
+            return Err(PollError::Malformed(format!(
+                "attendant answered HTTP {status}"
+            )));
         }
-        if resp.content_length().is_some_and(|n| n > self.max_reply_bytes) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n > self.max_reply_bytes)
+        {
             return Err(PollError::Oversized(self.max_reply_bytes));
         }
         let mut body = BytesMut::new();
@@ -114,7 +128,12 @@ impl HttpFetcher {
             DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
             DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
         })?;
-        Ok(Fetched { compilation, raw, sent_at, received_at })
+        Ok(Fetched {
+            compilation,
+            raw,
+            sent_at,
+            received_at,
+        })
     }
 }
 
@@ -148,7 +167,11 @@ fn classify(e: &reqwest::Error, url: &str) -> PollError {
     }
     // reqwest does not type TLS failures; rustls' messages name them.
     let text = chain.join(": ").to_ascii_lowercase();
-    if url.starts_with("https://") && ["tls", "certificate", "handshake", "alert"].iter().any(|w| text.contains(w)) {
+    if url.starts_with("https://")
+        && ["tls", "certificate", "handshake", "alert"]
+            .iter()
+            .any(|w| text.contains(w))
+    {
         return PollError::Tls(cause);
     }
     if e.is_connect() {

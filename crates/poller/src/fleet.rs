@@ -28,7 +28,10 @@ pub enum FleetEvent {
     /// A poll finished; the server as it now stands.
     Polled(ServerSummary),
     /// A server changed level.
-    Transition { server: String, transition: TransitionRow },
+    Transition {
+        server: String,
+        transition: TransitionRow,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +49,8 @@ struct Status {
 /// One server: its config and live state.
 pub struct Server {
     pub config: ServerConfig,
+    /// Where in every interval this server's slot lies (see [`crate::schedule::phases`]).
+    phase: f64,
     status: Mutex<Status>,
     /// Held while polling, so a poll on request and a scheduled one never overlap.
     polling: tokio::sync::Mutex<()>,
@@ -92,10 +97,13 @@ impl<F: Fetch> Fleet<F> {
         timebase: Timebase,
         max_in_flight: usize,
     ) -> Fleet<F> {
-        let mut stored: HashMap<String, ServerRow> = stored.into_iter().map(|r| (r.name.clone(), r)).collect();
+        let mut stored: HashMap<String, ServerRow> =
+            stored.into_iter().map(|r| (r.name.clone(), r)).collect();
+        let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+        let phases = crate::schedule::phases(&names);
         let mut servers = Vec::with_capacity(configs.len());
         let mut by_name = HashMap::with_capacity(configs.len());
-        for config in configs {
+        for (config, phase) in configs.into_iter().zip(phases) {
             let status = match stored.remove(&config.name) {
                 Some(row) => {
                     let level = rules.index_of(&row.level).unwrap_or_else(|| {
@@ -103,7 +111,10 @@ impl<F: Fetch> Fleet<F> {
                         0
                     });
                     Status {
-                        level: LevelState { level, calm_streak: row.calm_streak },
+                        level: LevelState {
+                            level,
+                            calm_streak: row.calm_streak,
+                        },
                         state: row.state,
                         deficiencies: row.deficiencies,
                         last_poll_at: row.last_poll_at,
@@ -127,6 +138,7 @@ impl<F: Fetch> Fleet<F> {
             by_name.insert(config.name.clone(), servers.len());
             servers.push(Arc::new(Server {
                 config,
+                phase,
                 status: Mutex::new(status),
                 polling: tokio::sync::Mutex::new(()),
                 reschedule: Notify::new(),
@@ -202,14 +214,24 @@ impl<F: Fetch> Fleet<F> {
                     f.received_at,
                 );
                 let d = f.compilation.deficiencies;
-                let state = if d.is_empty() { ServerState::Ok } else { ServerState::Deficient };
+                let state = if d.is_empty() {
+                    ServerState::Ok
+                } else {
+                    ServerState::Deficient
+                };
                 (state, d, None, Some(e), Some(f.raw))
             }
             Err(e) => {
                 if before.last_error.as_deref() != Some(&e.to_string()) {
                     tracing::warn!(server = %name, kind = e.kind(), error = %e, "poll failed");
                 }
-                (ServerState::Unreachable, vec![poll_deficiency(&e)], Some(e.to_string()), None, None)
+                (
+                    ServerState::Unreachable,
+                    vec![poll_deficiency(&e)],
+                    Some(e.to_string()),
+                    None,
+                    None,
+                )
             }
         };
         let (level, change) = self.rules.decide(before.level, &deficiencies);
@@ -268,7 +290,10 @@ impl<F: Fetch> Fleet<F> {
             tracing::error!(server = %name, error = %e, "poll result not stored");
         }
         if let Some(t) = transition {
-            let _ = self.events.send(FleetEvent::Transition { server: name.clone(), transition: t });
+            let _ = self.events.send(FleetEvent::Transition {
+                server: name.clone(),
+                transition: t,
+            });
         }
         let _ = self.events.send(FleetEvent::Polled(summary.clone()));
         summary
@@ -291,7 +316,7 @@ impl<F: Fetch> Fleet<F> {
     async fn run_loop(self: Arc<Self>, server: Arc<Server>, stop: CancellationToken) {
         loop {
             let interval = self.rules.level(server.status().level.level).interval;
-            let due = next_slot(&server.config.name, interval, self.timebase.wall_now());
+            let due = next_slot(server.phase, interval, self.timebase.wall_now());
             server.update(|s| s.next_poll_at = Some(due));
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -27,7 +27,11 @@ pub use config::PollerConfig;
 /// Runs the poller until `stop` is cancelled; the listener is bound by the caller (so
 /// tests and the demo can bind port 0). On stop, polls in flight are abandoned and every
 /// recorded result is written before returning.
-pub async fn run(config: PollerConfig, listener: tokio::net::TcpListener, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: PollerConfig,
+    listener: tokio::net::TcpListener,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let store = store::Store::open(&config.database).await?;
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
@@ -50,7 +54,10 @@ pub async fn run(config: PollerConfig, listener: tokio::net::TcpListener, stop: 
         database = %config.database,
         "poller started"
     );
-    let app = api::router(Arc::new(api::Api { fleet: fleet.clone(), store: store.clone() }));
+    let app = api::router(Arc::new(api::Api {
+        fleet: fleet.clone(),
+        store: store.clone(),
+    }));
     let shutdown = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -124,7 +124,11 @@ mod tests {
             (3, Status::Unknown),
             (7, Status::Unknown),
         ] {
-            let o = check(&sh(&format!("echo 'SMTP said hi'; exit {code}")), Duration::from_secs(5)).await;
+            let o = check(
+                &sh(&format!("echo 'SMTP said hi'; exit {code}")),
+                Duration::from_secs(5),
+            )
+            .await;
             assert_eq!(o.status, status, "exit {code}");
             assert_eq!(o.message, "SMTP said hi");
             assert_eq!(o.details["exit_code"], code);
@@ -152,7 +156,11 @@ mod tests {
         let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
         let t = std::time::Instant::now();
         let o = check(&sh(&script), Duration::from_millis(400)).await;
-        assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            t.elapsed()
+        );
         assert_eq!(o.status, Status::Unknown);
         assert!(o.message.contains("timed out"), "{}", o.message);
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -161,7 +169,11 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_unknown_with_its_name() {
-        let o = check(&["/nonexistent/check_x".to_string()], Duration::from_secs(1)).await;
+        let o = check(
+            &["/nonexistent/check_x".to_string()],
+            Duration::from_secs(1),
+        )
+        .await;
         assert_eq!(o.status, Status::Unknown);
         assert!(o.message.contains("/nonexistent/check_x"), "{}", o.message);
     }

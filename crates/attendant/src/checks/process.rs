@@ -47,7 +47,11 @@ fn check_blocking(m: &ProcessMatch) -> Outcome {
             let Ok(pid) = text.trim().parse::<u32>() else {
                 return Outcome::new(
                     Status::Critical,
-                    format!("pidfile {} does not hold a pid: {:?}", path.display(), text.trim()),
+                    format!(
+                        "pidfile {} does not hold a pid: {:?}",
+                        path.display(),
+                        text.trim()
+                    ),
                 );
             };
             if std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -55,7 +59,10 @@ fn check_blocking(m: &ProcessMatch) -> Outcome {
             } else {
                 Outcome::new(
                     Status::Critical,
-                    format!("pid {pid} from {} is not running (stale pidfile)", path.display()),
+                    format!(
+                        "pid {pid} from {} is not running (stale pidfile)",
+                        path.display()
+                    ),
                 )
                 .with("pid", pid)
             }
@@ -85,7 +92,10 @@ mod tests {
     use super::*;
 
     fn own_name() -> String {
-        std::fs::read_to_string("/proc/self/comm").unwrap().trim().to_string()
+        std::fs::read_to_string("/proc/self/comm")
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     #[tokio::test]
@@ -93,7 +103,9 @@ mod tests {
         let o = check(&ProcessMatch::Name(own_name())).await;
         assert_eq!(o.status, Status::Ok, "{}", o.message);
         let pids = o.details["pids"].as_array().unwrap();
-        assert!(pids.iter().any(|p| p.as_u64() == Some(u64::from(std::process::id()))));
+        assert!(pids
+            .iter()
+            .any(|p| p.as_u64() == Some(u64::from(std::process::id()))));
     }
 
     #[tokio::test]
@@ -107,7 +119,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.pid");
         std::fs::write(&p, format!("{}\n", std::process::id())).unwrap();
-        assert_eq!(check(&ProcessMatch::Pidfile(p.clone())).await.status, Status::Ok);
+        assert_eq!(
+            check(&ProcessMatch::Pidfile(p.clone())).await.status,
+            Status::Ok
+        );
         std::fs::write(&p, "4194304999").unwrap();
         let o = check(&ProcessMatch::Pidfile(p.clone())).await;
         assert_eq!(o.status, Status::Critical);

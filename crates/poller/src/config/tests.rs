@@ -1,0 +1,152 @@
+use super::*;
+
+fn parse(text: &str) -> Result<PollerConfig, ConfigError> {
+    PollerConfig::parse("poller.toml", text)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    parse(text).unwrap_err().problems()
+}
+
+#[test]
+fn defaults_follow_the_spec() {
+    let c = parse("").unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:7470");
+    assert_eq!(c.timeout, Duration::from_secs(10));
+    assert_eq!(c.max_reply_bytes, 1_048_576);
+    assert_eq!(c.max_clock_skew, Duration::from_secs(2));
+    let levels: Vec<(&str, u64)> = c
+        .rules
+        .levels()
+        .iter()
+        .map(|l| (l.name.as_str(), l.interval.as_secs()))
+        .collect();
+    assert_eq!(levels, [("normal", 900), ("critical", 120)]);
+    assert_eq!(c.rules.recover_after(), 1);
+    assert!(c.database.starts_with("sqlite://") && c.database.ends_with("rollcall.db"));
+}
+
+#[test]
+fn a_full_file_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "t0k\n").unwrap();
+    let file = dir.path().join("poller.toml");
+    let c = PollerConfig::parse(
+        file.to_str().unwrap(),
+        r#"
+listen = "127.0.0.1:0"
+database = "sqlite://state/rollcall.db"
+timeout = "3s"
+recover_after = 2
+
+[[level]]
+name = "normal"
+interval = "15m"
+[[level]]
+name = "warning"
+interval = "5m"
+[[level]]
+name = "critical"
+interval = "2m"
+
+[[rule]]
+source = "host:disk:*"
+severity = "warning"
+level = "warning"
+
+[[server]]
+name = "mail-01"
+address = "http://10.0.0.5:7460/"
+token_file = "token"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.rules.levels().len(), 3);
+    assert_eq!(c.rules.recover_after(), 2);
+    assert_eq!(
+        c.servers[0].address, "http://10.0.0.5:7460",
+        "trailing slash trimmed"
+    );
+    assert_eq!(c.servers[0].token.as_ref().unwrap().expose(), "t0k");
+    assert_eq!(
+        c.database,
+        format!("sqlite://{}/state/rollcall.db", dir.path().display())
+    );
+}
+
+#[test]
+fn contradictions_are_all_named_with_key_and_line() {
+    let p = problems(
+        r#"timeout = "30s"
+
+[[level]]
+name = "normal"
+interval = "15m"
+[[level]]
+name = "critical"
+interval = "20s"
+
+[[rule]]
+source = "service:directory"
+level = "panic"
+
+[[server]]
+name = "a"
+address = "http://a:7460"
+[[server]]
+name = "a"
+address = "ftp://b"
+"#,
+    );
+    assert_eq!(
+        p,
+        [
+            "poller.toml:8: level[1].interval: 20s is not longer than timeout = 30s: a poll could still run when the next is due",
+            "poller.toml:12: rule[0].level: unknown level \"panic\" (levels: normal, critical)",
+            "poller.toml:18: server[1].name: duplicate server name \"a\"",
+            "poller.toml:19: server[1].address: \"ftp://b\" is not an http:// or https:// URL",
+        ]
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_values_name_their_line() {
+    let err = parse("[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntokenfile = \"x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("poller.toml:4:") && err.contains("unknown field `tokenfile`"),
+        "{err}"
+    );
+    let err = parse("[[level]]\nname = \"normal\"\ninterval = 900\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("poller.toml:3:"), "{err}");
+    let err = parse("[[rule]]\nsource = \"*\"\nseverity = \"fatal\"\nlevel = \"normal\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("poller.toml:3:") && err.contains("fatal"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_token_file_and_postgres_are_explained() {
+    let p = problems("database = \"postgres://u@h/db\"\n[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntoken_file = \"/nonexistent/t\"\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].starts_with("poller.toml:1: database: PostgreSQL is not available"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].starts_with("poller.toml:5: server[0].token_file: cannot read secret file"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn zero_values_are_refused() {
+    let p = problems("recover_after = 0\nmax_concurrent_polls = 0\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+}

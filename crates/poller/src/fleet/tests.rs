@@ -1,0 +1,409 @@
+//! Scheduler and level behaviour under tokio's paused clock: fast and deterministic.
+
+use super::*;
+use crate::fetch::Fetched;
+use crate::levels::Level;
+use crate::store::Store;
+use rollcall_protocol::{AttendantInfo, Compilation, HostUsage, TimeReport};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a scripted attendant does when polled.
+#[derive(Clone)]
+enum Act {
+    Answer(Vec<Deficiency>),
+    Fail(PollError),
+    /// Never answers; the fetcher gives up after this long (as the real one's timeout does).
+    Hang(Duration),
+}
+
+#[derive(Clone, Default)]
+struct Script {
+    acts: Arc<Mutex<HashMap<String, Act>>>,
+    calls: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+}
+
+impl Script {
+    fn set(&self, server: &str, act: Act) {
+        self.acts.lock().unwrap().insert(server.to_string(), act);
+    }
+    fn calls(&self, server: &str) -> Vec<Instant> {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(server)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn compilation(deficiencies: Vec<Deficiency>) -> Compilation {
+    let now = Utc::now();
+    Compilation {
+        schema_version: 1,
+        attendant: AttendantInfo {
+            name: "x".into(),
+            version: "0".into(),
+            hostname: "x".into(),
+        },
+        time: TimeReport {
+            utc: now,
+            utc_offset_seconds: 0,
+            zone: None,
+            received_at: now,
+            replied_at: now,
+        },
+        services: vec![],
+        probes: vec![],
+        host: HostUsage::default(),
+        deficiencies,
+    }
+}
+
+impl Fetch for Script {
+    async fn fetch(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .entry(server.name.clone())
+            .or_default()
+            .push(Instant::now());
+        let act = self
+            .acts
+            .lock()
+            .unwrap()
+            .get(&server.name)
+            .cloned()
+            .unwrap_or(Act::Answer(vec![]));
+        match act {
+            Act::Answer(d) => {
+                let c = compilation(d);
+                let raw = bytes::Bytes::from(serde_json::to_vec(&c).unwrap());
+                Ok(Fetched {
+                    sent_at: c.time.utc,
+                    received_at: c.time.utc,
+                    compilation: c,
+                    raw,
+                })
+            }
+            Act::Fail(e) => Err(e),
+            Act::Hang(d) => {
+                tokio::time::sleep(d).await;
+                Err(PollError::Timeout(d))
+            }
+        }
+    }
+}
+
+fn critical(source: &str) -> Deficiency {
+    Deficiency {
+        source: source.into(),
+        severity: Severity::Critical,
+        summary: "down".into(),
+    }
+}
+
+struct Rig {
+    fleet: Arc<Fleet<Script>>,
+    script: Script,
+    store: Store,
+    events: broadcast::Receiver<FleetEvent>,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+/// The store runs on its own runtime in real time: under a paused clock, sqlx's pool
+/// timeouts would fire at once whenever the test runtime waits on SQLite's thread.
+fn store_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// Runs a store operation on the store's runtime.
+async fn on_store<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    store_runtime().spawn(f).await.unwrap()
+}
+
+async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let (store, writer) = std::thread::spawn(move || {
+        store_runtime().block_on(async move {
+            let store = Store::open(&url).await.unwrap();
+            let (writer, _) = crate::store::Writer::start(store.clone());
+            (store, writer)
+        })
+    })
+    .join()
+    .unwrap();
+    let rules = Rules::new(
+        vec![
+            Level::new("normal", Duration::from_secs(normal_s)),
+            Level::new("critical", Duration::from_secs(critical_s)),
+        ],
+        vec![],
+        recover_after,
+    );
+    let configs = names
+        .iter()
+        .map(|n| ServerConfig {
+            name: n.to_string(),
+            address: format!("http://{n}:7460"),
+            token: None,
+        })
+        .collect();
+    let script = Script::default();
+    // A wall time on a whole minute, so slots are easy to reason about.
+    let t0 = DateTime::from_timestamp(1_800_000_000 - 1_800_000_000 % 60, 0).unwrap();
+    let fleet = Arc::new(Fleet::new(
+        configs,
+        vec![],
+        rules,
+        script.clone(),
+        writer,
+        Timebase::starting_at(t0),
+        64,
+    ));
+    let events = fleet.subscribe();
+    let stop = CancellationToken::new();
+    fleet.start(&stop, &TaskTracker::new());
+    Rig {
+        fleet,
+        script,
+        store,
+        events,
+        stop,
+        _dir: dir,
+    }
+}
+
+fn gaps(calls: &[Instant]) -> Vec<u64> {
+    calls
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64)
+        .collect()
+}
+
+fn level(r: &Rig, name: &str) -> String {
+    r.fleet.summary(r.fleet.get(name).unwrap()).level
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interval() {
+    let r = rig(&["mail-01"], 60, 10, 1).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(
+        r.script.calls("mail-01").len(),
+        1,
+        "one poll per normal interval"
+    );
+    assert_eq!(level(&r, "mail-01"), "normal");
+
+    r.script.set(
+        "mail-01",
+        Act::Fail(PollError::Refused("connection refused".into())),
+    );
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    let s = r.fleet.summary(r.fleet.get("mail-01").unwrap());
+    assert_eq!(
+        (s.level.as_str(), s.state),
+        ("critical", ServerState::Unreachable)
+    );
+    assert_eq!(s.deficiencies[0].source, "poll:refused");
+    let calls = r.script.calls("mail-01");
+    let g = gaps(&calls[1..]);
+    assert!(
+        g.len() >= 3 && g.iter().all(|&ms| ms == 10_000),
+        "critical gaps {g:?}"
+    );
+
+    r.script.set("mail-01", Act::Answer(vec![]));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        level(&r, "mail-01"),
+        "normal",
+        "recover_after = 1: one clean reply clears"
+    );
+    let n = r.script.calls("mail-01").len();
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert!(
+        r.script.calls("mail-01").len() - n <= 1,
+        "back to the normal interval"
+    );
+
+    r.stop.cancel();
+    let mut events = r.events;
+    let mut t = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let FleetEvent::Transition { transition, .. } = e {
+            t.push((transition.from, transition.to, transition.reason));
+        }
+    }
+    assert_eq!(t.len(), 2, "{t:?}");
+    assert_eq!((t[0].0.as_str(), t[0].1.as_str()), ("normal", "critical"));
+    assert!(t[0].2.starts_with("poll:refused"), "{}", t[0].2);
+    assert_eq!(
+        (t[1].0.as_str(), t[1].1.as_str(), t[1].2.as_str()),
+        ("critical", "normal", "all deficiencies cleared")
+    );
+
+    // The same story is in the stored history.
+    let writer = r.fleet.writer().clone();
+    let store = r.store.clone();
+    let h = on_store(async move {
+        writer.flush().await.unwrap();
+        store.history("mail-01", 100).await.unwrap()
+    })
+    .await;
+    let stored: Vec<(&str, &str)> = h
+        .transitions
+        .iter()
+        .rev()
+        .map(|t| (t.from.as_str(), t.to.as_str()))
+        .collect();
+    assert_eq!(stored, [("normal", "critical"), ("critical", "normal")]);
+    assert_eq!(h.polls.len(), r.script.calls("mail-01").len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn hysteresis_needs_recover_after_clean_replies_in_a_row() {
+    let r = rig(&["s"], 60, 10, 3).await;
+    r.script
+        .set("s", Act::Answer(vec![critical("service:directory")]));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(level(&r, "s"), "critical");
+    let mut seen = Vec::new();
+    r.script.set("s", Act::Answer(vec![]));
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        seen.push(level(&r, "s"));
+    }
+    assert_eq!(seen, ["critical", "critical", "normal"]);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relapse_during_recovery_restarts_the_count() {
+    let r = rig(&["s"], 60, 10, 2).await;
+    r.script
+        .set("s", Act::Fail(PollError::Malformed("x".into())));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let mut seen = Vec::new();
+    for act in [
+        Act::Answer(vec![]),
+        Act::Fail(PollError::Malformed("x".into())),
+        Act::Answer(vec![]),
+        Act::Answer(vec![]),
+    ] {
+        r.script.set("s", act);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        seen.push(level(&r, "s"));
+    }
+    assert_eq!(seen, ["critical", "critical", "critical", "normal"]);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_attendant_delays_no_other_server() {
+    let r = rig(&["hung", "fine-1", "fine-2"], 5, 1, 1).await;
+    r.script.set("hung", Act::Hang(Duration::from_secs(3600)));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        r.script.calls("hung").len(),
+        1,
+        "the hung poll is still waiting"
+    );
+    for name in ["fine-1", "fine-2"] {
+        let g = gaps(&r.script.calls(name));
+        assert!(
+            g.len() >= 10 && g.iter().all(|&ms| ms == 5_000),
+            "{name}: {g:?}"
+        );
+    }
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_polls_of_2000_servers_spread_evenly_over_the_interval() {
+    let names: Vec<String> = (0..2000).map(|i| format!("server-{i:04}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    let r = rig(&refs, 10, 2, 1).await;
+    tokio::time::sleep(Duration::from_millis(10_001)).await;
+    let mut buckets = [0usize; 10];
+    for n in &names {
+        let calls = r.script.calls(n);
+        assert_eq!(calls.len(), 1, "{n} polled once in its first interval");
+        buckets[((calls[0] - start).as_millis() / 1000).min(9) as usize] += 1;
+    }
+    for (i, &c) in buckets.iter().enumerate() {
+        assert!(
+            (170..=230).contains(&c),
+            "bucket {i}: {c} polls, mean 200 ± 15 %: {buckets:?}"
+        );
+    }
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_now_answers_the_new_state_and_the_loop_follows_the_new_level() {
+    let r = rig(&["s"], 600, 10, 1).await;
+    r.script
+        .set("s", Act::Fail(PollError::Auth("HTTP 401".into())));
+    let server = r.fleet.get("s").unwrap().clone();
+    let s = r.fleet.poll_now(&server).await;
+    assert_eq!(
+        (s.level.as_str(), s.deficiencies[0].source.as_str()),
+        ("critical", "poll:auth")
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(
+        r.script.calls("s").len() >= 3,
+        "now polled every 10 s, not every 600 s"
+    );
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_resumes_levels_from_the_store() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    r.script
+        .set("s", Act::Answer(vec![critical("service:mta")]));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    r.stop.cancel();
+    let writer = r.fleet.writer().clone();
+    let store = r.store.clone();
+    let stored = on_store(async move {
+        writer.flush().await.unwrap();
+        store.load_servers().await.unwrap()
+    })
+    .await;
+    let fleet = Fleet::new(
+        vec![ServerConfig {
+            name: "s".into(),
+            address: "http://s:7460".into(),
+            token: None,
+        }],
+        stored,
+        r.fleet.rules().clone(),
+        Script::default(),
+        r.fleet.writer().clone(),
+        Timebase::now(),
+        4,
+    );
+    let s = fleet.summary(fleet.get("s").unwrap());
+    assert_eq!(
+        (s.level.as_str(), s.state),
+        ("critical", ServerState::Deficient)
+    );
+    assert_eq!(s.deficiencies[0].source, "service:mta");
+}
