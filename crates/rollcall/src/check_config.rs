@@ -12,8 +12,17 @@ pub enum Kind {
 
 /// Keys only a poller config has at its top level.
 const POLLER_KEYS: &[&str] = &[
-    "server", "level", "rule", "database", "max_reply_bytes", "max_clock_skew",
-    "signing_key_file", "recover_after", "notify", "timeout", "max_concurrent_polls",
+    "server",
+    "level",
+    "rule",
+    "database",
+    "max_reply_bytes",
+    "max_clock_skew",
+    "signing_key_file",
+    "recover_after",
+    "notify",
+    "timeout",
+    "max_concurrent_polls",
 ];
 
 /// Guesses the kind from the top-level keys; a file that does not parse is taken as an
@@ -36,13 +45,22 @@ pub fn run(file: &Path, kind: Option<Kind>) -> ExitCode {
     let name = file.display().to_string();
     let kind = kind.unwrap_or_else(|| guess(&text));
     let result = match kind {
-        Kind::Attendant => rollcall_attendant::AttendantConfig::parse(&name, &text)
-            .map(|c| format!("{name}: valid attendant config ({} services)", c.services.len())),
+        Kind::Attendant => rollcall_attendant::AttendantConfig::parse(&name, &text).map(|c| {
+            format!(
+                "{name}: valid attendant config ({} services)",
+                c.services.len()
+            )
+        }),
         Kind::Poller => rollcall_poller::PollerConfig::parse(&name, &text).map(|c| {
             format!(
                 "{name}: valid poller config ({} servers, levels: {})",
                 c.servers.len(),
-                c.rules.levels().iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                c.rules
+                    .levels()
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         }),
     };

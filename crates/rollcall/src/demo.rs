@@ -12,14 +12,21 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(listen: SocketAddr, state_dir: Option<PathBuf>, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    listen: SocketAddr,
+    state_dir: Option<PathBuf>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let (_temp, dir) = match state_dir {
         Some(d) => {
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
             (None, d)
         }
         None => {
-            let t = tempfile::Builder::new().prefix("rollcall-demo-").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("rollcall-demo-")
+                .tempdir()?;
             let d = t.path().to_path_buf();
             (Some(t), d)
         }
@@ -105,7 +112,12 @@ command = ["/bin/sh", "-c", "df -P / | awk 'NR==2 { u=$5+0; s=(u>=95)?2:(u>=90)?
             ),
         )?;
         let config = rollcall_attendant::AttendantConfig::load(&path)?;
-        tasks.push(tokio::spawn(rollcall_attendant::run_on(path, config, listener, stop.clone())));
+        tasks.push(tokio::spawn(rollcall_attendant::run_on(
+            path,
+            config,
+            listener,
+            stop.clone(),
+        )));
         servers += &format!("\n[[server]]\nname = \"{name}\"\naddress = \"http://{addr}\"\ntoken_file = \"token\"\n");
     }
 
@@ -135,7 +147,11 @@ interval = "10s"
     println!();
     println!("  API:       {base}/api/v1/servers");
     println!("  Try:       cargo run --release -- status --poller {base}");
-    println!("             cargo run --release -- query {} --token-file {}", first_address(&poller_cfg), dir.join("token").display());
+    println!(
+        "             cargo run --release -- query {} --token-file {}",
+        first_address(&poller_cfg),
+        dir.join("token").display()
+    );
     println!("  Configs:   {}", dir.display());
     println!();
     println!("Press Ctrl-C to stop.");
@@ -152,7 +168,10 @@ interval = "10s"
 }
 
 fn first_address(cfg: &rollcall_poller::PollerConfig) -> String {
-    cfg.servers.first().map(|s| s.address.clone()).unwrap_or_default()
+    cfg.servers
+        .first()
+        .map(|s| s.address.clone())
+        .unwrap_or_default()
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "rollcall", version, about = "Server monitoring with one query per server.")]
+#[command(
+    name = "rollcall",
+    version,
+    about = "Server monitoring with one query per server."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -115,11 +119,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             rollcall_poller::run(cfg, listener, stop_on_signal()).await?;
         }
         Command::Status { poller, json } => status::run(&poller, json).await?,
-        Command::Query { address, token_file, json, timeout } => {
+        Command::Query {
+            address,
+            token_file,
+            json,
+            timeout,
+        } => {
             query::run(&address, token_file.as_deref(), json, timeout.get()).await?;
         }
         Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),
-        Command::Demo { listen, state_dir } => demo::run(listen, state_dir, stop_on_signal()).await?,
+        Command::Demo { listen, state_dir } => {
+            demo::run(listen, state_dir, stop_on_signal()).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -129,15 +140,16 @@ fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                s.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = tokio::signal::ctrl_c().await;
+                    s.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
