@@ -77,3 +77,50 @@ pub fn run(file: &Path, kind: Option<Kind>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(path: &Path) -> Result<Kind, Vec<String>> {
+        let text = std::fs::read_to_string(path).unwrap();
+        let name = path.display().to_string();
+        let kind = guess(&text);
+        match kind {
+            Kind::Attendant => {
+                rollcall_attendant::AttendantConfig::parse(&name, &text).map(|_| kind)
+            }
+            Kind::Poller => rollcall_poller::PollerConfig::parse(&name, &text).map(|_| kind),
+        }
+        .map_err(|e| e.problems())
+    }
+
+    /// Every shipped example must stay valid; the count guards against parsing nothing.
+    #[test]
+    fn every_example_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut kinds = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            match validate(&path) {
+                Ok(kind) => kinds.push(kind),
+                Err(p) => panic!("{} is invalid:\n{}", path.display(), p.join("\n")),
+            }
+        }
+        assert!(
+            kinds.contains(&Kind::Attendant) && kinds.contains(&Kind::Poller),
+            "{kinds:?}"
+        );
+    }
+
+    #[test]
+    fn kind_is_guessed_from_top_level_keys() {
+        assert_eq!(guess("[[server]]\nname = \"a\"\n"), Kind::Poller);
+        assert_eq!(guess("database = \"sqlite://x\"\n"), Kind::Poller);
+        assert_eq!(guess("[[service]]\nname = \"a\"\n"), Kind::Attendant);
+        assert_eq!(guess("this is = = not toml"), Kind::Attendant);
+    }
+}

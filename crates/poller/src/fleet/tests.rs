@@ -162,8 +162,8 @@ async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32)
         })
         .collect();
     let script = Script::default();
-    // A wall time on a whole minute, so slots are easy to reason about.
-    let t0 = DateTime::from_timestamp(1_800_000_000 - 1_800_000_000 % 60, 0).unwrap();
+    // 1_800_000_000 is a whole minute (and 10 s), so slots are easy to reason about.
+    let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let fleet = Arc::new(Fleet::new(
         configs,
         vec![],
