@@ -88,3 +88,101 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     };
     given.trim().as_bytes().ct_eq(token.as_bytes()).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AttendantConfig;
+    use rollcall_protocol::{Compilation, Status};
+
+    async fn start(
+        extra: &str,
+        token: Option<&str>,
+    ) -> (String, CancellationToken, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = match token {
+            Some(t) => {
+                std::fs::write(dir.path().join("token"), t).unwrap();
+                "token_file = \"token\"\n"
+            }
+            None => "insecure = true\n",
+        };
+        let file = dir.path().join("attendant.toml");
+        let text = format!("name = \"t\"\nlisten = \"127.0.0.1:0\"\n{auth}clock = \"virtual\"\nclock_offset = \"-3s\"\n{extra}");
+        let config = AttendantConfig::parse(file.to_str().unwrap(), &text).unwrap();
+        let stop = CancellationToken::new();
+        let att = crate::start(config, stop.clone());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}{}",
+            l.local_addr().unwrap(),
+            rollcall_protocol::COMPILATION_PATH
+        );
+        tokio::spawn(serve(l, att, stop.clone()));
+        (url, stop, dir)
+    }
+
+    #[tokio::test]
+    async fn queries_without_the_token_are_refused() {
+        let (url, stop, _d) = start("", Some("s3cret")).await;
+        let c = reqwest::Client::new();
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let r = c.get(&url).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = c.get(&url).bearer_auth("s3cret").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.bytes().await.unwrap();
+        let comp = Compilation::from_slice(&body).unwrap();
+        assert_eq!(comp.attendant.name, "t");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn one_reply_holds_every_service_and_is_bounded_by_the_slowest_timeout() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let extra = format!(
+            "[[service]]\nname = \"slow\"\ncheck = \"command\"\ncommand = [\"/bin/sleep\", \"30\"]\ntimeout = \"700ms\"\n\
+             [[service]]\nname = \"down\"\ncheck = \"tcp\"\naddress = \"{closed}\"\ntimeout = \"700ms\"\n\
+             [[service]]\nname = \"fine\"\ncheck = \"command\"\ncommand = [\"/bin/echo\", \"OK | x=1\"]\n"
+        );
+        let (url, stop, _d) = start(&extra, None).await;
+        let t = std::time::Instant::now();
+        let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
+        let took = t.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(1500),
+            "reply took {took:?}"
+        );
+        let c = Compilation::from_slice(&body).unwrap();
+        let got: Vec<(&str, Status)> = c
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.status))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("slow", Status::Unknown),
+                ("down", Status::Critical),
+                ("fine", Status::Ok)
+            ]
+        );
+        let sources: Vec<&str> = c.deficiencies.iter().map(|d| d.source.as_str()).collect();
+        assert!(
+            sources.contains(&"service:slow") && sources.contains(&"service:down"),
+            "{sources:?}"
+        );
+        assert!(!sources.contains(&"service:fine"));
+        // The virtual clock runs 3 s behind, and replied_at follows received_at.
+        let behind = chrono::Utc::now() - c.time.utc;
+        assert!((behind.num_milliseconds() - 3000).abs() < 500, "{behind}");
+        assert!(c.time.replied_at >= c.time.received_at);
+        assert!(c.host.memory.total > 0);
+        stop.cancel();
+    }
+}

@@ -34,6 +34,11 @@ struct HistoryQuery {
     limit: Option<u32>,
 }
 
+/// Largest request body the API reads (no route takes more than a few bytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest a request may take; a poll on request is bounded by the poll timeout already.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Most history rows of each kind one request returns.
 pub const MAX_HISTORY: u32 = 1000;
 
@@ -43,6 +48,13 @@ pub fn router<F: Fetch>(api: Arc<Api<F>>) -> Router {
         .route("/api/v1/servers/{name}", get(detail::<F>))
         .route("/api/v1/servers/{name}/history", get(history::<F>))
         .route("/api/v1/servers/{name}/poll", post(poll::<F>))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            MAX_BODY_BYTES,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(api)
 }
 
