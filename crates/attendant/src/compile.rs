@@ -13,12 +13,15 @@ use crate::checks;
 use crate::clock::{self, Clock};
 use crate::config::{AttendantConfig, HostThresholds};
 use crate::host::HostCache;
+use crate::probe_board::ProbeBoard;
 
 /// Everything the attendant needs to answer a query. The config can be swapped on SIGHUP;
 /// a query in progress keeps the config it started with.
 pub struct Attendant {
     config: RwLock<Arc<AttendantConfig>>,
     pub clock: Clock,
+    /// Latest results of the background probes.
+    pub probes: ProbeBoard,
     host: HostCache,
     hostname: String,
     zone: Option<String>,
@@ -33,6 +36,7 @@ impl Attendant {
         Attendant {
             config: RwLock::new(Arc::new(config)),
             clock,
+            probes: ProbeBoard::default(),
             host,
             hostname: crate::config::hostname(),
             zone: clock::zone().1,
@@ -58,7 +62,7 @@ impl Attendant {
     pub async fn compile(&self, received_at: DateTime<Utc>) -> Compilation {
         let config = self.config();
         let services = checks::run_all(&config.services, &self.clock).await;
-        let probes: Vec<ProbeResult> = Vec::new();
+        let probes = self.probes.snapshot();
         let host = self.host.latest();
         let deficiencies = deficiencies(&services, &probes, &host, &config.host);
         let utc_offset_seconds = chrono::Local::now().offset().local_minus_utc();

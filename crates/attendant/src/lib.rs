@@ -11,6 +11,7 @@ pub mod compile;
 pub mod config;
 pub mod host;
 mod listener;
+pub mod probe_board;
 pub mod server;
 
 use std::path::PathBuf;

@@ -1,0 +1,80 @@
+//! The latest result of every background probe, read by each compilation.
+//!
+//! Probes (the mailbox probes, the clock) run on their own schedules and post here; a
+//! query never waits for a probe, it reports the last result with its `observed_at`.
+
+use std::sync::{Arc, RwLock};
+
+use rollcall_protocol::ProbeResult;
+
+/// Shared, cheap to clone; results keep the order in which probes first reported.
+#[derive(Clone, Default)]
+pub struct ProbeBoard(Arc<RwLock<Vec<ProbeResult>>>);
+
+impl ProbeBoard {
+    /// Replaces the result of the probe with the same name, or adds it.
+    pub fn report(&self, result: ProbeResult) {
+        let mut g = match self.0.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match g.iter_mut().find(|p| p.name == result.name) {
+            Some(slot) => *slot = result,
+            None => g.push(result),
+        }
+    }
+
+    /// Forgets a probe (its config was removed).
+    pub fn remove(&self, name: &str) {
+        if let Ok(mut g) = self.0.write() {
+            g.retain(|p| p.name != name);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<ProbeResult> {
+        self.0.read().ok()?.iter().find(|p| p.name == name).cloned()
+    }
+
+    pub fn snapshot(&self) -> Vec<ProbeResult> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rollcall_protocol::Status;
+
+    fn r(name: &str, status: Status) -> ProbeResult {
+        ProbeResult {
+            name: name.into(),
+            kind: "test".into(),
+            status,
+            message: String::new(),
+            observed_at: chrono::Utc::now(),
+            duration_ms: 0.0,
+            details: Default::default(),
+        }
+    }
+
+    #[test]
+    fn latest_result_per_probe_in_first_report_order() {
+        let b = ProbeBoard::default();
+        b.report(r("login", Status::Ok));
+        b.report(r("mail_read", Status::Ok));
+        b.report(r("login", Status::Critical));
+        let s = b.snapshot();
+        assert_eq!(
+            s.iter()
+                .map(|p| (p.name.as_str(), p.status))
+                .collect::<Vec<_>>(),
+            [("login", Status::Critical), ("mail_read", Status::Ok)]
+        );
+        b.remove("login");
+        assert_eq!(b.snapshot().len(), 1);
+        assert!(b.get("mail_read").is_some());
+    }
+}
