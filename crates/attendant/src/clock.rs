@@ -49,6 +49,13 @@ impl Clock {
         self.offset_us.load(Ordering::Relaxed)
     }
 
+    /// Moves a virtual clock by `us` microseconds (a clock order applied).
+    pub fn adjust(&self, us: i64) {
+        if self.mode == ClockMode::Virtual {
+            self.offset_us.fetch_add(us, Ordering::Relaxed);
+        }
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         let now = Utc::now();
         match self.mode {

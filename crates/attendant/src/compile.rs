@@ -11,6 +11,7 @@ use rollcall_protocol::{
 
 use crate::checks;
 use crate::clock::{self, Clock};
+use crate::clock_keeper::{ClockKeeper, OsClock, SystemClock};
 use crate::config::{AttendantConfig, HostThresholds};
 use crate::host::HostCache;
 use crate::probe_board::ProbeBoard;
@@ -22,6 +23,8 @@ pub struct Attendant {
     pub clock: Clock,
     /// Latest results of the background probes.
     pub probes: ProbeBoard,
+    /// Checks and applies the poller's clock orders.
+    pub clock_keeper: ClockKeeper,
     host: HostCache,
     hostname: String,
     zone: Option<String>,
@@ -29,14 +32,23 @@ pub struct Attendant {
 
 impl Attendant {
     pub fn new(config: AttendantConfig, host: HostCache) -> Attendant {
-        let clock = match config.clock {
-            clock::ClockMode::Virtual => Clock::virtual_with_offset(config.clock_offset_us),
-            clock::ClockMode::System => Clock::system(),
+        let (clock, system): (Clock, Option<Box<dyn SystemClock>>) = match config.clock {
+            clock::ClockMode::Virtual => (Clock::virtual_with_offset(config.clock_offset_us), None),
+            clock::ClockMode::System => {
+                let os = OsClock;
+                if config.poller_public_key.is_some() && !os.may_set_time() {
+                    tracing::warn!(server = %config.name, "clock = \"system\" but the attendant lacks CAP_SYS_TIME: clock orders will be refused");
+                }
+                (Clock::system(), Some(Box::new(os)))
+            }
         };
+        let clock_keeper =
+            ClockKeeper::new(public_key(&config), config.max_clock_step.get(), system);
         Attendant {
             config: RwLock::new(Arc::new(config)),
             clock,
             probes: ProbeBoard::default(),
+            clock_keeper,
             host,
             hostname: crate::config::hostname(),
             zone: clock::zone().1,
@@ -52,6 +64,7 @@ impl Attendant {
 
     /// Installs a new config; the next compilation uses it.
     pub fn replace_config(&self, new: AttendantConfig) {
+        self.clock_keeper.set_key(public_key(&new));
         match self.config.write() {
             Ok(mut c) => *c = Arc::new(new),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
@@ -87,6 +100,12 @@ impl Attendant {
             deficiencies,
         }
     }
+}
+
+/// The poller's key; the config was validated, so a bad line cannot reach here.
+fn public_key(config: &AttendantConfig) -> Option<ed25519_dalek::VerifyingKey> {
+    let line = config.poller_public_key.as_deref()?;
+    rollcall_protocol::clock_order::parse_public_key(line).ok()
 }
 
 /// Every warning or critical service and probe, and disks over their thresholds.

@@ -330,6 +330,11 @@ impl AttendantConfig {
         }
 
         let max_clock_step = raw.max_clock_step.unwrap_or(Duration::from_secs(1000));
+        if let Some(k) = &raw.poller_public_key {
+            if let Err(e) = rollcall_protocol::clock_order::parse_public_key(k) {
+                p.push("poller_public_key", e);
+            }
+        }
         p.finish()?;
         Ok(AttendantConfig {
             name: raw.name.unwrap_or_else(hostname),

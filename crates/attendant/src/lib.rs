@@ -7,6 +7,7 @@
 
 pub mod checks;
 pub mod clock;
+pub mod clock_keeper;
 pub mod compile;
 pub mod config;
 pub mod host;

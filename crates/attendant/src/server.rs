@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compile::Attendant;
 use crate::config::Auth;
 use crate::listener::CappedListener;
+use rollcall_protocol::clock_order::SignedOrder;
 
 /// Connections held at once; a poller needs one, a few more leave room for operators.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -25,6 +26,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(attendant: Arc<Attendant>) -> Router {
     Router::new()
         .route(rollcall_protocol::COMPILATION_PATH, get(compilation))
+        .route(
+            rollcall_protocol::clock_order::CLOCK_PATH,
+            axum::routing::post(clock_order),
+        )
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             MAX_BODY_BYTES,
         ))
@@ -49,19 +54,61 @@ pub async fn serve(
     .await
 }
 
-async fn compilation(State(att): State<Arc<Attendant>>, headers: HeaderMap) -> Response {
-    let received_at = att.clock.now();
+/// The Bearer check both routes share; `Some(response)` when refused.
+fn refuse_unauthenticated(
+    config: &crate::AttendantConfig,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let Auth::Token(token) = &config.auth else {
+        return None;
+    };
+    if bearer_matches(headers, token.expose()) {
+        return None;
+    }
+    tracing::warn!(server = %config.name, "refused a request without a valid token");
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid Bearer token is required\n",
+        )
+            .into_response(),
+    )
+}
+
+/// `POST /v1/clock`: a signed clock order (SPEC section 4).
+async fn clock_order(
+    State(att): State<Arc<Attendant>>,
+    headers: HeaderMap,
+    body: Result<axum::Json<SignedOrder>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let config = att.config();
-    if let Auth::Token(token) = &config.auth {
-        if !bearer_matches(&headers, token.expose()) {
-            tracing::warn!(server = %config.name, "refused a query without a valid token");
+    if let Some(refused) = refuse_unauthenticated(&config, &headers) {
+        return refused;
+    }
+    let signed = match body {
+        Ok(axum::Json(s)) => s,
+        Err(e) => {
+            tracing::warn!(server = %config.name, error = %e, "unreadable clock order");
             return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a valid Bearer token is required\n",
+                StatusCode::BAD_REQUEST,
+                format!("not a signed clock order: {e}\n"),
             )
                 .into_response();
         }
+    };
+    let (status, reply) = att
+        .clock_keeper
+        .handle(&signed, &att.clock, &config.name, &att.probes);
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(reply)).into_response()
+}
+
+async fn compilation(State(att): State<Arc<Attendant>>, headers: HeaderMap) -> Response {
+    let received_at = att.clock.now();
+    let config = att.config();
+    if let Some(refused) = refuse_unauthenticated(&config, &headers) {
+        return refused;
     }
     let mut c = att.compile(received_at).await;
     c.time.replied_at = att.clock.now();

@@ -5,6 +5,7 @@
 //! so newer attendants still talk to older pollers; a document of another
 //! `schema_version` is reported as [`DecodeError::Incompatible`], never a crash.
 
+pub mod clock_order;
 mod compilation;
 mod timefmt;
 
