@@ -26,18 +26,12 @@ pub struct Clock {
 
 impl Clock {
     pub fn system() -> Clock {
-        Clock {
-            mode: ClockMode::System,
-            offset_us: AtomicI64::new(0),
-        }
+        Clock { mode: ClockMode::System, offset_us: AtomicI64::new(0) }
     }
 
     /// A virtual clock running `offset_us` ahead of (or, negative, behind) real time.
     pub fn virtual_with_offset(offset_us: i64) -> Clock {
-        Clock {
-            mode: ClockMode::Virtual,
-            offset_us: AtomicI64::new(offset_us),
-        }
+        Clock { mode: ClockMode::Virtual, offset_us: AtomicI64::new(offset_us) }
     }
 
     pub fn mode(&self) -> ClockMode {

@@ -49,12 +49,7 @@ pub enum Decision {
 }
 
 /// The policy, as a pure function of its inputs.
-pub fn decide(
-    correction_us: i64,
-    max_step: Duration,
-    steps_last_hour: usize,
-    ntp_synchronized: bool,
-) -> Decision {
+pub fn decide(correction_us: i64, max_step: Duration, steps_last_hour: usize, ntp_synchronized: bool) -> Decision {
     let size = Duration::from_micros(correction_us.unsigned_abs());
     if size > max_step {
         return Decision::Refuse(format!(
@@ -88,11 +83,7 @@ pub struct ClockKeeper {
 
 impl ClockKeeper {
     /// `system` is the OS clock for `clock = "system"`, `None` for the virtual clock.
-    pub fn new(
-        key: Option<VerifyingKey>,
-        max_step: Duration,
-        system: Option<Box<dyn SystemClock>>,
-    ) -> ClockKeeper {
+    pub fn new(key: Option<VerifyingKey>, max_step: Duration, system: Option<Box<dyn SystemClock>>) -> ClockKeeper {
         ClockKeeper {
             key: std::sync::RwLock::new(key),
             max_step,
@@ -111,18 +102,12 @@ impl ClockKeeper {
     }
 
     /// Handles one order; answers the HTTP status and reply, and posts probe `clock`.
-    pub fn handle(
-        &self,
-        signed: &SignedOrder,
-        clock: &Clock,
-        name: &str,
-        board: &ProbeBoard,
-    ) -> (u16, ClockReply) {
+    pub fn handle(&self, signed: &SignedOrder, clock: &Clock, name: &str, board: &ProbeBoard) -> (u16, ClockReply) {
         let started = Instant::now();
         let (status, reply) = self.judge(signed, clock, name);
         match reply.outcome {
             Outcome::Applied => {
-                tracing::info!(server = %name, correction_ms = reply.correction_ms, method = ?reply.method, "clock corrected")
+                tracing::info!(server = %name, correction_ms = reply.correction_ms, method = reply.method.as_deref().unwrap_or("-"), "clock corrected")
             }
             _ => {
                 tracing::warn!(server = %name, outcome = reply.outcome.as_str(), reason = %reply.reason, "clock order not applied")
@@ -153,15 +138,7 @@ impl ClockKeeper {
 
     fn judge(&self, signed: &SignedOrder, clock: &Clock, name: &str) -> (u16, ClockReply) {
         let reject = |status: u16, correction_ms: f64, reason: String| {
-            (
-                status,
-                ClockReply {
-                    outcome: Outcome::Rejected,
-                    method: None,
-                    correction_ms,
-                    reason,
-                },
-            )
+            (status, ClockReply { outcome: Outcome::Rejected, method: None, correction_ms, reason })
         };
         let key = match self.key.read() {
             Ok(k) => *k,
@@ -180,11 +157,7 @@ impl ClockKeeper {
         };
         let correction_ms = order.correction_us as f64 / 1000.0;
         if order.server != name {
-            return reject(
-                401,
-                correction_ms,
-                format!("order is for {:?}, this is {name:?}", order.server),
-            );
+            return reject(401, correction_ms, format!("order is for {:?}, this is {name:?}", order.server));
         }
         let corrected = clock.now() + chrono::Duration::microseconds(order.correction_us);
         let disagreement = (corrected - order.poller_time).abs();
@@ -207,11 +180,7 @@ impl ClockKeeper {
             let now = Instant::now();
             nonces.retain(|_, seen| now.duration_since(*seen) < 2 * ORDER_WINDOW);
             if nonces.insert(order.nonce.clone(), now).is_some() {
-                return reject(
-                    401,
-                    correction_ms,
-                    "replayed order: this nonce was already used".into(),
-                );
+                return reject(401, correction_ms, "replayed order: this nonce was already used".into());
             }
         }
         let mut steps = match self.steps.lock() {
@@ -219,24 +188,12 @@ impl ClockKeeper {
             Err(p) => p.into_inner(),
         };
         let now = Instant::now();
-        while steps
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600))
-        {
+        while steps.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600)) {
             steps.pop_front();
         }
         let ntp = self.system.as_ref().is_some_and(|s| s.ntp_synchronized());
-        let refuse = |reason: String| {
-            (
-                200,
-                ClockReply {
-                    outcome: Outcome::Refused,
-                    method: None,
-                    correction_ms,
-                    reason,
-                },
-            )
-        };
+        let refuse =
+            |reason: String| (200, ClockReply { outcome: Outcome::Refused, method: None, correction_ms, reason });
         let decision = decide(order.correction_us, self.max_step, steps.len(), ntp);
         let method = match decision {
             Decision::Refuse(reason) => return refuse(reason),
@@ -246,9 +203,7 @@ impl ClockKeeper {
         let applied = match (&self.system, clock.mode()) {
             (Some(sys), ClockMode::System) => {
                 if !sys.may_set_time() {
-                    return refuse(
-                        "the attendant lacks CAP_SYS_TIME and cannot set the clock".into(),
-                    );
+                    return refuse("the attendant lacks CAP_SYS_TIME and cannot set the clock".into());
                 }
                 if method == "slew" {
                     sys.slew(order.correction_us)
@@ -267,21 +222,9 @@ impl ClockKeeper {
                 if method == "step" {
                     steps.push_back(now);
                 }
-                let done = if method == "slew" {
-                    "slewed"
-                } else {
-                    "stepped"
-                };
+                let done = if method == "slew" { "slewed" } else { "stepped" };
                 let reason = format!("{done} by {correction_ms:.3} ms");
-                (
-                    200,
-                    ClockReply {
-                        outcome: Outcome::Applied,
-                        method: Some(method.into()),
-                        correction_ms,
-                        reason,
-                    },
-                )
+                (200, ClockReply { outcome: Outcome::Applied, method: Some(method.into()), correction_ms, reason })
             }
             Err(e) => refuse(format!("the OS refused to {method} the clock: {e}")),
         }
@@ -303,19 +246,13 @@ impl SystemClock for OsClock {
         const CAP_SYS_TIME: u32 = 25;
         std::fs::read_to_string("/proc/self/status")
             .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
-            })
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
             .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
             .is_some_and(|caps| caps & (1 << CAP_SYS_TIME) != 0)
     }
 
     fn slew(&self, us: i64) -> Result<(), String> {
-        let tv = libc::timeval {
-            tv_sec: us / 1_000_000,
-            tv_usec: us % 1_000_000,
-        };
+        let tv = libc::timeval { tv_sec: us / 1_000_000, tv_usec: us % 1_000_000 };
         // SAFETY: adjtime reads `tv`; the old-delta pointer may be null.
         let r = unsafe { libc::adjtime(&tv, std::ptr::null_mut()) };
         if r == 0 {
@@ -331,8 +268,7 @@ impl SystemClock for OsClock {
         if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } != 0 {
             return Err(std::io::Error::last_os_error().to_string());
         }
-        let total_ns =
-            i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec) + i128::from(us) * 1000;
+        let total_ns = i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec) + i128::from(us) * 1000;
         ts.tv_sec = (total_ns.div_euclid(1_000_000_000)) as libc::time_t;
         ts.tv_nsec = (total_ns.rem_euclid(1_000_000_000)) as libc::c_long;
         if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == 0 {

@@ -5,8 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use rollcall_protocol::{
-    AttendantInfo, CheckResult, Compilation, Deficiency, HostUsage, ProbeResult, Severity,
-    TimeReport, SCHEMA_VERSION,
+    AttendantInfo, CheckResult, Compilation, Deficiency, HostUsage, ProbeResult, Severity, TimeReport, SCHEMA_VERSION,
 };
 
 use crate::checks;
@@ -42,8 +41,7 @@ impl Attendant {
                 (Clock::system(), Some(Box::new(os)))
             }
         };
-        let clock_keeper =
-            ClockKeeper::new(public_key(&config), config.max_clock_step.get(), system);
+        let clock_keeper = ClockKeeper::new(public_key(&config), config.max_clock_step.get(), system);
         Attendant {
             config: RwLock::new(Arc::new(config)),
             clock,
@@ -87,13 +85,7 @@ impl Attendant {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 hostname: self.hostname.clone(),
             },
-            time: TimeReport {
-                utc: now,
-                utc_offset_seconds,
-                zone: self.zone.clone(),
-                received_at,
-                replied_at: now,
-            },
+            time: TimeReport { utc: now, utc_offset_seconds, zone: self.zone.clone(), received_at, replied_at: now },
             services,
             probes,
             host,
@@ -173,40 +165,20 @@ mod tests {
     fn deficiencies_follow_statuses_and_disk_thresholds() {
         let host = HostUsage {
             disks: vec![
-                Disk {
-                    mount: "/".into(),
-                    total: 100,
-                    used: 50,
-                },
-                Disk {
-                    mount: "/var".into(),
-                    total: 100,
-                    used: 91,
-                },
-                Disk {
-                    mount: "/srv".into(),
-                    total: 100,
-                    used: 99,
-                },
+                Disk { mount: "/".into(), total: 100, used: 50 },
+                Disk { mount: "/var".into(), total: 100, used: 91 },
+                Disk { mount: "/srv".into(), total: 100, used: 99 },
             ],
             ..Default::default()
         };
-        let limits = HostThresholds {
-            disk_warning_percent: 90.0,
-            disk_critical_percent: 95.0,
-        };
+        let limits = HostThresholds { disk_warning_percent: 90.0, disk_critical_percent: 95.0 };
         let d = deficiencies(
-            &[
-                svc("a", Status::Ok),
-                svc("b", Status::Critical),
-                svc("c", Status::Unknown),
-            ],
+            &[svc("a", Status::Ok), svc("b", Status::Critical), svc("c", Status::Unknown)],
             &[],
             &host,
             &limits,
         );
-        let got: Vec<(&str, Severity)> =
-            d.iter().map(|d| (d.source.as_str(), d.severity)).collect();
+        let got: Vec<(&str, Severity)> = d.iter().map(|d| (d.source.as_str(), d.severity)).collect();
         assert_eq!(
             got,
             [

@@ -96,17 +96,10 @@ pub struct Service {
 /// How one service's status is determined.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    Tcp {
-        address: String,
-        expect: Option<String>,
-    },
+    Tcp { address: String, expect: Option<String> },
     Process(ProcessMatch),
-    Command {
-        argv: Vec<String>,
-    },
-    Systemd {
-        unit: String,
-    },
+    Command { argv: Vec<String> },
+    Systemd { unit: String },
 }
 
 impl Check {
@@ -144,12 +137,7 @@ impl AttendantConfig {
         let (raw, loc): (Raw, Located) = Located::parse(file, text)?;
         let mut p = loc.problems();
 
-        let listen = match raw
-            .listen
-            .as_deref()
-            .unwrap_or("0.0.0.0:7460")
-            .parse::<SocketAddr>()
-        {
+        let listen = match raw.listen.as_deref().unwrap_or("0.0.0.0:7460").parse::<SocketAddr>() {
             Ok(a) => a,
             Err(e) => {
                 p.push("listen", format!("not an IP:port address ({e})"));
@@ -179,10 +167,7 @@ impl AttendantConfig {
                 }
             },
             (None, false) => {
-                p.push(
-                    "token_file",
-                    "missing: set token_file (or insecure = true on a loopback listen)",
-                );
+                p.push("token_file", "missing: set token_file (or insecure = true on a loopback listen)");
                 Auth::Insecure
             }
         };
@@ -216,10 +201,7 @@ impl AttendantConfig {
             }
         }
         if host.disk_warning_percent > host.disk_critical_percent {
-            p.push(
-                "host.disk_warning_percent",
-                "is above host.disk_critical_percent",
-            );
+            p.push("host.disk_warning_percent", "is above host.disk_critical_percent");
         }
 
         let mut services = Vec::new();
@@ -237,14 +219,17 @@ impl AttendantConfig {
             }
             let Some((_, allowed)) = KEYS.iter().find(|(k, _)| *k == s.check) else {
                 if NOT_YET.contains(&s.check.as_str()) {
-                    p.push(at("check"), format!("check = {:?} is not available in this version (available: tcp, process, command, systemd)", s.check));
-                } else {
                     p.push(
                         at("check"),
                         format!(
-                            "unknown check {:?} (expected one of: tcp, process, command, systemd)",
+                            "check = {:?} is not available in this version (available: tcp, process, command, systemd)",
                             s.check
                         ),
+                    );
+                } else {
+                    p.push(
+                        at("check"),
+                        format!("unknown check {:?} (expected one of: tcp, process, command, systemd)", s.check),
                     );
                 }
                 continue;
@@ -258,74 +243,57 @@ impl AttendantConfig {
                 ("command", s.command.is_some()),
             ] {
                 if set && !allowed.contains(&key) {
-                    p.push(
-                        at(key),
-                        format!(
-                            "not a key of check = {:?} (its keys: {})",
-                            s.check,
-                            allowed.join(", ")
-                        ),
-                    );
+                    p.push(at(key), format!("not a key of check = {:?} (its keys: {})", s.check, allowed.join(", ")));
                 }
             }
             let check = match s.check.as_str() {
                 "tcp" => match &s.address {
-                    Some(a) if valid_host_port(a) => Some(Check::Tcp {
-                        address: a.clone(),
-                        expect: s.expect.clone(),
-                    }),
+                    Some(a) if valid_host_port(a) => Some(Check::Tcp { address: a.clone(), expect: s.expect.clone() }),
                     Some(a) => {
                         p.push(at("address"), format!("{a:?} is not HOST:PORT"));
                         None
                     }
                     None => {
-                        p.push(
-                            at("address"),
-                            "missing: check = \"tcp\" needs address = \"HOST:PORT\"",
-                        );
+                        p.push(at("address"), "missing: check = \"tcp\" needs address = \"HOST:PORT\"");
                         None
                     }
                 },
                 "process" => match (&s.process, &s.pidfile) {
-                    (Some(n), None) if !n.is_empty() => {
-                        Some(Check::Process(ProcessMatch::Name(n.clone())))
-                    }
+                    (Some(n), None) if !n.is_empty() => Some(Check::Process(ProcessMatch::Name(n.clone()))),
                     (None, Some(f)) => Some(Check::Process(ProcessMatch::Pidfile(loc.resolve(f)))),
                     (Some(_), Some(_)) => {
                         p.push(at("process"), "set together with pidfile; choose one");
                         None
                     }
                     _ => {
-                        p.push(at("process"), "missing: check = \"process\" needs process = \"NAME\" or pidfile = \"PATH\"");
+                        p.push(
+                            at("process"),
+                            "missing: check = \"process\" needs process = \"NAME\" or pidfile = \"PATH\"",
+                        );
                         None
                     }
                 },
-                "command" => match &s.command {
-                    Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
-                        Some(Check::Command { argv: argv.clone() })
+                "command" => {
+                    match &s.command {
+                        Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                            Some(Check::Command { argv: argv.clone() })
+                        }
+                        _ => {
+                            p.push(at("command"), "missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]");
+                            None
+                        }
                     }
-                    _ => {
-                        p.push(at("command"), "missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]");
-                        None
-                    }
-                },
+                }
                 _ => match &s.unit {
                     Some(u) if !u.is_empty() => Some(Check::Systemd { unit: u.clone() }),
                     _ => {
-                        p.push(
-                            at("unit"),
-                            "missing: check = \"systemd\" needs unit = \"NAME.service\"",
-                        );
+                        p.push(at("unit"), "missing: check = \"systemd\" needs unit = \"NAME.service\"");
                         None
                     }
                 },
             };
             if let Some(check) = check {
-                services.push(Service {
-                    name: s.name.clone(),
-                    timeout,
-                    check,
-                });
+                services.push(Service { name: s.name.clone(), timeout, check });
             }
         }
 

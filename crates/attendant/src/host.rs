@@ -65,10 +65,7 @@ impl Sampler {
                 .with_cpu(CpuRefreshKind::nothing().with_cpu_usage())
                 .with_memory(MemoryRefreshKind::nothing().with_ram()),
         );
-        Sampler {
-            sys,
-            disks: Disks::new_with_refreshed_list(),
-        }
+        Sampler { sys, disks: Disks::new_with_refreshed_list() }
     }
 
     fn sample(&mut self) -> HostUsage {
@@ -92,10 +89,7 @@ impl Sampler {
             uptime_s: System::uptime(),
             load: [load.one, load.five, load.fifteen],
             cpu_percent: f64::from(self.sys.global_cpu_usage()),
-            memory: Memory {
-                total: self.sys.total_memory(),
-                used: self.sys.used_memory(),
-            },
+            memory: Memory { total: self.sys.total_memory(), used: self.sys.used_memory() },
             disks,
         }
     }

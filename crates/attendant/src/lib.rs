@@ -44,11 +44,7 @@ pub async fn run_on(
     let name = config.name.clone();
     let attendant = start(config, stop.clone());
     tracing::info!(server = %name, listen = %listener.local_addr()?, "attendant started");
-    let reload = tokio::spawn(reload_on_sighup(
-        config_path,
-        attendant.clone(),
-        stop.clone(),
-    ));
+    let reload = tokio::spawn(reload_on_sighup(config_path, attendant.clone(), stop.clone()));
     server::serve(listener, attendant, stop).await?;
     reload.abort();
     tracing::info!(server = %name, "attendant stopped");

@@ -19,10 +19,7 @@ pub struct CappedListener {
 
 impl CappedListener {
     pub fn new(inner: TcpListener, max_connections: usize) -> Self {
-        CappedListener {
-            inner,
-            slots: Arc::new(Semaphore::new(max_connections)),
-        }
+        CappedListener { inner, slots: Arc::new(Semaphore::new(max_connections)) }
     }
 }
 
@@ -63,21 +60,13 @@ impl axum::serve::Listener for CappedListener {
 }
 
 impl AsyncRead for CappedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for CappedStream {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -68,9 +68,7 @@ mod tests {
         b.report(r("login", Status::Critical));
         let s = b.snapshot();
         assert_eq!(
-            s.iter()
-                .map(|p| (p.name.as_str(), p.status))
-                .collect::<Vec<_>>(),
+            s.iter().map(|p| (p.name.as_str(), p.status)).collect::<Vec<_>>(),
             [("login", Status::Critical), ("mail_read", Status::Ok)]
         );
         b.remove("login");

@@ -26,17 +26,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn router(attendant: Arc<Attendant>) -> Router {
     Router::new()
         .route(rollcall_protocol::COMPILATION_PATH, get(compilation))
-        .route(
-            rollcall_protocol::clock_order::CLOCK_PATH,
-            axum::routing::post(clock_order),
-        )
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_BODY_BYTES,
-        ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .route(rollcall_protocol::clock_order::CLOCK_PATH, axum::routing::post(clock_order))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(attendant)
 }
 
@@ -46,19 +38,13 @@ pub async fn serve(
     attendant: Arc<Attendant>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(
-        CappedListener::new(listener, MAX_CONNECTIONS),
-        router(attendant),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await
+    axum::serve(CappedListener::new(listener, MAX_CONNECTIONS), router(attendant))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
 }
 
 /// The Bearer check both routes share; `Some(response)` when refused.
-fn refuse_unauthenticated(
-    config: &crate::AttendantConfig,
-    headers: &HeaderMap,
-) -> Option<Response> {
+fn refuse_unauthenticated(config: &crate::AttendantConfig, headers: &HeaderMap) -> Option<Response> {
     let Auth::Token(token) = &config.auth else {
         return None;
     };
@@ -67,11 +53,7 @@ fn refuse_unauthenticated(
     }
     tracing::warn!(server = %config.name, "refused a request without a valid token");
     Some(
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid Bearer token is required\n",
-        )
+        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid Bearer token is required\n")
             .into_response(),
     )
 }
@@ -90,16 +72,10 @@ async fn clock_order(
         Ok(axum::Json(s)) => s,
         Err(e) => {
             tracing::warn!(server = %config.name, error = %e, "unreadable clock order");
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("not a signed clock order: {e}\n"),
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, format!("not a signed clock order: {e}\n")).into_response();
         }
     };
-    let (status, reply) = att
-        .clock_keeper
-        .handle(&signed, &att.clock, &config.name, &att.probes);
+    let (status, reply) = att.clock_keeper.handle(&signed, &att.clock, &config.name, &att.probes);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(reply)).into_response()
 }
@@ -116,20 +92,14 @@ async fn compilation(State(att): State<Arc<Attendant>>, headers: HeaderMap) -> R
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
             tracing::error!(server = %config.name, error = %e, "cannot serialize the compilation");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot serialize the compilation\n",
-            )
-                .into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot serialize the compilation\n").into_response()
         }
     }
 }
 
 fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let Some(given) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
     else {
         return false;
     };
@@ -142,10 +112,7 @@ mod tests {
     use crate::config::AttendantConfig;
     use rollcall_protocol::{Compilation, Status};
 
-    async fn start(
-        extra: &str,
-        token: Option<&str>,
-    ) -> (String, CancellationToken, tempfile::TempDir) {
+    async fn start(extra: &str, token: Option<&str>) -> (String, CancellationToken, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let auth = match token {
             Some(t) => {
@@ -155,16 +122,14 @@ mod tests {
             None => "insecure = true\n",
         };
         let file = dir.path().join("attendant.toml");
-        let text = format!("name = \"t\"\nlisten = \"127.0.0.1:0\"\n{auth}clock = \"virtual\"\nclock_offset = \"-3s\"\n{extra}");
+        let text = format!(
+            "name = \"t\"\nlisten = \"127.0.0.1:0\"\n{auth}clock = \"virtual\"\nclock_offset = \"-3s\"\n{extra}"
+        );
         let config = AttendantConfig::parse(file.to_str().unwrap(), &text).unwrap();
         let stop = CancellationToken::new();
         let att = crate::start(config, stop.clone());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "http://{}{}",
-            l.local_addr().unwrap(),
-            rollcall_protocol::COMPILATION_PATH
-        );
+        let url = format!("http://{}{}", l.local_addr().unwrap(), rollcall_protocol::COMPILATION_PATH);
         tokio::spawn(serve(l, att, stop.clone()));
         (url, stop, dir)
     }
@@ -201,29 +166,12 @@ mod tests {
         let t = std::time::Instant::now();
         let body = reqwest::get(&url).await.unwrap().bytes().await.unwrap();
         let took = t.elapsed();
-        assert!(
-            took < std::time::Duration::from_millis(1500),
-            "reply took {took:?}"
-        );
+        assert!(took < std::time::Duration::from_millis(1500), "reply took {took:?}");
         let c = Compilation::from_slice(&body).unwrap();
-        let got: Vec<(&str, Status)> = c
-            .services
-            .iter()
-            .map(|s| (s.name.as_str(), s.status))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("slow", Status::Unknown),
-                ("down", Status::Critical),
-                ("fine", Status::Ok)
-            ]
-        );
+        let got: Vec<(&str, Status)> = c.services.iter().map(|s| (s.name.as_str(), s.status)).collect();
+        assert_eq!(got, [("slow", Status::Unknown), ("down", Status::Critical), ("fine", Status::Ok)]);
         let sources: Vec<&str> = c.deficiencies.iter().map(|d| d.source.as_str()).collect();
-        assert!(
-            sources.contains(&"service:slow") && sources.contains(&"service:down"),
-            "{sources:?}"
-        );
+        assert!(sources.contains(&"service:slow") && sources.contains(&"service:down"), "{sources:?}");
         assert!(!sources.contains(&"service:fine"));
         // The virtual clock runs 3 s behind, and replied_at follows received_at.
         let behind = chrono::Utc::now() - c.time.utc;

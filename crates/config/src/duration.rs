@@ -24,9 +24,7 @@ impl std::str::FromStr for Duration {
     fn from_str(s: &str) -> Result<Self, String> {
         humantime::parse_duration(s.trim())
             .map(Duration)
-            .map_err(|e| {
-                format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"90s\" or \"15m\"")
-            })
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"500ms\", \"90s\" or \"15m\""))
     }
 }
 

@@ -24,26 +24,16 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{file}:{line}:{column}: {message}")]
-    Parse {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Parse { file: String, line: usize, column: usize, message: String },
     #[error("{}", render_problems(file, problems))]
-    Invalid {
-        file: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { file: String, problems: Vec<Problem> },
 }
 
 impl ConfigError {
     /// Every problem as its own line, for `check-config` and start-up errors.
     pub fn problems(&self) -> Vec<String> {
         match self {
-            ConfigError::Invalid { file, problems } => {
-                problems.iter().map(|p| render_problem(file, p)).collect()
-            }
+            ConfigError::Invalid { file, problems } => problems.iter().map(|p| render_problem(file, p)).collect(),
             other => vec![other.to_string()],
         }
     }
@@ -63,10 +53,7 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
 
 /// Reads a whole config file as text.
 pub fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        file: path.display().to_string(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.display().to_string(), source })
 }
 
 /// A parsed file kept beside its text, so validation can point at lines.
@@ -88,27 +75,11 @@ impl Located {
     pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Located), ConfigError> {
         let value: T = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError::Parse {
-                file: file.to_string(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
+            ConfigError::Parse { file: file.to_string(), line, column, message: e.message().trim().to_string() }
         })?;
         let doc = toml_edit::ImDocument::parse(text.to_string()).ok();
-        let dir = Path::new(file)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        Ok((
-            value,
-            Located {
-                file: file.to_string(),
-                text: text.to_string(),
-                doc,
-                dir,
-            },
-        ))
+        let dir = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok((value, Located { file: file.to_string(), text: text.to_string(), doc, dir }))
     }
 
     pub fn file(&self) -> &str {
@@ -156,10 +127,7 @@ impl Located {
 
     /// A collector for this file's validation problems.
     pub fn problems(&self) -> Problems<'_> {
-        Problems {
-            located: self,
-            list: Vec::new(),
-        }
+        Problems { located: self, list: Vec::new() }
     }
 }
 
@@ -173,11 +141,7 @@ impl Problems<'_> {
     pub fn push(&mut self, key: impl Into<String>, message: impl fmt::Display) {
         let key = key.into();
         let line = self.located.line_of(&key);
-        self.list.push(Problem {
-            key,
-            line,
-            message: message.to_string(),
-        });
+        self.list.push(Problem { key, line, message: message.to_string() });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -190,10 +154,7 @@ impl Problems<'_> {
             return Ok(());
         }
         self.list.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
-        Err(ConfigError::Invalid {
-            file: self.located.file.clone(),
-            problems: self.list,
-        })
+        Err(ConfigError::Invalid { file: self.located.file.clone(), problems: self.list })
     }
 }
 
@@ -230,9 +191,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = "name = \"x\"\n[[server]]\nname = \"a\"\nport = 1\nprot = 2\n";
-        let err = Located::parse::<Cfg>("p.toml", text)
-            .unwrap_err()
-            .to_string();
+        let err = Located::parse::<Cfg>("p.toml", text).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:5:"), "{err}");
         assert!(err.contains("unknown field `prot`"), "{err}");
     }
@@ -240,9 +199,7 @@ mod tests {
     #[test]
     fn wrong_type_is_named_with_its_line() {
         let text = "name = \"x\"\n[[server]]\nname = \"a\"\nport = \"high\"\n";
-        let err = Located::parse::<Cfg>("p.toml", text)
-            .unwrap_err()
-            .to_string();
+        let err = Located::parse::<Cfg>("p.toml", text).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:4:"), "{err}");
     }
 
@@ -264,12 +221,6 @@ mod tests {
         p.push("server[1].port", "too high");
         p.push("name", "too short");
         let err = p.finish().unwrap_err();
-        assert_eq!(
-            err.problems(),
-            vec![
-                "p.toml:1: name: too short",
-                "p.toml:9: server[1].port: too high"
-            ]
-        );
+        assert_eq!(err.problems(), vec!["p.toml:1: name: too short", "p.toml:9: server[1].port: too high"]);
     }
 }

@@ -39,8 +39,8 @@ impl SecretSource {
     pub fn read(&self) -> Result<Secret, String> {
         match self {
             SecretSource::File(p) => {
-                let s = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read secret file {}: {e}", p.display()))?;
+                let s =
+                    std::fs::read_to_string(p).map_err(|e| format!("cannot read secret file {}: {e}", p.display()))?;
                 let s = s.trim();
                 if s.is_empty() {
                     return Err(format!("secret file {} is empty", p.display()));
@@ -67,10 +67,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t");
         std::fs::write(&p, "abc\n").unwrap();
-        assert_eq!(
-            SecretSource::File(p.clone()).read().unwrap().expose(),
-            "abc"
-        );
+        assert_eq!(SecretSource::File(p.clone()).read().unwrap().expose(), "abc");
         std::fs::write(&p, "\n").unwrap();
         assert!(SecretSource::File(p).read().unwrap_err().contains("empty"));
     }

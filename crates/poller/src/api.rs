@@ -48,13 +48,8 @@ pub fn router<F: Fetch>(api: Arc<Api<F>>) -> Router {
         .route("/api/v1/servers/{name}", get(detail::<F>))
         .route("/api/v1/servers/{name}/history", get(history::<F>))
         .route("/api/v1/servers/{name}/poll", post(poll::<F>))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            MAX_BODY_BYTES,
-        ))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(api)
 }
 
@@ -67,13 +62,7 @@ fn no_such(name: &str) -> Response {
 }
 
 async fn list<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<ServerSummary>> {
-    Json(
-        api.fleet
-            .servers()
-            .iter()
-            .map(|s| api.fleet.summary(s))
-            .collect(),
-    )
+    Json(api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect())
 }
 
 async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
@@ -88,11 +77,7 @@ async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<Strin
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
-    Json(ServerDetail {
-        summary,
-        compilation,
-    })
-    .into_response()
+    Json(ServerDetail { summary, compilation }).into_response()
 }
 
 async fn history<F: Fetch>(
@@ -107,11 +92,7 @@ async fn history<F: Fetch>(
     if let Err(e) = api.fleet.writer().flush().await {
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
-    match api
-        .store
-        .history(&name, q.limit.unwrap_or(100).min(MAX_HISTORY))
-        .await
-    {
+    match api.store.history(&name, q.limit.unwrap_or(100).min(MAX_HISTORY)).await {
         Ok(h) => Json(h).into_response(),
         Err(e) => {
             tracing::error!(server = %name, error = %e, "cannot read history");

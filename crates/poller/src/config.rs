@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rollcall_config::{ConfigError, Duration, Located, Secret, SecretSource};
 use rollcall_protocol::Severity;
@@ -64,10 +65,21 @@ pub struct PollerConfig {
     pub timeout: Duration,
     pub max_reply_bytes: u64,
     pub max_clock_skew: Duration,
-    pub signing_key_file: Option<PathBuf>,
+    /// The key clock orders are signed with; without one, no orders are sent.
+    pub signing_key: Option<SigningKey>,
     pub max_concurrent_polls: usize,
     pub rules: Rules,
     pub servers: Vec<ServerConfig>,
+}
+
+/// The poller's Ed25519 signing key; never printed.
+#[derive(Clone)]
+pub struct SigningKey(pub Arc<ed25519_dalek::SigningKey>);
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(MASKED)")
+    }
 }
 
 /// One monitored server.
@@ -100,10 +112,7 @@ impl PollerConfig {
 
         let listen = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen = listen.parse::<SocketAddr>().unwrap_or_else(|e| {
-            p.push(
-                "listen",
-                format!("{listen:?} is not an IP:port address ({e})"),
-            );
+            p.push("listen", format!("{listen:?} is not an IP:port address ({e})"));
             SocketAddr::from(([127, 0, 0, 1], rollcall_protocol::DEFAULT_POLLER_PORT))
         });
 
@@ -113,15 +122,9 @@ impl PollerConfig {
         };
         if !database.starts_with("sqlite:") {
             if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-                p.push(
-                    "database",
-                    "PostgreSQL is not available in this version yet; use sqlite://PATH",
-                );
+                p.push("database", "PostgreSQL is not available in this version yet; use sqlite://PATH");
             } else {
-                p.push(
-                    "database",
-                    format!("{database:?} is not a database URL (sqlite://PATH)"),
-                );
+                p.push("database", format!("{database:?} is not a database URL (sqlite://PATH)"));
             }
         }
 
@@ -131,23 +134,15 @@ impl PollerConfig {
         }
         let max_reply_bytes = raw.max_reply_bytes.unwrap_or(DEFAULT_MAX_REPLY_BYTES);
         if max_reply_bytes < 1024 {
-            p.push(
-                "max_reply_bytes",
-                format!("{max_reply_bytes} is too small for any compilation (at least 1024)"),
-            );
+            p.push("max_reply_bytes", format!("{max_reply_bytes} is too small for any compilation (at least 1024)"));
         }
-        let max_concurrent_polls = raw
-            .max_concurrent_polls
-            .unwrap_or(DEFAULT_MAX_CONCURRENT_POLLS);
+        let max_concurrent_polls = raw.max_concurrent_polls.unwrap_or(DEFAULT_MAX_CONCURRENT_POLLS);
         if max_concurrent_polls == 0 {
             p.push("max_concurrent_polls", "must be at least 1");
         }
         let recover_after = raw.recover_after.unwrap_or(1);
         if recover_after == 0 {
-            p.push(
-                "recover_after",
-                "must be at least 1 (the clean reply that clears a server)",
-            );
+            p.push("recover_after", "must be at least 1 (the clean reply that clears a server)");
         }
 
         let levels: Vec<Level> = if raw.levels.is_empty() {
@@ -156,10 +151,7 @@ impl PollerConfig {
                 Level::new("critical", std::time::Duration::from_secs(2 * 60)),
             ]
         } else {
-            raw.levels
-                .iter()
-                .map(|l| Level::new(&l.name, l.interval.get()))
-                .collect()
+            raw.levels.iter().map(|l| Level::new(&l.name, l.interval.get())).collect()
         };
         let mut seen = std::collections::HashSet::new();
         for (i, l) in levels.iter().enumerate() {
@@ -169,10 +161,7 @@ impl PollerConfig {
             if l.name.trim().is_empty() {
                 p.push(format!("level[{i}].name"), "must not be empty");
             } else if !seen.insert(l.name.clone()) {
-                p.push(
-                    format!("level[{i}].name"),
-                    format!("duplicate level name {:?}", l.name),
-                );
+                p.push(format!("level[{i}].name"), format!("duplicate level name {:?}", l.name));
             }
             if l.interval.is_zero() {
                 p.push(format!("level[{i}].interval"), "must be longer than 0");
@@ -189,29 +178,18 @@ impl PollerConfig {
         let mut rules = Vec::new();
         for (i, r) in raw.rules.iter().enumerate() {
             match levels.iter().position(|l| l.name == r.level) {
-                Some(level) => rules.push(Rule {
-                    source: r.source.clone(),
-                    severity: r.severity,
-                    level,
-                }),
+                Some(level) => rules.push(Rule { source: r.source.clone(), severity: r.severity, level }),
                 None => p.push(
                     format!("rule[{i}].level"),
                     format!(
                         "unknown level {:?} (levels: {})",
                         r.level,
-                        levels
-                            .iter()
-                            .map(|l| l.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        levels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
                     ),
                 ),
             }
             if r.source.trim().is_empty() {
-                p.push(
-                    format!("rule[{i}].source"),
-                    "must not be empty (use \"*\" for any)",
-                );
+                p.push(format!("rule[{i}].source"), "must not be empty (use \"*\" for any)");
             }
         }
 
@@ -227,10 +205,7 @@ impl PollerConfig {
             if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
                 || reqwest::Url::parse(&s.address).is_err()
             {
-                p.push(
-                    at("address"),
-                    format!("{:?} is not an http:// or https:// URL", s.address),
-                );
+                p.push(at("address"), format!("{:?} is not an http:// or https:// URL", s.address));
             }
             let token = match &s.token_file {
                 Some(f) => match SecretSource::File(loc.resolve(f)).read() {
@@ -249,7 +224,26 @@ impl PollerConfig {
             });
         }
 
-        let signing_key_file = raw.signing_key_file.map(|f| loc.resolve(&f));
+        let signing_key = raw.signing_key_file.as_ref().and_then(|f| {
+            let path = loc.resolve(f);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    p.push(
+                        "signing_key_file",
+                        format!("cannot read {}: {e} (create one with `rollcall keygen --out DIR`)", path.display()),
+                    );
+                    return None;
+                }
+            };
+            match rollcall_protocol::clock_order::parse_signing_key(&text) {
+                Ok(k) => Some(SigningKey(Arc::new(k))),
+                Err(e) => {
+                    p.push("signing_key_file", format!("{}: {e}", path.display()));
+                    None
+                }
+            }
+        });
         p.finish()?;
         Ok(PollerConfig {
             listen,
@@ -257,7 +251,7 @@ impl PollerConfig {
             timeout,
             max_reply_bytes,
             max_clock_skew: raw.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW),
-            signing_key_file,
+            signing_key,
             max_concurrent_polls,
             rules: Rules::new(levels, rules, recover_after),
             servers,

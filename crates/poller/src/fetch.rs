@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use rollcall_protocol::clock_order::{ClockReply, SignedOrder, CLOCK_PATH};
 use rollcall_protocol::{Compilation, DecodeError, COMPILATION_PATH};
 
 use crate::config::ServerConfig;
@@ -59,11 +60,18 @@ impl PollError {
 /// Gets one compilation from one server. The scheduler is generic over this, so its
 /// timing can be tested with a paused clock and scripted replies.
 pub trait Fetch: Send + Sync + 'static {
-    fn fetch(
+    fn fetch(&self, server: &ServerConfig) -> impl Future<Output = Result<Fetched, PollError>> + Send;
+
+    /// Sends a signed clock order; a rejection or refusal is an `Ok` reply saying so.
+    fn order_clock(
         &self,
         server: &ServerConfig,
-    ) -> impl Future<Output = Result<Fetched, PollError>> + Send;
+        order: &SignedOrder,
+    ) -> impl Future<Output = Result<ClockReply, PollError>> + Send;
 }
+
+/// Largest clock-order reply read (a few hundred bytes in practice).
+const MAX_ORDER_REPLY: usize = 64 * 1024;
 
 /// The real fetcher: one shared HTTP client with keep-alive connections.
 #[derive(Clone)]
@@ -83,11 +91,7 @@ impl HttpFetcher {
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(HttpFetcher {
-            client,
-            timeout,
-            max_reply_bytes,
-        })
+        Ok(HttpFetcher { client, timeout, max_reply_bytes })
     }
 
     async fn fetch_unbounded(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
@@ -100,19 +104,12 @@ impl HttpFetcher {
         let mut resp = req.send().await.map_err(|e| classify(&e, &url))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(PollError::Auth(format!(
-                "attendant refused our credentials (HTTP {status})"
-            )));
+            return Err(PollError::Auth(format!("attendant refused our credentials (HTTP {status})")));
         }
         if !status.is_success() {
-            return Err(PollError::Malformed(format!(
-                "attendant answered HTTP {status}"
-            )));
+            return Err(PollError::Malformed(format!("attendant answered HTTP {status}")));
         }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > self.max_reply_bytes)
-        {
+        if resp.content_length().is_some_and(|n| n > self.max_reply_bytes) {
             return Err(PollError::Oversized(self.max_reply_bytes));
         }
         let mut body = BytesMut::new();
@@ -128,18 +125,45 @@ impl HttpFetcher {
             DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
             DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
         })?;
-        Ok(Fetched {
-            compilation,
-            raw,
-            sent_at,
-            received_at,
-        })
+        Ok(Fetched { compilation, raw, sent_at, received_at })
     }
 }
 
 impl Fetch for HttpFetcher {
     async fn fetch(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
         match tokio::time::timeout(self.timeout, self.fetch_unbounded(server)).await {
+            Ok(r) => r,
+            Err(_) => Err(PollError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn order_clock(&self, server: &ServerConfig, order: &SignedOrder) -> Result<ClockReply, PollError> {
+        let url = format!("{}{CLOCK_PATH}", server.address);
+        let send = async {
+            let mut req = self.client.post(&url).json(order);
+            if let Some(t) = &server.token {
+                req = req.bearer_auth(t.expose());
+            }
+            let mut resp = req.send().await.map_err(|e| classify(&e, &url))?;
+            let status = resp.status();
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url))? {
+                if body.len() + chunk.len() > MAX_ORDER_REPLY {
+                    return Err(PollError::Oversized(MAX_ORDER_REPLY as u64));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            // The attendant answers every judged order (applied, refused, rejected) as JSON;
+            // anything else is the token check or a broken attendant.
+            match serde_json::from_slice::<ClockReply>(&body) {
+                Ok(reply) => Ok(reply),
+                Err(_) if status == reqwest::StatusCode::UNAUTHORIZED => {
+                    Err(PollError::Auth(format!("attendant refused our credentials (HTTP {status})")))
+                }
+                Err(e) => Err(PollError::Malformed(format!("clock order answered HTTP {status}: {e}"))),
+            }
+        };
+        match tokio::time::timeout(self.timeout, send).await {
             Ok(r) => r,
             Err(_) => Err(PollError::Timeout(self.timeout)),
         }
@@ -167,11 +191,7 @@ fn classify(e: &reqwest::Error, url: &str) -> PollError {
     }
     // reqwest does not type TLS failures; rustls' messages name them.
     let text = chain.join(": ").to_ascii_lowercase();
-    if url.starts_with("https://")
-        && ["tls", "certificate", "handshake", "alert"]
-            .iter()
-            .any(|w| text.contains(w))
-    {
+    if url.starts_with("https://") && ["tls", "certificate", "handshake", "alert"].iter().any(|w| text.contains(w)) {
         return PollError::Tls(cause);
     }
     if e.is_connect() {

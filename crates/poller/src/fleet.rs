@@ -16,11 +16,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock_estimate::ClockEstimate;
 use crate::config::ServerConfig;
+use crate::config::SigningKey;
 use crate::fetch::{Fetch, PollError};
 use crate::levels::{LevelState, Rules};
-use crate::model::{PollRecord, PollRow, ServerRow, ServerState, ServerSummary, TransitionRow};
+use crate::model::{ClockCorrectionRow, PollRecord, PollRow, ServerRow, ServerState, ServerSummary, TransitionRow};
 use crate::schedule::{next_slot, Timebase};
 use crate::store::Writer;
+use rollcall_protocol::clock_order::{ClockOrder, Outcome, SignedOrder};
 
 /// Something that happened in the fleet, for live views and notifications.
 #[derive(Debug, Clone)]
@@ -28,10 +30,9 @@ pub enum FleetEvent {
     /// A poll finished; the server as it now stands.
     Polled(ServerSummary),
     /// A server changed level.
-    Transition {
-        server: String,
-        transition: TransitionRow,
-    },
+    Transition { server: String, transition: TransitionRow },
+    /// A clock order was sent or verified.
+    ClockCorrection { server: String, correction: ClockCorrectionRow },
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ struct Status {
     last_error: Option<String>,
     clock_offset_ms: Option<f64>,
     rtt_ms: Option<f64>,
+    /// A correction was applied; the next poll checks that it took.
+    clock_pending: bool,
 }
 
 /// One server: its config and live state.
@@ -74,6 +77,23 @@ impl Server {
     }
 }
 
+/// How the poller keeps clocks (SPEC section 4).
+#[derive(Clone, Debug)]
+pub struct ClockPolicy {
+    /// Orders are only sent with a key.
+    pub key: Option<SigningKey>,
+    /// Correct when |offset| − delay/2 exceeds this.
+    pub max_skew: std::time::Duration,
+}
+
+/// Everything about running the fleet that is not the servers themselves.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    pub timebase: Timebase,
+    pub max_in_flight: usize,
+    pub clock: ClockPolicy,
+}
+
 /// The whole fleet and what it needs to poll.
 pub struct Fleet<F: Fetch> {
     servers: Vec<Arc<Server>>,
@@ -84,6 +104,8 @@ pub struct Fleet<F: Fetch> {
     timebase: Timebase,
     in_flight: Semaphore,
     events: broadcast::Sender<FleetEvent>,
+    clock: ClockPolicy,
+    nonces: std::sync::atomic::AtomicU64,
 }
 
 impl<F: Fetch> Fleet<F> {
@@ -94,11 +116,9 @@ impl<F: Fetch> Fleet<F> {
         rules: Rules,
         fetcher: F,
         writer: Writer,
-        timebase: Timebase,
-        max_in_flight: usize,
+        options: FleetOptions,
     ) -> Fleet<F> {
-        let mut stored: HashMap<String, ServerRow> =
-            stored.into_iter().map(|r| (r.name.clone(), r)).collect();
+        let mut stored: HashMap<String, ServerRow> = stored.into_iter().map(|r| (r.name.clone(), r)).collect();
         let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
         let phases = crate::schedule::phases(&names);
         let mut servers = Vec::with_capacity(configs.len());
@@ -111,10 +131,7 @@ impl<F: Fetch> Fleet<F> {
                         0
                     });
                     Status {
-                        level: LevelState {
-                            level,
-                            calm_streak: row.calm_streak,
-                        },
+                        level: LevelState { level, calm_streak: row.calm_streak },
                         state: row.state,
                         deficiencies: row.deficiencies,
                         last_poll_at: row.last_poll_at,
@@ -122,6 +139,7 @@ impl<F: Fetch> Fleet<F> {
                         last_error: row.last_error,
                         clock_offset_ms: row.clock_offset_ms,
                         rtt_ms: row.rtt_ms,
+                        clock_pending: false,
                     }
                 }
                 None => Status {
@@ -133,6 +151,7 @@ impl<F: Fetch> Fleet<F> {
                     last_error: None,
                     clock_offset_ms: None,
                     rtt_ms: None,
+                    clock_pending: false,
                 },
             };
             by_name.insert(config.name.clone(), servers.len());
@@ -151,9 +170,11 @@ impl<F: Fetch> Fleet<F> {
             rules,
             fetcher,
             writer,
-            timebase,
-            in_flight: Semaphore::new(max_in_flight.max(1)),
+            timebase: options.timebase,
+            in_flight: Semaphore::new(options.max_in_flight.max(1)),
             events,
+            clock: options.clock,
+            nonces: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -205,7 +226,7 @@ impl<F: Fetch> Fleet<F> {
         let at = self.timebase.wall_now();
         let name = &server.config.name;
         let before = server.status();
-        let (state, deficiencies, error, estimate, compilation) = match result {
+        let (state, deficiencies, error, estimate, compilation, attendant) = match result {
             Ok(f) => {
                 let e = ClockEstimate::from_stamps(
                     f.sent_at,
@@ -214,24 +235,15 @@ impl<F: Fetch> Fleet<F> {
                     f.received_at,
                 );
                 let d = f.compilation.deficiencies;
-                let state = if d.is_empty() {
-                    ServerState::Ok
-                } else {
-                    ServerState::Deficient
-                };
-                (state, d, None, Some(e), Some(f.raw))
+                let state = if d.is_empty() { ServerState::Ok } else { ServerState::Deficient };
+                let attendant = f.compilation.attendant.name;
+                (state, d, None, Some(e), Some(f.raw), Some(attendant))
             }
             Err(e) => {
                 if before.last_error.as_deref() != Some(&e.to_string()) {
                     tracing::warn!(server = %name, kind = e.kind(), error = %e, "poll failed");
                 }
-                (
-                    ServerState::Unreachable,
-                    vec![poll_deficiency(&e)],
-                    Some(e.to_string()),
-                    None,
-                    None,
-                )
+                (ServerState::Unreachable, vec![poll_deficiency(&e)], Some(e.to_string()), None, None, None)
             }
         };
         let (level, change) = self.rules.decide(before.level, &deficiencies);
@@ -259,6 +271,10 @@ impl<F: Fetch> Fleet<F> {
                 s.rtt_ms = Some(e.delay_ms);
             }
         });
+        let clock_corrections = match (estimate, attendant) {
+            (Some(e), Some(attendant)) => self.keep_clock(server, &attendant, e, at).await,
+            _ => Vec::new(),
+        };
         let summary = self.summary(server);
         let level_name = summary.level.clone();
         let record = PollRecord {
@@ -285,18 +301,89 @@ impl<F: Fetch> Fleet<F> {
             },
             transition: transition.clone(),
             compilation,
+            clock_corrections: clock_corrections.clone(),
         };
         if let Err(e) = self.writer.record(record).await {
             tracing::error!(server = %name, error = %e, "poll result not stored");
         }
         if let Some(t) = transition {
-            let _ = self.events.send(FleetEvent::Transition {
-                server: name.clone(),
-                transition: t,
-            });
+            let _ = self.events.send(FleetEvent::Transition { server: name.clone(), transition: t });
+        }
+        for c in clock_corrections {
+            let _ = self.events.send(FleetEvent::ClockCorrection { server: name.clone(), correction: c });
         }
         let _ = self.events.send(FleetEvent::Polled(summary.clone()));
         summary
+    }
+
+    /// Verifies the last correction, and orders a new one when the offset is beyond
+    /// `max_clock_skew` by more than network asymmetry could explain (SPEC section 4).
+    async fn keep_clock(
+        &self,
+        server: &Server,
+        attendant: &str,
+        e: ClockEstimate,
+        at: DateTime<Utc>,
+    ) -> Vec<ClockCorrectionRow> {
+        let name = &server.config.name;
+        let max_ms = self.clock.max_skew.as_secs_f64() * 1000.0;
+        let off = e.certain_skew_ms() > max_ms;
+        let mut rows = Vec::new();
+        let mut pending = false;
+        server.update(|s| pending = std::mem::take(&mut s.clock_pending));
+        if pending {
+            let (outcome, detail) = if off {
+                tracing::warn!(server = %name, offset_ms = e.offset_ms, "clock still off after a correction");
+                ("not effective", format!("offset still {:.1} ms after the correction", e.offset_ms))
+            } else {
+                tracing::info!(server = %name, offset_ms = e.offset_ms, "clock correction verified");
+                ("verified", format!("offset now {:.1} ms (delay {:.1} ms)", e.offset_ms, e.delay_ms))
+            };
+            rows.push(ClockCorrectionRow {
+                at,
+                offset_ms: e.offset_ms,
+                correction_ms: 0.0,
+                outcome: outcome.into(),
+                detail,
+            });
+        }
+        if !off {
+            return rows;
+        }
+        let Some(key) = &self.clock.key else {
+            tracing::debug!(server = %name, offset_ms = e.offset_ms, "clock beyond max_clock_skew; no signing_key_file, so no correction");
+            return rows;
+        };
+        let correction_us = -(e.offset_ms * 1000.0).round() as i64;
+        let order =
+            ClockOrder { server: attendant.to_string(), correction_us, poller_time: Utc::now(), nonce: self.nonce() };
+        let signed = SignedOrder::sign(&order, &key.0);
+        let correction_ms = correction_us as f64 / 1000.0;
+        let (outcome, detail) = match self.fetcher.order_clock(&server.config, &signed).await {
+            Ok(reply) => {
+                if reply.outcome == Outcome::Applied {
+                    server.update(|s| s.clock_pending = true);
+                    tracing::info!(server = %name, offset_ms = e.offset_ms, correction_ms, "clock corrected");
+                } else {
+                    tracing::warn!(server = %name, offset_ms = e.offset_ms, outcome = reply.outcome.as_str(), reason = %reply.reason, "clock order not applied");
+                }
+                (reply.outcome.as_str().to_string(), reply.reason)
+            }
+            Err(err) => {
+                tracing::warn!(server = %name, error = %err, "clock order failed");
+                ("failed".to_string(), err.to_string())
+            }
+        };
+        rows.push(ClockCorrectionRow { at, offset_ms: e.offset_ms, correction_ms, outcome, detail });
+        rows
+    }
+
+    /// Unique per order: the process, the time and a counter. Not secret: the signature
+    /// makes orders unforgeable; the nonce only makes each one single-use.
+    fn nonce(&self) -> String {
+        let n = self.nonces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = self.timebase.wall_now().timestamp_micros();
+        format!("{:x}-{t:x}-{n:x}", std::process::id())
     }
 
     /// Polls `server` now on request and lets its loop pick its next slot again.
@@ -333,11 +420,7 @@ impl<F: Fetch> Fleet<F> {
 
 /// The deficiency a failed poll stands for: `poll:KIND`, always critical.
 pub fn poll_deficiency(e: &PollError) -> Deficiency {
-    Deficiency {
-        source: format!("poll:{}", e.kind()),
-        severity: Severity::Critical,
-        summary: e.to_string(),
-    }
+    Deficiency { source: format!("poll:{}", e.kind()), severity: Severity::Critical, summary: e.to_string() }
 }
 
 #[cfg(test)]

@@ -16,10 +16,7 @@ pub struct Level {
 
 impl Level {
     pub fn new(name: &str, interval: std::time::Duration) -> Level {
-        Level {
-            name: name.to_string(),
-            interval,
-        }
+        Level { name: name.to_string(), interval }
     }
 }
 
@@ -64,11 +61,7 @@ pub struct Rules {
 impl Rules {
     /// `levels` must not be empty (the config guarantees it).
     pub fn new(levels: Vec<Level>, rules: Vec<Rule>, recover_after: u32) -> Rules {
-        Rules {
-            levels,
-            rules,
-            recover_after: recover_after.max(1),
-        }
+        Rules { levels, rules, recover_after: recover_after.max(1) }
     }
 
     pub fn levels(&self) -> &[Level] {
@@ -92,11 +85,7 @@ impl Rules {
         let last = self.levels.len() - 1;
         let mut best: (usize, Option<&Deficiency>) = (0, None);
         for d in deficiencies {
-            let level = self
-                .rules
-                .iter()
-                .find(|r| r.matches(d))
-                .map_or(last, |r| r.level);
+            let level = self.rules.iter().find(|r| r.matches(d)).map_or(last, |r| r.level);
             if best.1.is_none() || level > best.0 {
                 best = (level, Some(d));
             }
@@ -105,47 +94,22 @@ impl Rules {
     }
 
     /// Applies one poll's deficiencies to a server's level state.
-    pub fn decide(
-        &self,
-        now: LevelState,
-        deficiencies: &[Deficiency],
-    ) -> (LevelState, Option<Transition>) {
+    pub fn decide(&self, now: LevelState, deficiencies: &[Deficiency]) -> (LevelState, Option<Transition>) {
         let (target, cause) = self.target(deficiencies);
         let level = now.level.min(self.levels.len() - 1);
         if target > level {
-            let cause = cause.map_or_else(String::new, |d| {
-                format!("{} ({}): {}", d.source, d.severity, d.summary)
-            });
+            let cause = cause.map_or_else(String::new, |d| format!("{} ({}): {}", d.source, d.severity, d.summary));
             return (
-                LevelState {
-                    level: target,
-                    calm_streak: 0,
-                },
-                Some(Transition {
-                    from: level,
-                    to: target,
-                    reason: cause,
-                }),
+                LevelState { level: target, calm_streak: 0 },
+                Some(Transition { from: level, to: target, reason: cause }),
             );
         }
         if target == level {
-            return (
-                LevelState {
-                    level,
-                    calm_streak: 0,
-                },
-                None,
-            );
+            return (LevelState { level, calm_streak: 0 }, None);
         }
         let streak = now.calm_streak + 1;
         if streak < self.recover_after {
-            return (
-                LevelState {
-                    level,
-                    calm_streak: streak,
-                },
-                None,
-            );
+            return (LevelState { level, calm_streak: streak }, None);
         }
         let reason = match cause {
             None if streak == 1 => "all deficiencies cleared".to_string(),
@@ -155,17 +119,7 @@ impl Rules {
                 self.levels[target].name, d.source, d.severity
             ),
         };
-        (
-            LevelState {
-                level: target,
-                calm_streak: 0,
-            },
-            Some(Transition {
-                from: level,
-                to: target,
-                reason,
-            }),
-        )
+        (LevelState { level: target, calm_streak: 0 }, Some(Transition { from: level, to: target, reason }))
     }
 }
 
@@ -199,11 +153,7 @@ mod tests {
     use std::time::Duration;
 
     fn d(source: &str, severity: Severity) -> Deficiency {
-        Deficiency {
-            source: source.into(),
-            severity,
-            summary: "s".into(),
-        }
+        Deficiency { source: source.into(), severity, summary: "s".into() }
     }
 
     fn three_levels(rules: Vec<Rule>, recover_after: u32) -> Rules {
@@ -241,145 +191,55 @@ mod tests {
     fn first_matching_rule_wins_and_the_highest_level_is_taken() {
         let r = three_levels(
             vec![
-                Rule {
-                    source: "host:disk:*".into(),
-                    severity: Some(Severity::Warning),
-                    level: 1,
-                },
-                Rule {
-                    source: "service:directory".into(),
-                    severity: None,
-                    level: 2,
-                },
-                Rule {
-                    source: "*".into(),
-                    severity: None,
-                    level: 1,
-                },
+                Rule { source: "host:disk:*".into(), severity: Some(Severity::Warning), level: 1 },
+                Rule { source: "service:directory".into(), severity: None, level: 2 },
+                Rule { source: "*".into(), severity: None, level: 1 },
             ],
             1,
         );
         assert_eq!(r.target(&[d("host:disk:/", Severity::Warning)]).0, 1);
-        assert_eq!(
-            r.target(&[d("host:disk:/", Severity::Critical)]).0,
-            1,
-            "falls through to '*'"
-        );
+        assert_eq!(r.target(&[d("host:disk:/", Severity::Critical)]).0, 1, "falls through to '*'");
         assert_eq!(r.target(&[d("service:web", Severity::Critical)]).0, 1);
-        let both = [
-            d("host:disk:/", Severity::Warning),
-            d("service:directory", Severity::Warning),
-        ];
+        let both = [d("host:disk:/", Severity::Warning), d("service:directory", Severity::Warning)];
         let (level, cause) = r.target(&both);
-        assert_eq!(
-            (level, cause.unwrap().source.as_str()),
-            (2, "service:directory")
-        );
+        assert_eq!((level, cause.unwrap().source.as_str()), (2, "service:directory"));
         assert_eq!(r.target(&[]).0, 0);
     }
 
     #[test]
     fn rule_to_the_first_level_ignores_a_deficiency() {
-        let r = three_levels(
-            vec![Rule {
-                source: "probe:refresh".into(),
-                severity: None,
-                level: 0,
-            }],
-            1,
-        );
-        let (s, t) = r.decide(
-            LevelState::default(),
-            &[d("probe:refresh", Severity::Critical)],
-        );
+        let r = three_levels(vec![Rule { source: "probe:refresh".into(), severity: None, level: 0 }], 1);
+        let (s, t) = r.decide(LevelState::default(), &[d("probe:refresh", Severity::Critical)]);
         assert_eq!((s.level, t), (0, None));
     }
 
     #[test]
     fn recovery_waits_for_recover_after_clean_replies() {
         let r = three_levels(vec![], 3);
-        let (s, _) = r.decide(
-            LevelState::default(),
-            &[d("poll:timeout", Severity::Critical)],
-        );
+        let (s, _) = r.decide(LevelState::default(), &[d("poll:timeout", Severity::Critical)]);
         assert_eq!(s.level, 2);
         let (s, t) = r.decide(s, &[]);
-        assert_eq!(
-            (s, t),
-            (
-                LevelState {
-                    level: 2,
-                    calm_streak: 1
-                },
-                None
-            )
-        );
+        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 1 }, None));
         let (s, t) = r.decide(s, &[]);
-        assert_eq!(
-            (s, t),
-            (
-                LevelState {
-                    level: 2,
-                    calm_streak: 2
-                },
-                None
-            )
-        );
+        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 2 }, None));
         let (s, t) = r.decide(s, &[]);
-        assert_eq!(
-            s,
-            LevelState {
-                level: 0,
-                calm_streak: 0
-            }
-        );
-        assert_eq!(
-            t.unwrap().reason,
-            "all deficiencies cleared (3 clean replies in a row)"
-        );
+        assert_eq!(s, LevelState { level: 0, calm_streak: 0 });
+        assert_eq!(t.unwrap().reason, "all deficiencies cleared (3 clean replies in a row)");
     }
 
     #[test]
     fn a_relapse_resets_the_streak() {
         let r = three_levels(vec![], 2);
-        let s = LevelState {
-            level: 2,
-            calm_streak: 1,
-        };
+        let s = LevelState { level: 2, calm_streak: 1 };
         let (s, t) = r.decide(s, &[d("poll:refused", Severity::Critical)]);
-        assert_eq!(
-            (s, t),
-            (
-                LevelState {
-                    level: 2,
-                    calm_streak: 0
-                },
-                None
-            )
-        );
+        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 0 }, None));
     }
 
     #[test]
     fn de_escalation_to_a_middle_level_names_what_remains() {
-        let r = three_levels(
-            vec![Rule {
-                source: "host:*".into(),
-                severity: None,
-                level: 1,
-            }],
-            1,
-        );
-        let (s, t) = r.decide(
-            LevelState {
-                level: 2,
-                calm_streak: 0,
-            },
-            &[d("host:disk:/", Severity::Warning)],
-        );
+        let r = three_levels(vec![Rule { source: "host:*".into(), severity: None, level: 1 }], 1);
+        let (s, t) = r.decide(LevelState { level: 2, calm_streak: 0 }, &[d("host:disk:/", Severity::Warning)]);
         assert_eq!(s.level, 1);
-        assert_eq!(
-            t.unwrap().reason,
-            "remaining deficiencies only call for warning: host:disk:/ (warning)"
-        );
+        assert_eq!(t.unwrap().reason, "remaining deficiencies only call for warning: host:disk:/ (warning)");
     }
 }

@@ -43,8 +43,11 @@ pub async fn run(
         config.rules.clone(),
         fetcher,
         writer.clone(),
-        schedule::Timebase::now(),
-        config.max_concurrent_polls,
+        fleet::FleetOptions {
+            timebase: schedule::Timebase::now(),
+            max_in_flight: config.max_concurrent_polls,
+            clock: fleet::ClockPolicy { key: config.signing_key.clone(), max_skew: config.max_clock_skew.get() },
+        },
     ));
     let tracker = TaskTracker::new();
     fleet.start(&stop, &tracker);
@@ -54,10 +57,7 @@ pub async fn run(
         database = %config.database,
         "poller started"
     );
-    let app = api::router(Arc::new(api::Api {
-        fleet: fleet.clone(),
-        store: store.clone(),
-    }));
+    let app = api::router(Arc::new(api::Api { fleet: fleet.clone(), store: store.clone() }));
     let shutdown = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -115,4 +115,6 @@ pub struct PollRecord {
     pub transition: Option<TransitionRow>,
     /// The reply as received, when there was one.
     pub compilation: Option<bytes::Bytes>,
+    /// Clock orders sent after this poll, and verifications of earlier ones.
+    pub clock_corrections: Vec<ClockCorrectionRow>,
 }

@@ -19,18 +19,12 @@ pub struct Timebase {
 
 impl Timebase {
     pub fn now() -> Timebase {
-        Timebase {
-            wall0: Utc::now(),
-            inst0: tokio::time::Instant::now(),
-        }
+        Timebase { wall0: Utc::now(), inst0: tokio::time::Instant::now() }
     }
 
     /// A timebase starting at a chosen wall time (tests).
     pub fn starting_at(wall0: DateTime<Utc>) -> Timebase {
-        Timebase {
-            wall0,
-            inst0: tokio::time::Instant::now(),
-        }
+        Timebase { wall0, inst0: tokio::time::Instant::now() }
     }
 
     /// Wall time of `at`, in whole milliseconds (the precision of the store and the API).
@@ -109,10 +103,7 @@ mod tests {
         assert_eq!(s1.timestamp_millis() % 60_000, 22_200);
         let s2 = next_slot(0.37, iv, s1);
         assert_eq!(s2 - s1, chrono::Duration::seconds(60));
-        assert_eq!(
-            next_slot(0.37, iv, s1 - chrono::Duration::milliseconds(1)),
-            s1
-        );
+        assert_eq!(next_slot(0.37, iv, s1 - chrono::Duration::milliseconds(1)), s1);
     }
 
     #[test]
@@ -135,10 +126,7 @@ mod tests {
             }
             let mean = n as f64 / iv as f64;
             for (i, &c) in b.iter().enumerate() {
-                assert!(
-                    (c as f64 - mean).abs() <= 0.15 * mean,
-                    "{n} servers / {iv}s: bucket {i} has {c}, mean {mean}"
-                );
+                assert!((c as f64 - mean).abs() <= 0.15 * mean, "{n} servers / {iv}s: bucket {i} has {c}, mean {mean}");
             }
         }
     }

@@ -13,9 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{
-    ClockCorrectionRow, History, PollRecord, PollRow, ServerRow, ServerState, TransitionRow,
-};
+use crate::model::{ClockCorrectionRow, History, PollRecord, PollRow, ServerRow, ServerState, TransitionRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,10 +55,7 @@ impl Store {
     /// Opens (creating when missing) and migrates the database at `url` (`sqlite://PATH`).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str(url)
-            .map_err(|source| StoreError::Open {
-                url: url.to_string(),
-                source,
-            })?
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -69,17 +64,11 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
-                url: url.to_string(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
         Ok(Store { pool })
     }
 
@@ -94,17 +83,14 @@ impl Store {
             .map(|r| {
                 let name: String = r.try_get("name")?;
                 let defs: String = r.try_get("deficiencies")?;
-                let deficiencies =
-                    serde_json::from_str(&defs).map_err(|e| StoreError::Corrupt {
-                        what: format!("servers.deficiencies of {name}"),
-                        detail: e.to_string(),
-                    })?;
+                let deficiencies = serde_json::from_str(&defs).map_err(|e| StoreError::Corrupt {
+                    what: format!("servers.deficiencies of {name}"),
+                    detail: e.to_string(),
+                })?;
                 Ok(ServerRow {
                     address: r.try_get("address")?,
                     level: r.try_get("level")?,
-                    calm_streak: r
-                        .try_get::<i64, _>("calm_streak")?
-                        .clamp(0, i64::from(u32::MAX)) as u32,
+                    calm_streak: r.try_get::<i64, _>("calm_streak")?.clamp(0, i64::from(u32::MAX)) as u32,
                     state: ServerState::parse(r.try_get::<&str, _>("state")?),
                     deficiencies,
                     last_poll_at: r.try_get::<Option<i64>, _>("last_poll_at")?.map(from_ms),
@@ -186,11 +172,7 @@ impl Store {
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        Ok(History {
-            polls,
-            transitions,
-            clock_corrections,
-        })
+        Ok(History { polls, transitions, clock_corrections })
     }
 
     /// Writes a batch of poll results in one transaction.
@@ -199,10 +181,7 @@ impl Store {
         for rec in batch {
             let s = &rec.server;
             let defs = serde_json::to_string(&s.deficiencies).unwrap_or_else(|_| "[]".into());
-            let compilation = rec
-                .compilation
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned());
+            let compilation = rec.compilation.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
             sqlx::query(
                 "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms, compilation)
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -239,15 +218,30 @@ impl Store {
             .bind(i64::from(p.deficiencies))
             .execute(&mut *tx)
             .await?;
+            for c in &rec.clock_corrections {
+                sqlx::query(
+                    "INSERT INTO clock_corrections (server, at, offset_ms, correction_ms, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&s.name)
+                .bind(ms(c.at))
+                .bind(c.offset_ms)
+                .bind(c.correction_ms)
+                .bind(&c.outcome)
+                .bind(&c.detail)
+                .execute(&mut *tx)
+                .await?;
+            }
             if let Some(t) = &rec.transition {
-                sqlx::query("INSERT INTO transitions (server, at, from_level, to_level, reason) VALUES (?, ?, ?, ?, ?)")
-                    .bind(&s.name)
-                    .bind(ms(t.at))
-                    .bind(&t.from)
-                    .bind(&t.to)
-                    .bind(&t.reason)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO transitions (server, at, from_level, to_level, reason) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(&s.name)
+                .bind(ms(t.at))
+                .bind(&t.from)
+                .bind(&t.to)
+                .bind(&t.reason)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
@@ -311,19 +305,13 @@ impl Writer {
     }
 
     pub async fn record(&self, rec: PollRecord) -> Result<(), StoreError> {
-        self.tx
-            .send(Msg::Record(Box::new(rec)))
-            .await
-            .map_err(|_| StoreError::WriterGone)
+        self.tx.send(Msg::Record(Box::new(rec))).await.map_err(|_| StoreError::WriterGone)
     }
 
     /// Waits until everything recorded before this call is written.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Flush(tx))
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
+        self.tx.send(Msg::Flush(tx)).await.map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)
     }
 }

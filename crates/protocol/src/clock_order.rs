@@ -103,15 +103,9 @@ pub enum KeyError {
 
 /// Reads a public key line, `ed25519:BASE64`.
 pub fn parse_public_key(line: &str) -> Result<VerifyingKey, KeyError> {
-    let b64 = line
-        .trim()
-        .strip_prefix(KEY_PREFIX)
-        .ok_or(KeyError::NotAKeyLine)?;
+    let b64 = line.trim().strip_prefix(KEY_PREFIX).ok_or(KeyError::NotAKeyLine)?;
     let bytes = B64.decode(b64.trim()).map_err(|_| KeyError::Base64)?;
-    let arr: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| KeyError::Length(bytes.len()))?;
+    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::Length(bytes.len()))?;
     VerifyingKey::from_bytes(&arr).map_err(|_| KeyError::InvalidPoint)
 }
 
@@ -122,25 +116,16 @@ pub fn public_key_line(key: &VerifyingKey) -> String {
 
 /// Reads a private key file's text (`ed25519:BASE64` of the 32-byte seed).
 pub fn parse_signing_key(text: &str) -> Result<SigningKey, KeyError> {
-    let b64 = text
-        .trim()
-        .strip_prefix(KEY_PREFIX)
-        .ok_or(KeyError::NotAKeyLine)?;
+    let b64 = text.trim().strip_prefix(KEY_PREFIX).ok_or(KeyError::NotAKeyLine)?;
     let bytes = B64.decode(b64.trim()).map_err(|_| KeyError::Base64)?;
-    let seed: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| KeyError::Length(bytes.len()))?;
+    let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::Length(bytes.len()))?;
     Ok(SigningKey::from_bytes(&seed))
 }
 
 /// A private key file's text for `seed` (32 random bytes from the caller).
 pub fn signing_key_text(seed: [u8; 32]) -> (String, VerifyingKey) {
     let key = SigningKey::from_bytes(&seed);
-    (
-        format!("{KEY_PREFIX}{}\n", B64.encode(seed)),
-        key.verifying_key(),
-    )
+    (format!("{KEY_PREFIX}{}\n", B64.encode(seed)), key.verifying_key())
 }
 
 impl SignedOrder {
@@ -148,20 +133,14 @@ impl SignedOrder {
         // Serializing a struct of strings and integers cannot fail.
         let text = serde_json::to_string(order).unwrap_or_default();
         let signature = B64.encode(key.sign(text.as_bytes()).to_bytes());
-        SignedOrder {
-            order: text,
-            signature,
-        }
+        SignedOrder { order: text, signature }
     }
 
     /// Checks the signature, then reads the order.
     pub fn verify(&self, key: &VerifyingKey) -> Result<ClockOrder, VerifyError> {
-        let sig = B64
-            .decode(&self.signature)
-            .map_err(|_| VerifyError::BadSignatureEncoding)?;
+        let sig = B64.decode(&self.signature).map_err(|_| VerifyError::BadSignatureEncoding)?;
         let sig = Signature::from_slice(&sig).map_err(|_| VerifyError::BadSignatureEncoding)?;
-        key.verify(self.order.as_bytes(), &sig)
-            .map_err(|_| VerifyError::BadSignature)?;
+        key.verify(self.order.as_bytes(), &sig).map_err(|_| VerifyError::BadSignature)?;
         serde_json::from_str(&self.order).map_err(|e| VerifyError::BadOrder(e.to_string()))
     }
 }
@@ -186,8 +165,7 @@ mod tests {
         let line = public_key_line(&public);
         assert!(line.starts_with("ed25519:"));
         let signed = SignedOrder::sign(&order(), &key);
-        let wire: SignedOrder =
-            serde_json::from_str(&serde_json::to_string(&signed).unwrap()).unwrap();
+        let wire: SignedOrder = serde_json::from_str(&serde_json::to_string(&signed).unwrap()).unwrap();
         let got = wire.verify(&parse_public_key(&line).unwrap()).unwrap();
         assert_eq!(got.correction_us, -45_000_000);
     }
@@ -197,32 +175,17 @@ mod tests {
         let a = SigningKey::from_bytes(&[1; 32]);
         let b = SigningKey::from_bytes(&[2; 32]);
         let signed = SignedOrder::sign(&order(), &b);
-        assert_eq!(
-            signed.verify(&a.verifying_key()),
-            Err(VerifyError::BadSignature)
-        );
+        assert_eq!(signed.verify(&a.verifying_key()), Err(VerifyError::BadSignature));
         let mut tampered = SignedOrder::sign(&order(), &a);
         tampered.order = tampered.order.replace("-45000000", "-4500000000");
-        assert_eq!(
-            tampered.verify(&a.verifying_key()),
-            Err(VerifyError::BadSignature)
-        );
-        let garbage = SignedOrder {
-            order: "{}".into(),
-            signature: "!!".into(),
-        };
-        assert_eq!(
-            garbage.verify(&a.verifying_key()),
-            Err(VerifyError::BadSignatureEncoding)
-        );
+        assert_eq!(tampered.verify(&a.verifying_key()), Err(VerifyError::BadSignature));
+        let garbage = SignedOrder { order: "{}".into(), signature: "!!".into() };
+        assert_eq!(garbage.verify(&a.verifying_key()), Err(VerifyError::BadSignatureEncoding));
     }
 
     #[test]
     fn key_lines_fail_clearly() {
-        assert_eq!(
-            parse_public_key("ssh-ed25519 AAAA"),
-            Err(KeyError::NotAKeyLine)
-        );
+        assert_eq!(parse_public_key("ssh-ed25519 AAAA"), Err(KeyError::NotAKeyLine));
         assert_eq!(parse_public_key("ed25519:***"), Err(KeyError::Base64));
         assert_eq!(parse_public_key("ed25519:AAAA"), Err(KeyError::Length(3)));
     }
@@ -230,14 +193,9 @@ mod tests {
     #[test]
     fn unknown_order_fields_are_refused_even_when_signed() {
         let key = SigningKey::from_bytes(&[3; 32]);
-        let text = r#"{"server":"a","correction_us":1,"poller_time":"2026-01-01T00:00:00Z","nonce":"n","exec":"rm -rf /"}"#;
-        let signed = SignedOrder {
-            order: text.into(),
-            signature: B64.encode(key.sign(text.as_bytes()).to_bytes()),
-        };
-        assert!(matches!(
-            signed.verify(&key.verifying_key()),
-            Err(VerifyError::BadOrder(_))
-        ));
+        let text =
+            r#"{"server":"a","correction_us":1,"poller_time":"2026-01-01T00:00:00Z","nonce":"n","exec":"rm -rf /"}"#;
+        let signed = SignedOrder { order: text.into(), signature: B64.encode(key.sign(text.as_bytes()).to_bytes()) };
+        assert!(matches!(signed.verify(&key.verifying_key()), Err(VerifyError::BadOrder(_))));
     }
 }

@@ -203,13 +203,11 @@ impl Compilation {
     pub fn from_slice(bytes: &[u8]) -> Result<Compilation, DecodeError> {
         match serde_json::from_slice::<Compilation>(bytes) {
             Ok(c) if c.schema_version == SCHEMA_VERSION => Ok(c),
-            Ok(c) => Err(DecodeError::Incompatible {
-                found: u64::from(c.schema_version),
-            }),
+            Ok(c) => Err(DecodeError::Incompatible { found: u64::from(c.schema_version) }),
             Err(e) => match serde_json::from_slice::<Header>(bytes) {
-                Ok(Header {
-                    schema_version: Some(v),
-                }) if v != u64::from(SCHEMA_VERSION) => Err(DecodeError::Incompatible { found: v }),
+                Ok(Header { schema_version: Some(v) }) if v != u64::from(SCHEMA_VERSION) => {
+                    Err(DecodeError::Incompatible { found: v })
+                }
                 _ => Err(DecodeError::Malformed(e)),
             },
         }
@@ -217,12 +215,7 @@ impl Compilation {
 
     /// The worst status among services and probes, `ok` when there are none.
     pub fn worst_status(&self) -> Status {
-        self.services
-            .iter()
-            .map(|s| s.status)
-            .chain(self.probes.iter().map(|p| p.status))
-            .max()
-            .unwrap_or(Status::Ok)
+        self.services.iter().map(|s| s.status).chain(self.probes.iter().map(|p| p.status)).max().unwrap_or(Status::Ok)
     }
 }
 

@@ -45,22 +45,13 @@ pub fn run(file: &Path, kind: Option<Kind>) -> ExitCode {
     let name = file.display().to_string();
     let kind = kind.unwrap_or_else(|| guess(&text));
     let result = match kind {
-        Kind::Attendant => rollcall_attendant::AttendantConfig::parse(&name, &text).map(|c| {
-            format!(
-                "{name}: valid attendant config ({} services)",
-                c.services.len()
-            )
-        }),
+        Kind::Attendant => rollcall_attendant::AttendantConfig::parse(&name, &text)
+            .map(|c| format!("{name}: valid attendant config ({} services)", c.services.len())),
         Kind::Poller => rollcall_poller::PollerConfig::parse(&name, &text).map(|c| {
             format!(
                 "{name}: valid poller config ({} servers, levels: {})",
                 c.servers.len(),
-                c.rules
-                    .levels()
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                c.rules.levels().iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
             )
         }),
     };
@@ -87,9 +78,7 @@ mod tests {
         let name = path.display().to_string();
         let kind = guess(&text);
         match kind {
-            Kind::Attendant => {
-                rollcall_attendant::AttendantConfig::parse(&name, &text).map(|_| kind)
-            }
+            Kind::Attendant => rollcall_attendant::AttendantConfig::parse(&name, &text).map(|_| kind),
             Kind::Poller => rollcall_poller::PollerConfig::parse(&name, &text).map(|_| kind),
         }
         .map_err(|e| e.problems())
@@ -110,10 +99,7 @@ mod tests {
                 Err(p) => panic!("{} is invalid:\n{}", path.display(), p.join("\n")),
             }
         }
-        assert!(
-            kinds.contains(&Kind::Attendant) && kinds.contains(&Kind::Poller),
-            "{kinds:?}"
-        );
+        assert!(kinds.contains(&Kind::Attendant) && kinds.contains(&Kind::Poller), "{kinds:?}");
     }
 
     #[test]

@@ -12,31 +12,27 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(
-    listen: SocketAddr,
-    state_dir: Option<PathBuf>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr, state_dir: Option<PathBuf>, stop: CancellationToken) -> anyhow::Result<()> {
     let (_temp, dir) = match state_dir {
         Some(d) => {
-            std::fs::create_dir_all(&d)
-                .with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
             (None, d)
         }
         None => {
-            let t = tempfile::Builder::new()
-                .prefix("rollcall-demo-")
-                .tempdir()?;
+            let t = tempfile::Builder::new().prefix("rollcall-demo-").tempdir()?;
             let d = t.path().to_path_buf();
             (Some(t), d)
         }
     };
-    let token = random_token()?;
+    let token: String = crate::keygen::random_seed()?.iter().map(|b| format!("{b:02x}")).collect();
     write(&dir.join("token"), &format!("{token}\n"))?;
+    let (key_text, public) = rollcall_protocol::clock_order::signing_key_text(crate::keygen::random_seed()?);
+    write(&dir.join("poller.key"), &key_text)?;
+    let public = rollcall_protocol::clock_order::public_key_line(&public);
 
-    let poller_listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen} (is another poller or demo running? try --listen 127.0.0.1:0)"))?;
+    let poller_listener = TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen} (is another poller or demo running? try --listen 127.0.0.1:0)")
+    })?;
     let poller_addr = poller_listener.local_addr()?;
 
     let load_check = if Path::new("/usr/lib/nagios/plugins/check_load").exists() {
@@ -108,16 +104,11 @@ command = ["/bin/sh", "-c", "df -P / | awk 'NR==2 { u=$5+0; s=(u>=95)?2:(u>=90)?
         write(
             &path,
             &format!(
-                "name = \"{name}\"\nlisten = \"{addr}\"\ntoken_file = \"token\"\nclock = \"virtual\"\nclock_offset = \"{offset}\"\n{services}"
+                "name = \"{name}\"\nlisten = \"{addr}\"\ntoken_file = \"token\"\nclock = \"virtual\"\nclock_offset = \"{offset}\"\npoller_public_key = \"{public}\"\n{services}"
             ),
         )?;
         let config = rollcall_attendant::AttendantConfig::load(&path)?;
-        tasks.push(tokio::spawn(rollcall_attendant::run_on(
-            path,
-            config,
-            listener,
-            stop.clone(),
-        )));
+        tasks.push(tokio::spawn(rollcall_attendant::run_on(path, config, listener, stop.clone())));
         servers += &format!("\n[[server]]\nname = \"{name}\"\naddress = \"http://{addr}\"\ntoken_file = \"token\"\n");
     }
 
@@ -128,6 +119,7 @@ command = ["/bin/sh", "-c", "df -P / | awk 'NR==2 { u=$5+0; s=(u>=95)?2:(u>=90)?
             r#"# Demo intervals are short so that levels visibly move; production defaults are 15m / 2m.
 listen = "{poller_addr}"
 database = "sqlite://rollcall.db"
+signing_key_file = "poller.key"   # clock orders: db-01 starts 45 s ahead and is corrected
 timeout = "5s"
 recover_after = 2
 
@@ -168,22 +160,9 @@ interval = "10s"
 }
 
 fn first_address(cfg: &rollcall_poller::PollerConfig) -> String {
-    cfg.servers
-        .first()
-        .map(|s| s.address.clone())
-        .unwrap_or_default()
+    cfg.servers.first().map(|s| s.address.clone()).unwrap_or_default()
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// 32 random bytes from the kernel, hex-encoded.
-fn random_token() -> anyhow::Result<String> {
-    use std::io::Read;
-    let mut buf = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("cannot read /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

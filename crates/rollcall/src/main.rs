@@ -5,6 +5,7 @@
 
 mod check_config;
 mod demo;
+mod keygen;
 mod query;
 mod render;
 mod status;
@@ -18,11 +19,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(
-    name = "rollcall",
-    version,
-    about = "Server monitoring with one query per server."
-)]
+#[command(name = "rollcall", version, about = "Server monitoring with one query per server.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,6 +65,15 @@ enum Command {
         /// The kind of file; guessed from its keys when not given.
         #[arg(long, value_enum)]
         kind: Option<check_config::Kind>,
+    },
+    /// Create the poller's key pair for signing clock orders; prints the public key line.
+    Keygen {
+        /// Folder for poller.key (private) and poller.pub.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing key.
+        #[arg(long)]
+        force: bool,
     },
     /// Run a poller and attendants on loopback with virtual clocks, until Ctrl-C.
     Demo {
@@ -119,18 +125,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             rollcall_poller::run(cfg, listener, stop_on_signal()).await?;
         }
         Command::Status { poller, json } => status::run(&poller, json).await?,
-        Command::Query {
-            address,
-            token_file,
-            json,
-            timeout,
-        } => {
+        Command::Query { address, token_file, json, timeout } => {
             query::run(&address, token_file.as_deref(), json, timeout.get()).await?;
         }
+        Command::Keygen { out, force } => keygen::run(&out, force)?,
         Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),
-        Command::Demo { listen, state_dir } => {
-            demo::run(listen, state_dir, stop_on_signal()).await?
-        }
+        Command::Demo { listen, state_dir } => demo::run(listen, state_dir, stop_on_signal()).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -140,16 +140,15 @@ fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                    let _ = tokio::signal::ctrl_c().await;
-                    s.cancel();
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                s.cancel();
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

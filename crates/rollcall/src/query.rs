@@ -13,30 +13,13 @@ use crate::render::{bytes, human_secs, table};
 /// Replies larger than this are refused, as the poller's default does.
 const MAX_REPLY: u64 = 1024 * 1024;
 
-pub async fn run(
-    address: &str,
-    token_file: Option<&Path>,
-    json: bool,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let address = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
+pub async fn run(address: &str, token_file: Option<&Path>, json: bool, timeout: Duration) -> anyhow::Result<()> {
+    let address = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
     let token = match token_file {
-        Some(f) => Some(
-            SecretSource::File(f.to_path_buf())
-                .read()
-                .map_err(anyhow::Error::msg)?,
-        ),
+        Some(f) => Some(SecretSource::File(f.to_path_buf()).read().map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let server = ServerConfig {
-        name: address.clone(),
-        address: address.trim_end_matches('/').to_string(),
-        token,
-    };
+    let server = ServerConfig { name: address.clone(), address: address.trim_end_matches('/').to_string(), token };
     let fetched = HttpFetcher::new(timeout, MAX_REPLY)?
         .fetch(&server)
         .await
@@ -53,10 +36,7 @@ pub async fn run(
 pub fn render(c: &Compilation) -> String {
     let mut out = String::new();
     let a = &c.attendant;
-    out += &format!(
-        "{} (host {}, attendant {})\n",
-        a.name, a.hostname, a.version
-    );
+    out += &format!("{} (host {}, attendant {})\n", a.name, a.hostname, a.version);
     let zone = c.time.zone.as_deref().unwrap_or("zone unknown");
     let off = c.time.utc_offset_seconds;
     out += &format!(
@@ -90,10 +70,7 @@ pub fn render(c: &Compilation) -> String {
         if rows.is_empty() {
             format!("\n{title}: none\n")
         } else {
-            format!(
-                "\n{title}:\n{}",
-                table(&["STATUS", "NAME", "KIND", "TOOK", "MESSAGE"], &rows)
-            )
+            format!("\n{title}:\n{}", table(&["STATUS", "NAME", "KIND", "TOOK", "MESSAGE"], &rows))
         }
     };
     out += &section(
@@ -131,12 +108,7 @@ pub fn render(c: &Compilation) -> String {
     } else {
         out += "\ndeficiencies:\n";
         for d in &c.deficiencies {
-            out += &format!(
-                "  {:<8}  {}  {}\n",
-                d.severity.as_str(),
-                d.source,
-                d.summary
-            );
+            out += &format!("  {:<8}  {}  {}\n", d.severity.as_str(), d.source, d.summary);
         }
     }
     out

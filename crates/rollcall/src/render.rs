@@ -73,14 +73,8 @@ mod tests {
     #[test]
     fn relative_times() {
         let now = Utc::now();
-        assert_eq!(
-            relative(Some(now - chrono::Duration::seconds(12)), now),
-            "12s ago"
-        );
-        assert_eq!(
-            relative(Some(now + chrono::Duration::seconds(125)), now),
-            "in 2m05s"
-        );
+        assert_eq!(relative(Some(now - chrono::Duration::seconds(12)), now), "12s ago");
+        assert_eq!(relative(Some(now + chrono::Duration::seconds(125)), now), "in 2m05s");
         assert_eq!(relative(None, now), "-");
     }
 

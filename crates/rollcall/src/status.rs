@@ -15,15 +15,12 @@ pub async fn run(poller: &str, json: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot reach the poller at {url}"))?;
     let status = resp.status();
-    let body = resp
-        .text()
-        .await
-        .with_context(|| format!("reading {url}"))?;
+    let body = resp.text().await.with_context(|| format!("reading {url}"))?;
     if !status.is_success() {
         anyhow::bail!("{url} answered HTTP {status}: {}", body.trim());
     }
-    let servers: Vec<ServerSummary> = serde_json::from_str(&body)
-        .with_context(|| format!("{url} did not answer a server list"))?;
+    let servers: Vec<ServerSummary> =
+        serde_json::from_str(&body).with_context(|| format!("{url} did not answer a server list"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&servers)?);
     } else {
@@ -40,11 +37,7 @@ pub fn render(servers: &[ServerSummary]) -> String {
             let defs = if s.deficiencies.is_empty() {
                 "-".to_string()
             } else {
-                s.deficiencies
-                    .iter()
-                    .map(|d| format!("{} ({})", d.source, d.severity))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                s.deficiencies.iter().map(|d| format!("{} ({})", d.source, d.severity)).collect::<Vec<_>>().join(", ")
             };
             vec![
                 s.name.clone(),
@@ -52,22 +45,10 @@ pub fn render(servers: &[ServerSummary]) -> String {
                 s.state.as_str().to_string(),
                 relative(s.last_poll_at, now),
                 relative(s.next_poll_at, now),
-                s.clock_offset_ms
-                    .map_or("-".into(), |o| format!("{o:+.0}ms")),
+                s.clock_offset_ms.map_or("-".into(), |o| format!("{o:+.0}ms")),
                 defs,
             ]
         })
         .collect();
-    table(
-        &[
-            "NAME",
-            "LEVEL",
-            "STATE",
-            "LAST POLL",
-            "NEXT POLL",
-            "CLOCK",
-            "DEFICIENCIES",
-        ],
-        &rows,
-    )
+    table(&["NAME", "LEVEL", "STATE", "LAST POLL", "NEXT POLL", "CLOCK", "DEFICIENCIES"], &rows)
 }

@@ -59,10 +59,7 @@ pub async fn check(argv: &[String], timeout: Duration) -> Outcome {
                     libc::kill(-(pid as i32), libc::SIGKILL);
                 }
             }
-            Outcome::new(
-                Status::Unknown,
-                format!("{program} timed out after {timeout:?} and was killed"),
-            )
+            Outcome::new(Status::Unknown, format!("{program} timed out after {timeout:?} and was killed"))
         }
     }
 }
@@ -90,11 +87,7 @@ fn parse_output(out: &str, code: i32) -> Outcome {
             long.push(line.to_string());
         }
     }
-    let message = if message.is_empty() {
-        format!("(no output, exit code {code})")
-    } else {
-        message
-    };
+    let message = if message.is_empty() { format!("(no output, exit code {code})") } else { message };
     let mut o = Outcome::new(Status::from_exit_code(code), message);
     let perf = parse_perfdata(&perf);
     if !perf.is_empty() {
@@ -117,18 +110,10 @@ mod tests {
 
     #[tokio::test]
     async fn exit_codes_map_to_statuses() {
-        for (code, status) in [
-            (0, Status::Ok),
-            (1, Status::Warning),
-            (2, Status::Critical),
-            (3, Status::Unknown),
-            (7, Status::Unknown),
-        ] {
-            let o = check(
-                &sh(&format!("echo 'SMTP said hi'; exit {code}")),
-                Duration::from_secs(5),
-            )
-            .await;
+        for (code, status) in
+            [(0, Status::Ok), (1, Status::Warning), (2, Status::Critical), (3, Status::Unknown), (7, Status::Unknown)]
+        {
+            let o = check(&sh(&format!("echo 'SMTP said hi'; exit {code}")), Duration::from_secs(5)).await;
             assert_eq!(o.status, status, "exit {code}");
             assert_eq!(o.message, "SMTP said hi");
             assert_eq!(o.details["exit_code"], code);
@@ -156,11 +141,7 @@ mod tests {
         let script = format!("(sleep 2; touch {}) & sleep 30", marker.display());
         let t = std::time::Instant::now();
         let o = check(&sh(&script), Duration::from_millis(400)).await;
-        assert!(
-            t.elapsed() < Duration::from_millis(400),
-            "{:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
         assert_eq!(o.status, Status::Unknown);
         assert!(o.message.contains("timed out"), "{}", o.message);
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -169,11 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_unknown_with_its_name() {
-        let o = check(
-            &["/nonexistent/check_x".to_string()],
-            Duration::from_secs(1),
-        )
-        .await;
+        let o = check(&["/nonexistent/check_x".to_string()], Duration::from_secs(1)).await;
         assert_eq!(o.status, Status::Unknown);
         assert!(o.message.contains("/nonexistent/check_x"), "{}", o.message);
     }

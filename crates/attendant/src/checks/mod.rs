@@ -31,11 +31,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn new(status: Status, message: impl Into<String>) -> Outcome {
-        Outcome {
-            status,
-            message: message.into(),
-            details: Map::new(),
-        }
+        Outcome { status, message: message.into(), details: Map::new() }
     }
 
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Outcome {
@@ -50,10 +46,7 @@ pub async fn run(service: &Service, clock: &Clock) -> CheckResult {
     let observed_at = clock.now();
     let outcome = match tokio::time::timeout(service.timeout.get(), run_check(service)).await {
         Ok(o) => o,
-        Err(_) => Outcome::new(
-            Status::Critical,
-            format!("no answer within {} (timeout)", service.timeout),
-        ),
+        Err(_) => Outcome::new(Status::Critical, format!("no answer within {} (timeout)", service.timeout)),
     };
     CheckResult {
         name: service.name.clone(),
@@ -68,9 +61,7 @@ pub async fn run(service: &Service, clock: &Clock) -> CheckResult {
 
 async fn run_check(service: &Service) -> Outcome {
     match &service.check {
-        Check::Tcp { address, expect } => {
-            tcp::check(address, expect.as_deref(), service.timeout.get()).await
-        }
+        Check::Tcp { address, expect } => tcp::check(address, expect.as_deref(), service.timeout.get()).await,
         Check::Process(m) => process::check(m).await,
         Check::Command { argv } => command::check(argv, service.timeout.get()).await,
         Check::Systemd { unit } => systemd::check(unit).await,

@@ -5,10 +5,7 @@ use serde_json::{json, Map, Value};
 /// Parses a perfdata string into one object per metric, keeping their order. Items that do
 /// not parse are kept under `raw` rather than dropped, so nothing a plugin said is lost.
 pub fn parse_perfdata(s: &str) -> Vec<Value> {
-    split_items(s)
-        .into_iter()
-        .map(|item| parse_item(&item).unwrap_or_else(|| json!({ "raw": item })))
-        .collect()
+    split_items(s).into_iter().map(|item| parse_item(&item).unwrap_or_else(|| json!({ "raw": item }))).collect()
 }
 
 /// Splits on whitespace, except inside single-quoted labels (`'disk usage'=5%`).
@@ -78,14 +75,8 @@ mod tests {
     #[test]
     fn parses_values_units_and_thresholds() {
         let p = parse_perfdata("time=0.012s;1;2;0 'disk /var'=85%;80;90 size=1234B");
-        assert_eq!(
-            p[0],
-            json!({"label":"time","value":0.012,"uom":"s","warn":1.0,"crit":2.0,"min":0.0})
-        );
-        assert_eq!(
-            p[1],
-            json!({"label":"disk /var","value":85.0,"uom":"%","warn":80.0,"crit":90.0})
-        );
+        assert_eq!(p[0], json!({"label":"time","value":0.012,"uom":"s","warn":1.0,"crit":2.0,"min":0.0}));
+        assert_eq!(p[1], json!({"label":"disk /var","value":85.0,"uom":"%","warn":80.0,"crit":90.0}));
         assert_eq!(p[2]["uom"], "B");
     }
 

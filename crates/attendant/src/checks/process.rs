@@ -30,28 +30,20 @@ fn check_blocking(m: &ProcessMatch) -> Outcome {
             let pids = pids_named(name);
             match pids.len() {
                 0 => Outcome::new(Status::Critical, format!("no process named {name:?}")),
-                n => Outcome::new(Status::Ok, format!("{n} process(es) named {name:?}"))
-                    .with("pids", pids),
+                n => Outcome::new(Status::Ok, format!("{n} process(es) named {name:?}")).with("pids", pids),
             }
         }
         ProcessMatch::Pidfile(path) => {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) => {
-                    return Outcome::new(
-                        Status::Critical,
-                        format!("cannot read pidfile {}: {e}", path.display()),
-                    )
+                    return Outcome::new(Status::Critical, format!("cannot read pidfile {}: {e}", path.display()))
                 }
             };
             let Ok(pid) = text.trim().parse::<u32>() else {
                 return Outcome::new(
                     Status::Critical,
-                    format!(
-                        "pidfile {} does not hold a pid: {:?}",
-                        path.display(),
-                        text.trim()
-                    ),
+                    format!("pidfile {} does not hold a pid: {:?}", path.display(), text.trim()),
                 );
             };
             if std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -59,10 +51,7 @@ fn check_blocking(m: &ProcessMatch) -> Outcome {
             } else {
                 Outcome::new(
                     Status::Critical,
-                    format!(
-                        "pid {pid} from {} is not running (stale pidfile)",
-                        path.display()
-                    ),
+                    format!("pid {pid} from {} is not running (stale pidfile)", path.display()),
                 )
                 .with("pid", pid)
             }
@@ -78,9 +67,7 @@ fn pids_named(name: &str) -> Vec<u32> {
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim_end() == name)
-                .unwrap_or(false)
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim_end() == name).unwrap_or(false)
         })
         .collect();
     pids.sort_unstable();
@@ -92,10 +79,7 @@ mod tests {
     use super::*;
 
     fn own_name() -> String {
-        std::fs::read_to_string("/proc/self/comm")
-            .unwrap()
-            .trim()
-            .to_string()
+        std::fs::read_to_string("/proc/self/comm").unwrap().trim().to_string()
     }
 
     #[tokio::test]
@@ -103,9 +87,7 @@ mod tests {
         let o = check(&ProcessMatch::Name(own_name())).await;
         assert_eq!(o.status, Status::Ok, "{}", o.message);
         let pids = o.details["pids"].as_array().unwrap();
-        assert!(pids
-            .iter()
-            .any(|p| p.as_u64() == Some(u64::from(std::process::id()))));
+        assert!(pids.iter().any(|p| p.as_u64() == Some(u64::from(std::process::id()))));
     }
 
     #[tokio::test]
@@ -119,10 +101,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d.pid");
         std::fs::write(&p, format!("{}\n", std::process::id())).unwrap();
-        assert_eq!(
-            check(&ProcessMatch::Pidfile(p.clone())).await.status,
-            Status::Ok
-        );
+        assert_eq!(check(&ProcessMatch::Pidfile(p.clone())).await.status, Status::Ok);
         std::fs::write(&p, "4194304999").unwrap();
         let o = check(&ProcessMatch::Pidfile(p.clone())).await;
         assert_eq!(o.status, Status::Critical);

@@ -105,25 +105,14 @@ async fn bus() -> zbus::Result<Connection> {
 /// Drops the shared connection if it is still `conn`, so the next check reconnects.
 async fn forget(conn: &Connection) {
     let mut shared = BUS.lock().await;
-    if shared
-        .as_ref()
-        .is_some_and(|c| c.unique_name() == conn.unique_name())
-    {
+    if shared.as_ref().is_some_and(|c| c.unique_name() == conn.unique_name()) {
         *shared = None;
     }
 }
 
 /// Loads `unit` through the manager and reads its three states.
 async fn query(conn: &Connection, unit: &str) -> zbus::Result<UnitState> {
-    let reply = conn
-        .call_method(
-            Some(SYSTEMD),
-            MANAGER_PATH,
-            Some(MANAGER_INTERFACE),
-            "LoadUnit",
-            &(unit,),
-        )
-        .await?;
+    let reply = conn.call_method(Some(SYSTEMD), MANAGER_PATH, Some(MANAGER_INTERFACE), "LoadUnit", &(unit,)).await?;
     let path: OwnedObjectPath = reply.body().deserialize()?;
     // No property cache: a cache would subscribe to the unit's PropertiesChanged
     // signals, for a proxy that reads three properties once.
@@ -176,8 +165,7 @@ fn outcome_for_error(unit: &str, error: &zbus::Error) -> Outcome {
                 return Outcome::new(Status::Critical, format!("unit {unit} not found"))
                     .with("load_state", "not-found");
             }
-            "org.freedesktop.DBus.Error.ServiceUnknown"
-            | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+            "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
                 return Outcome::new(
                     Status::Unknown,
                     format!(
@@ -189,10 +177,7 @@ fn outcome_for_error(unit: &str, error: &zbus::Error) -> Outcome {
             _ => {}
         }
     }
-    Outcome::new(
-        Status::Unknown,
-        format!("cannot ask systemd about {unit}: {error}"),
-    )
+    Outcome::new(Status::Unknown, format!("cannot ask systemd about {unit}: {error}"))
 }
 
 #[cfg(test)]
@@ -265,9 +250,7 @@ mod tests {
     fn generic_errors_are_unknown() {
         let o = outcome_for_error("x.service", &zbus::Error::InvalidReply);
         assert_eq!(o.status, Status::Unknown);
-        assert!(o
-            .message
-            .starts_with("cannot ask systemd about x.service: "));
+        assert!(o.message.starts_with("cannot ask systemd about x.service: "));
     }
 
     #[tokio::test]

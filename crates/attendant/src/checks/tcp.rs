@@ -15,12 +15,7 @@ const MAX_BANNER: usize = 1024;
 pub async fn check(address: &str, expect: Option<&str>, timeout: Duration) -> Outcome {
     let mut stream = match TcpStream::connect(address).await {
         Ok(s) => s,
-        Err(e) => {
-            return Outcome::new(
-                Status::Critical,
-                format!("cannot connect to {address}: {e}"),
-            )
-        }
+        Err(e) => return Outcome::new(Status::Critical, format!("cannot connect to {address}: {e}")),
     };
     let Some(expect) = expect else {
         return Outcome::new(Status::Ok, format!("connected to {address}"));
@@ -47,22 +42,13 @@ pub async fn check(address: &str, expect: Option<&str>, timeout: Duration) -> Ou
     let banner = String::from_utf8_lossy(&buf[..len]);
     let banner = banner.lines().next().unwrap_or("").trim().to_string();
     match read {
-        Err(_) if banner.is_empty() => Outcome::new(
-            Status::Critical,
-            format!("connected to {address} but no banner arrived"),
-        ),
-        Ok(Err(e)) => Outcome::new(
-            Status::Critical,
-            format!("reading banner from {address}: {e}"),
-        ),
-        _ if banner.contains(expect) => {
-            Outcome::new(Status::Ok, banner.clone()).with("banner", banner)
+        Err(_) if banner.is_empty() => {
+            Outcome::new(Status::Critical, format!("connected to {address} but no banner arrived"))
         }
-        _ => Outcome::new(
-            Status::Critical,
-            format!("banner {banner:?} does not contain {expect:?}"),
-        )
-        .with("banner", banner),
+        Ok(Err(e)) => Outcome::new(Status::Critical, format!("reading banner from {address}: {e}")),
+        _ if banner.contains(expect) => Outcome::new(Status::Ok, banner.clone()).with("banner", banner),
+        _ => Outcome::new(Status::Critical, format!("banner {banner:?} does not contain {expect:?}"))
+            .with("banner", banner),
     }
 }
 
@@ -89,10 +75,7 @@ mod tests {
     #[tokio::test]
     async fn open_port_is_ok_and_closed_port_is_critical() {
         let addr = banner_server(b"").await;
-        assert_eq!(
-            check(&addr, None, Duration::from_secs(1)).await.status,
-            Status::Ok
-        );
+        assert_eq!(check(&addr, None, Duration::from_secs(1)).await.status, Status::Ok);
         let closed = {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             l.local_addr().unwrap().to_string()
@@ -106,10 +89,7 @@ mod tests {
     async fn banner_must_contain_expect() {
         let addr = banner_server(b"220 mail.example.org ESMTP\r\n").await;
         let o = check(&addr, Some("220"), Duration::from_secs(1)).await;
-        assert_eq!(
-            (o.status, o.message.as_str()),
-            (Status::Ok, "220 mail.example.org ESMTP")
-        );
+        assert_eq!((o.status, o.message.as_str()), (Status::Ok, "220 mail.example.org ESMTP"));
         let o = check(&addr, Some("* OK"), Duration::from_secs(1)).await;
         assert_eq!(o.status, Status::Critical);
         assert!(o.message.contains("does not contain"), "{}", o.message);

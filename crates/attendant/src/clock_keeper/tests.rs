@@ -17,25 +17,12 @@ fn small_corrections_slew_large_ones_step() {
 
 #[test]
 fn limits_refuse_with_a_reason() {
-    let Decision::Refuse(r) = decide(-1_001_000_000, S, 0, false) else {
-        panic!()
-    };
-    assert_eq!(
-        r,
-        "correction of -1001.000 s exceeds max_clock_step = 1000 s"
-    );
-    let Decision::Refuse(r) = decide(5_000_000, S, MAX_STEPS_PER_HOUR, false) else {
-        panic!()
-    };
+    let Decision::Refuse(r) = decide(-1_001_000_000, S, 0, false) else { panic!() };
+    assert_eq!(r, "correction of -1001.000 s exceeds max_clock_step = 1000 s");
+    let Decision::Refuse(r) = decide(5_000_000, S, MAX_STEPS_PER_HOUR, false) else { panic!() };
     assert!(r.contains("already stepped 4 times"), "{r}");
-    assert_eq!(
-        decide(50_000, S, MAX_STEPS_PER_HOUR, false),
-        Decision::Slew,
-        "slews are not rate limited"
-    );
-    let Decision::Refuse(r) = decide(50_000, S, 0, true) else {
-        panic!()
-    };
+    assert_eq!(decide(50_000, S, MAX_STEPS_PER_HOUR, false), Decision::Slew, "slews are not rate limited");
+    let Decision::Refuse(r) = decide(50_000, S, 0, true) else { panic!() };
     assert!(r.contains("NTP"), "{r}");
 }
 
@@ -48,11 +35,7 @@ struct Fixture {
 
 fn fixture(offset_us: i64, system: Option<Box<dyn SystemClock>>) -> Fixture {
     let key = SigningKey::from_bytes(&[9; 32]);
-    let mode_clock = if system.is_some() {
-        Clock::system()
-    } else {
-        Clock::virtual_with_offset(offset_us)
-    };
+    let mode_clock = if system.is_some() { Clock::system() } else { Clock::virtual_with_offset(offset_us) };
     Fixture {
         keeper: ClockKeeper::new(Some(key.verifying_key()), S, system),
         key,
@@ -74,29 +57,18 @@ fn order(f: &Fixture, correction_us: i64, nonce: &str) -> SignedOrder {
 #[test]
 fn a_virtual_clock_is_corrected_and_the_outcome_is_a_probe() {
     let f = fixture(45_000_000, None);
-    let (code, reply) = f
-        .keeper
-        .handle(&order(&f, -45_000_000, "n1"), &f.clock, "a", &f.board);
-    assert_eq!(
-        (code, reply.outcome, reply.method.as_deref()),
-        (200, Outcome::Applied, Some("step"))
-    );
+    let (code, reply) = f.keeper.handle(&order(&f, -45_000_000, "n1"), &f.clock, "a", &f.board);
+    assert_eq!((code, reply.outcome, reply.method.as_deref()), (200, Outcome::Applied, Some("step")));
     assert_eq!(f.clock.offset_us(), 0);
     let p = f.board.get("clock").unwrap();
-    assert_eq!(
-        (p.status, p.details["outcome"].as_str()),
-        (Status::Ok, Some("applied"))
-    );
+    assert_eq!((p.status, p.details["outcome"].as_str()), (Status::Ok, Some("applied")));
 }
 
 #[test]
 fn replays_other_keys_stale_orders_and_other_servers_are_rejected() {
     let f = fixture(3_000_000, None);
     let o = order(&f, -3_000_000, "once");
-    assert_eq!(
-        f.keeper.handle(&o, &f.clock, "a", &f.board).1.outcome,
-        Outcome::Applied
-    );
+    assert_eq!(f.keeper.handle(&o, &f.clock, "a", &f.board).1.outcome, Outcome::Applied);
     let (code, r) = f.keeper.handle(&o, &f.clock, "a", &f.board);
     assert_eq!((code, r.outcome), (401, Outcome::Rejected));
     assert!(r.reason.contains("replayed"), "{}", r.reason);
@@ -104,19 +76,11 @@ fn replays_other_keys_stale_orders_and_other_servers_are_rejected() {
 
     let other = SigningKey::from_bytes(&[8; 32]);
     let forged = SignedOrder::sign(
-        &ClockOrder {
-            server: "a".into(),
-            correction_us: 1,
-            poller_time: Utc::now(),
-            nonce: "f".into(),
-        },
+        &ClockOrder { server: "a".into(), correction_us: 1, poller_time: Utc::now(), nonce: "f".into() },
         &other,
     );
     let (code, r) = f.keeper.handle(&forged, &f.clock, "a", &f.board);
-    assert_eq!(
-        (code, r.reason.as_str()),
-        (401, "signature does not match the poller's public key")
-    );
+    assert_eq!((code, r.reason.as_str()), (401, "signature does not match the poller's public key"));
     assert_eq!(f.board.get("clock").unwrap().status, Status::Warning);
 
     let stale = SignedOrder::sign(
@@ -131,15 +95,8 @@ fn replays_other_keys_stale_orders_and_other_servers_are_rejected() {
     let r = f.keeper.handle(&stale, &f.clock, "a", &f.board).1;
     assert!(r.reason.starts_with("stale order"), "{}", r.reason);
 
-    let r = f
-        .keeper
-        .handle(&order(&f, 1000, "x"), &f.clock, "b", &f.board)
-        .1;
-    assert!(
-        r.reason.contains("order is for \"a\", this is \"b\""),
-        "{}",
-        r.reason
-    );
+    let r = f.keeper.handle(&order(&f, 1000, "x"), &f.clock, "b", &f.board).1;
+    assert!(r.reason.contains("order is for \"a\", this is \"b\""), "{}", r.reason);
 }
 
 #[test]
@@ -153,9 +110,7 @@ fn without_a_public_key_every_order_is_forbidden() {
 #[test]
 fn beyond_max_clock_step_is_refused_and_critical() {
     let f = fixture(2_000_000_000, None);
-    let (code, r) = f
-        .keeper
-        .handle(&order(&f, -2_000_000_000, "n"), &f.clock, "a", &f.board);
+    let (code, r) = f.keeper.handle(&order(&f, -2_000_000_000, "n"), &f.clock, "a", &f.board);
     assert_eq!((code, r.outcome), (200, Outcome::Refused));
     assert_eq!(f.clock.offset_us(), 2_000_000_000, "never applied");
     assert_eq!(f.board.get("clock").unwrap().status, Status::Critical);
@@ -189,10 +144,7 @@ impl SystemClock for Arc<FakeOs> {
 fn the_system_path_slews_steps_and_rate_limits_without_touching_the_real_clock() {
     let os = Arc::new(FakeOs::default());
     let f = fixture(0, Some(Box::new(os.clone())));
-    for (i, us) in [50_000, 2_000_000, -2_000_000, 3_000_000, 4_000_000]
-        .iter()
-        .enumerate()
-    {
+    for (i, us) in [50_000, 2_000_000, -2_000_000, 3_000_000, 4_000_000].iter().enumerate() {
         // The fake never moves the real clock, so each order is built from the real time.
         let o = SignedOrder::sign(
             &ClockOrder {
@@ -218,13 +170,7 @@ fn the_system_path_slews_steps_and_rate_limits_without_touching_the_real_clock()
     assert_eq!(r.outcome, Outcome::Refused, "{}", r.reason);
     assert_eq!(
         *os.calls.lock().unwrap(),
-        [
-            ("slew", 50_000),
-            ("step", 2_000_000),
-            ("step", -2_000_000),
-            ("step", 3_000_000),
-            ("step", 4_000_000)
-        ]
+        [("slew", 50_000), ("step", 2_000_000), ("step", -2_000_000), ("step", 3_000_000), ("step", 4_000_000)]
     );
 }
 
@@ -234,36 +180,16 @@ fn the_system_path_refuses_under_ntp_or_without_cap_sys_time() {
     let f = fixture(0, Some(Box::new(os.clone())));
     os.ntp.store(true, Ordering::Relaxed);
     let o = SignedOrder::sign(
-        &ClockOrder {
-            server: "a".into(),
-            correction_us: 1000,
-            poller_time: Utc::now(),
-            nonce: "1".into(),
-        },
+        &ClockOrder { server: "a".into(), correction_us: 1000, poller_time: Utc::now(), nonce: "1".into() },
         &f.key,
     );
-    assert!(f
-        .keeper
-        .handle(&o, &f.clock, "a", &f.board)
-        .1
-        .reason
-        .contains("NTP"));
+    assert!(f.keeper.handle(&o, &f.clock, "a", &f.board).1.reason.contains("NTP"));
     os.ntp.store(false, Ordering::Relaxed);
     os.no_cap.store(true, Ordering::Relaxed);
     let o = SignedOrder::sign(
-        &ClockOrder {
-            server: "a".into(),
-            correction_us: 1000,
-            poller_time: Utc::now(),
-            nonce: "2".into(),
-        },
+        &ClockOrder { server: "a".into(), correction_us: 1000, poller_time: Utc::now(), nonce: "2".into() },
         &f.key,
     );
-    assert!(f
-        .keeper
-        .handle(&o, &f.clock, "a", &f.board)
-        .1
-        .reason
-        .contains("CAP_SYS_TIME"));
+    assert!(f.keeper.handle(&o, &f.clock, "a", &f.board).1.reason.contains("CAP_SYS_TIME"));
     assert!(os.calls.lock().unwrap().is_empty());
 }

@@ -23,10 +23,7 @@ fn minimal_insecure_loopback_config() {
 fn insecure_is_refused_off_loopback() {
     let p = problems("listen = \"0.0.0.0:7460\"\ninsecure = true\n");
     assert_eq!(p.len(), 1);
-    assert!(
-        p[0].starts_with("attendant.toml:2: insecure: refused"),
-        "{p:?}"
-    );
+    assert!(p[0].starts_with("attendant.toml:2: insecure: refused"), "{p:?}");
 }
 
 #[test]
@@ -34,12 +31,7 @@ fn a_token_file_is_required_and_read() {
     let p = problems("listen = \"0.0.0.0:7460\"\n");
     assert!(p[0].contains("token_file: missing"), "{p:?}");
     let p = problems("token_file = \"/nonexistent/token\"\n");
-    assert!(
-        p[0].starts_with(
-            "attendant.toml:1: token_file: cannot read secret file /nonexistent/token"
-        ),
-        "{p:?}"
-    );
+    assert!(p[0].starts_with("attendant.toml:1: token_file: cannot read secret file /nonexistent/token"), "{p:?}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
     let file = dir.path().join("attendant.toml");
@@ -48,10 +40,7 @@ fn a_token_file_is_required_and_read() {
         Auth::Token(t) => assert_eq!(t.expose(), "s3cret"),
         Auth::Insecure => panic!("token not read"),
     }
-    assert!(
-        !format!("{c:?}").contains("s3cret"),
-        "secret printed by Debug"
-    );
+    assert!(!format!("{c:?}").contains("s3cret"), "secret printed by Debug");
 }
 
 #[test]
@@ -130,50 +119,32 @@ timeout = \"0s\"
 
 #[test]
 fn unknown_keys_are_errors_with_their_line() {
-    let err = parse(&format!(
-        "{MINIMAL}\n[[service]]\nname = \"a\"\ncheck = \"tcp\"\nadress = \"x:1\"\n"
-    ))
-    .unwrap_err()
-    .to_string();
+    let err = parse(&format!("{MINIMAL}\n[[service]]\nname = \"a\"\ncheck = \"tcp\"\nadress = \"x:1\"\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("attendant.toml:8:"), "{err}");
     assert!(err.contains("unknown field `adress`"), "{err}");
 }
 
 #[test]
 fn bad_durations_name_the_key() {
-    let err = parse(&format!("{MINIMAL}max_clock_step = \"soon\"\n"))
-        .unwrap_err()
-        .to_string();
+    let err = parse(&format!("{MINIMAL}max_clock_step = \"soon\"\n")).unwrap_err().to_string();
     assert!(err.starts_with("attendant.toml:4:"), "{err}");
     assert!(err.contains("invalid duration \"soon\""), "{err}");
 }
 
 #[test]
 fn virtual_clock_offsets_may_be_negative() {
-    let c = parse(&format!(
-        "{MINIMAL}clock = \"virtual\"\nclock_offset = \"-3s\"\n"
-    ))
-    .unwrap();
+    let c = parse(&format!("{MINIMAL}clock = \"virtual\"\nclock_offset = \"-3s\"\n")).unwrap();
     assert_eq!(c.clock_offset_us, -3_000_000);
-    let c = parse(&format!(
-        "{MINIMAL}clock = \"virtual\"\nclock_offset = \"45s\"\n"
-    ))
-    .unwrap();
+    let c = parse(&format!("{MINIMAL}clock = \"virtual\"\nclock_offset = \"45s\"\n")).unwrap();
     assert_eq!(c.clock_offset_us, 45_000_000);
     let p = problems(&format!("{MINIMAL}clock_offset = \"45s\"\n"));
-    assert!(
-        p[0].contains("clock_offset: only allowed with clock = \"virtual\""),
-        "{p:?}"
-    );
+    assert!(p[0].contains("clock_offset: only allowed with clock = \"virtual\""), "{p:?}");
 }
 
 #[test]
 fn spec_checks_not_yet_built_are_named_honestly() {
-    let p = problems(&format!(
-        "{MINIMAL}[[service]]\nname = \"dir\"\ncheck = \"ldap\"\n"
-    ));
-    assert!(
-        p[0].contains("check = \"ldap\" is not available in this version"),
-        "{p:?}"
-    );
+    let p = problems(&format!("{MINIMAL}[[service]]\nname = \"dir\"\ncheck = \"ldap\"\n"));
+    assert!(p[0].contains("check = \"ldap\" is not available in this version"), "{p:?}");
 }

@@ -15,12 +15,7 @@ fn defaults_follow_the_spec() {
     assert_eq!(c.timeout, Duration::from_secs(10));
     assert_eq!(c.max_reply_bytes, 1_048_576);
     assert_eq!(c.max_clock_skew, Duration::from_secs(2));
-    let levels: Vec<(&str, u64)> = c
-        .rules
-        .levels()
-        .iter()
-        .map(|l| (l.name.as_str(), l.interval.as_secs()))
-        .collect();
+    let levels: Vec<(&str, u64)> = c.rules.levels().iter().map(|l| (l.name.as_str(), l.interval.as_secs())).collect();
     assert_eq!(levels, [("normal", 900), ("critical", 120)]);
     assert_eq!(c.rules.recover_after(), 1);
     assert!(c.database.starts_with("sqlite://") && c.database.ends_with("rollcall.db"));
@@ -63,15 +58,9 @@ token_file = "token"
     .unwrap();
     assert_eq!(c.rules.levels().len(), 3);
     assert_eq!(c.rules.recover_after(), 2);
-    assert_eq!(
-        c.servers[0].address, "http://10.0.0.5:7460",
-        "trailing slash trimmed"
-    );
+    assert_eq!(c.servers[0].address, "http://10.0.0.5:7460", "trailing slash trimmed");
     assert_eq!(c.servers[0].token.as_ref().unwrap().expose(), "t0k");
-    assert_eq!(
-        c.database,
-        format!("sqlite://{}/state/rollcall.db", dir.path().display())
-    );
+    assert_eq!(c.database, format!("sqlite://{}/state/rollcall.db", dir.path().display()));
 }
 
 #[test]
@@ -111,38 +100,20 @@ address = "ftp://b"
 
 #[test]
 fn unknown_keys_and_bad_values_name_their_line() {
-    let err = parse("[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntokenfile = \"x\"\n")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("poller.toml:4:") && err.contains("unknown field `tokenfile`"),
-        "{err}"
-    );
-    let err = parse("[[level]]\nname = \"normal\"\ninterval = 900\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse("[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntokenfile = \"x\"\n").unwrap_err().to_string();
+    assert!(err.starts_with("poller.toml:4:") && err.contains("unknown field `tokenfile`"), "{err}");
+    let err = parse("[[level]]\nname = \"normal\"\ninterval = 900\n").unwrap_err().to_string();
     assert!(err.starts_with("poller.toml:3:"), "{err}");
-    let err = parse("[[rule]]\nsource = \"*\"\nseverity = \"fatal\"\nlevel = \"normal\"\n")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("poller.toml:3:") && err.contains("fatal"),
-        "{err}"
-    );
+    let err = parse("[[rule]]\nsource = \"*\"\nseverity = \"fatal\"\nlevel = \"normal\"\n").unwrap_err().to_string();
+    assert!(err.starts_with("poller.toml:3:") && err.contains("fatal"), "{err}");
 }
 
 #[test]
 fn missing_token_file_and_postgres_are_explained() {
     let p = problems("database = \"postgres://u@h/db\"\n[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntoken_file = \"/nonexistent/t\"\n");
     assert_eq!(p.len(), 2, "{p:?}");
-    assert!(
-        p[0].starts_with("poller.toml:1: database: PostgreSQL is not available"),
-        "{p:?}"
-    );
-    assert!(
-        p[1].starts_with("poller.toml:5: server[0].token_file: cannot read secret file"),
-        "{p:?}"
-    );
+    assert!(p[0].starts_with("poller.toml:1: database: PostgreSQL is not available"), "{p:?}");
+    assert!(p[1].starts_with("poller.toml:5: server[0].token_file: cannot read secret file"), "{p:?}");
 }
 
 #[test]

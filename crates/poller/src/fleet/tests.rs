@@ -7,7 +7,12 @@ use crate::store::Store;
 use rollcall_protocol::{AttendantInfo, Compilation, HostUsage, TimeReport};
 use std::collections::HashMap;
 use std::time::Duration;
+use rollcall_protocol::clock_order::{ClockOrder, ClockReply};
 use tokio::time::Instant;
+
+fn test_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[5; 32])
+}
 
 /// What a scripted attendant does when polled.
 #[derive(Clone)]
@@ -22,6 +27,9 @@ enum Act {
 struct Script {
     acts: Arc<Mutex<HashMap<String, Act>>>,
     calls: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+    /// The scripted attendants' clock error, in ms; a clock order applied moves it.
+    offset_ms: Arc<Mutex<f64>>,
+    orders: Arc<Mutex<Vec<SignedOrder>>>,
 }
 
 impl Script {
@@ -29,31 +37,16 @@ impl Script {
         self.acts.lock().unwrap().insert(server.to_string(), act);
     }
     fn calls(&self, server: &str) -> Vec<Instant> {
-        self.calls
-            .lock()
-            .unwrap()
-            .get(server)
-            .cloned()
-            .unwrap_or_default()
+        self.calls.lock().unwrap().get(server).cloned().unwrap_or_default()
     }
 }
 
-fn compilation(deficiencies: Vec<Deficiency>) -> Compilation {
-    let now = Utc::now();
+fn compilation(deficiencies: Vec<Deficiency>, offset_ms: f64) -> Compilation {
+    let now = Utc::now() + chrono::Duration::microseconds((offset_ms * 1000.0) as i64);
     Compilation {
         schema_version: 1,
-        attendant: AttendantInfo {
-            name: "x".into(),
-            version: "0".into(),
-            hostname: "x".into(),
-        },
-        time: TimeReport {
-            utc: now,
-            utc_offset_seconds: 0,
-            zone: None,
-            received_at: now,
-            replied_at: now,
-        },
+        attendant: AttendantInfo { name: "x".into(), version: "0".into(), hostname: "x".into() },
+        time: TimeReport { utc: now, utc_offset_seconds: 0, zone: None, received_at: now, replied_at: now },
         services: vec![],
         probes: vec![],
         host: HostUsage::default(),
@@ -63,29 +56,14 @@ fn compilation(deficiencies: Vec<Deficiency>) -> Compilation {
 
 impl Fetch for Script {
     async fn fetch(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .entry(server.name.clone())
-            .or_default()
-            .push(Instant::now());
-        let act = self
-            .acts
-            .lock()
-            .unwrap()
-            .get(&server.name)
-            .cloned()
-            .unwrap_or(Act::Answer(vec![]));
+        self.calls.lock().unwrap().entry(server.name.clone()).or_default().push(Instant::now());
+        let act = self.acts.lock().unwrap().get(&server.name).cloned().unwrap_or(Act::Answer(vec![]));
         match act {
             Act::Answer(d) => {
-                let c = compilation(d);
+                let sent_at = Utc::now();
+                let c = compilation(d, *self.offset_ms.lock().unwrap());
                 let raw = bytes::Bytes::from(serde_json::to_vec(&c).unwrap());
-                Ok(Fetched {
-                    sent_at: c.time.utc,
-                    received_at: c.time.utc,
-                    compilation: c,
-                    raw,
-                })
+                Ok(Fetched { sent_at, received_at: sent_at, compilation: c, raw })
             }
             Act::Fail(e) => Err(e),
             Act::Hang(d) => {
@@ -94,14 +72,18 @@ impl Fetch for Script {
             }
         }
     }
+
+    async fn order_clock(&self, _server: &ServerConfig, order: &SignedOrder) -> Result<ClockReply, PollError> {
+        self.orders.lock().unwrap().push(order.clone());
+        let o: ClockOrder = serde_json::from_str(&order.order).unwrap();
+        *self.offset_ms.lock().unwrap() += o.correction_us as f64 / 1000.0;
+        let correction_ms = o.correction_us as f64 / 1000.0;
+        Ok(ClockReply { outcome: Outcome::Applied, method: Some("step".into()), correction_ms, reason: "stepped".into() })
+    }
 }
 
 fn critical(source: &str) -> Deficiency {
-    Deficiency {
-        source: source.into(),
-        severity: Severity::Critical,
-        summary: "down".into(),
-    }
+    Deficiency { source: source.into(), severity: Severity::Critical, summary: "down".into() }
 }
 
 struct Rig {
@@ -117,19 +99,11 @@ struct Rig {
 /// timeouts would fire at once whenever the test runtime waits on SQLite's thread.
 fn store_runtime() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap())
 }
 
 /// Runs a store operation on the store's runtime.
-async fn on_store<T: Send + 'static>(
-    f: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
+async fn on_store<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
     store_runtime().spawn(f).await.unwrap()
 }
 
@@ -155,42 +129,25 @@ async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32)
     );
     let configs = names
         .iter()
-        .map(|n| ServerConfig {
-            name: n.to_string(),
-            address: format!("http://{n}:7460"),
-            token: None,
-        })
+        .map(|n| ServerConfig { name: n.to_string(), address: format!("http://{n}:7460"), token: None })
         .collect();
     let script = Script::default();
     // 1_800_000_000 is a whole minute (and 10 s), so slots are easy to reason about.
     let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-    let fleet = Arc::new(Fleet::new(
-        configs,
-        vec![],
-        rules,
-        script.clone(),
-        writer,
-        Timebase::starting_at(t0),
-        64,
-    ));
+    let options = FleetOptions {
+        timebase: Timebase::starting_at(t0),
+        max_in_flight: 64,
+        clock: ClockPolicy { key: Some(SigningKey(Arc::new(test_key()))), max_skew: Duration::from_secs(2) },
+    };
+    let fleet = Arc::new(Fleet::new(configs, vec![], rules, script.clone(), writer, options));
     let events = fleet.subscribe();
     let stop = CancellationToken::new();
     fleet.start(&stop, &TaskTracker::new());
-    Rig {
-        fleet,
-        script,
-        store,
-        events,
-        stop,
-        _dir: dir,
-    }
+    Rig { fleet, script, store, events, stop, _dir: dir }
 }
 
 fn gaps(calls: &[Instant]) -> Vec<u64> {
-    calls
-        .windows(2)
-        .map(|w| (w[1] - w[0]).as_millis() as u64)
-        .collect()
+    calls.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect()
 }
 
 fn level(r: &Rig, name: &str) -> String {
@@ -201,44 +158,24 @@ fn level(r: &Rig, name: &str) -> String {
 async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interval() {
     let r = rig(&["mail-01"], 60, 10, 1).await;
     tokio::time::sleep(Duration::from_secs(61)).await;
-    assert_eq!(
-        r.script.calls("mail-01").len(),
-        1,
-        "one poll per normal interval"
-    );
+    assert_eq!(r.script.calls("mail-01").len(), 1, "one poll per normal interval");
     assert_eq!(level(&r, "mail-01"), "normal");
 
-    r.script.set(
-        "mail-01",
-        Act::Fail(PollError::Refused("connection refused".into())),
-    );
+    r.script.set("mail-01", Act::Fail(PollError::Refused("connection refused".into())));
     tokio::time::sleep(Duration::from_secs(95)).await;
     let s = r.fleet.summary(r.fleet.get("mail-01").unwrap());
-    assert_eq!(
-        (s.level.as_str(), s.state),
-        ("critical", ServerState::Unreachable)
-    );
+    assert_eq!((s.level.as_str(), s.state), ("critical", ServerState::Unreachable));
     assert_eq!(s.deficiencies[0].source, "poll:refused");
     let calls = r.script.calls("mail-01");
     let g = gaps(&calls[1..]);
-    assert!(
-        g.len() >= 3 && g.iter().all(|&ms| ms == 10_000),
-        "critical gaps {g:?}"
-    );
+    assert!(g.len() >= 3 && g.iter().all(|&ms| ms == 10_000), "critical gaps {g:?}");
 
     r.script.set("mail-01", Act::Answer(vec![]));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(
-        level(&r, "mail-01"),
-        "normal",
-        "recover_after = 1: one clean reply clears"
-    );
+    assert_eq!(level(&r, "mail-01"), "normal", "recover_after = 1: one clean reply clears");
     let n = r.script.calls("mail-01").len();
     tokio::time::sleep(Duration::from_secs(59)).await;
-    assert!(
-        r.script.calls("mail-01").len() - n <= 1,
-        "back to the normal interval"
-    );
+    assert!(r.script.calls("mail-01").len() - n <= 1, "back to the normal interval");
 
     r.stop.cancel();
     let mut events = r.events;
@@ -251,10 +188,7 @@ async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interv
     assert_eq!(t.len(), 2, "{t:?}");
     assert_eq!((t[0].0.as_str(), t[0].1.as_str()), ("normal", "critical"));
     assert!(t[0].2.starts_with("poll:refused"), "{}", t[0].2);
-    assert_eq!(
-        (t[1].0.as_str(), t[1].1.as_str(), t[1].2.as_str()),
-        ("critical", "normal", "all deficiencies cleared")
-    );
+    assert_eq!((t[1].0.as_str(), t[1].1.as_str(), t[1].2.as_str()), ("critical", "normal", "all deficiencies cleared"));
 
     // The same story is in the stored history.
     let writer = r.fleet.writer().clone();
@@ -264,12 +198,7 @@ async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interv
         store.history("mail-01", 100).await.unwrap()
     })
     .await;
-    let stored: Vec<(&str, &str)> = h
-        .transitions
-        .iter()
-        .rev()
-        .map(|t| (t.from.as_str(), t.to.as_str()))
-        .collect();
+    let stored: Vec<(&str, &str)> = h.transitions.iter().rev().map(|t| (t.from.as_str(), t.to.as_str())).collect();
     assert_eq!(stored, [("normal", "critical"), ("critical", "normal")]);
     assert_eq!(h.polls.len(), r.script.calls("mail-01").len());
 }
@@ -277,8 +206,7 @@ async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interv
 #[tokio::test(start_paused = true)]
 async fn hysteresis_needs_recover_after_clean_replies_in_a_row() {
     let r = rig(&["s"], 60, 10, 3).await;
-    r.script
-        .set("s", Act::Answer(vec![critical("service:directory")]));
+    r.script.set("s", Act::Answer(vec![critical("service:directory")]));
     tokio::time::sleep(Duration::from_secs(61)).await;
     assert_eq!(level(&r, "s"), "critical");
     let mut seen = Vec::new();
@@ -294,16 +222,12 @@ async fn hysteresis_needs_recover_after_clean_replies_in_a_row() {
 #[tokio::test(start_paused = true)]
 async fn a_relapse_during_recovery_restarts_the_count() {
     let r = rig(&["s"], 60, 10, 2).await;
-    r.script
-        .set("s", Act::Fail(PollError::Malformed("x".into())));
+    r.script.set("s", Act::Fail(PollError::Malformed("x".into())));
     tokio::time::sleep(Duration::from_secs(61)).await;
     let mut seen = Vec::new();
-    for act in [
-        Act::Answer(vec![]),
-        Act::Fail(PollError::Malformed("x".into())),
-        Act::Answer(vec![]),
-        Act::Answer(vec![]),
-    ] {
+    for act in
+        [Act::Answer(vec![]), Act::Fail(PollError::Malformed("x".into())), Act::Answer(vec![]), Act::Answer(vec![])]
+    {
         r.script.set("s", act);
         tokio::time::sleep(Duration::from_secs(10)).await;
         seen.push(level(&r, "s"));
@@ -317,17 +241,10 @@ async fn a_hung_attendant_delays_no_other_server() {
     let r = rig(&["hung", "fine-1", "fine-2"], 5, 1, 1).await;
     r.script.set("hung", Act::Hang(Duration::from_secs(3600)));
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(
-        r.script.calls("hung").len(),
-        1,
-        "the hung poll is still waiting"
-    );
+    assert_eq!(r.script.calls("hung").len(), 1, "the hung poll is still waiting");
     for name in ["fine-1", "fine-2"] {
         let g = gaps(&r.script.calls(name));
-        assert!(
-            g.len() >= 10 && g.iter().all(|&ms| ms == 5_000),
-            "{name}: {g:?}"
-        );
+        assert!(g.len() >= 10 && g.iter().all(|&ms| ms == 5_000), "{name}: {g:?}");
     }
     r.stop.cancel();
 }
@@ -346,10 +263,7 @@ async fn first_polls_of_2000_servers_spread_evenly_over_the_interval() {
         buckets[((calls[0] - start).as_millis() / 1000).min(9) as usize] += 1;
     }
     for (i, &c) in buckets.iter().enumerate() {
-        assert!(
-            (170..=230).contains(&c),
-            "bucket {i}: {c} polls, mean 200 ± 15 %: {buckets:?}"
-        );
+        assert!((170..=230).contains(&c), "bucket {i}: {c} polls, mean 200 ± 15 %: {buckets:?}");
     }
     r.stop.cancel();
 }
@@ -357,27 +271,19 @@ async fn first_polls_of_2000_servers_spread_evenly_over_the_interval() {
 #[tokio::test(start_paused = true)]
 async fn poll_now_answers_the_new_state_and_the_loop_follows_the_new_level() {
     let r = rig(&["s"], 600, 10, 1).await;
-    r.script
-        .set("s", Act::Fail(PollError::Auth("HTTP 401".into())));
+    r.script.set("s", Act::Fail(PollError::Auth("HTTP 401".into())));
     let server = r.fleet.get("s").unwrap().clone();
     let s = r.fleet.poll_now(&server).await;
-    assert_eq!(
-        (s.level.as_str(), s.deficiencies[0].source.as_str()),
-        ("critical", "poll:auth")
-    );
+    assert_eq!((s.level.as_str(), s.deficiencies[0].source.as_str()), ("critical", "poll:auth"));
     tokio::time::sleep(Duration::from_secs(31)).await;
-    assert!(
-        r.script.calls("s").len() >= 3,
-        "now polled every 10 s, not every 600 s"
-    );
+    assert!(r.script.calls("s").len() >= 3, "now polled every 10 s, not every 600 s");
     r.stop.cancel();
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_restart_resumes_levels_from_the_store() {
     let r = rig(&["s"], 60, 10, 1).await;
-    r.script
-        .set("s", Act::Answer(vec![critical("service:mta")]));
+    r.script.set("s", Act::Answer(vec![critical("service:mta")]));
     tokio::time::sleep(Duration::from_secs(61)).await;
     r.stop.cancel();
     let writer = r.fleet.writer().clone();
@@ -388,22 +294,51 @@ async fn a_restart_resumes_levels_from_the_store() {
     })
     .await;
     let fleet = Fleet::new(
-        vec![ServerConfig {
-            name: "s".into(),
-            address: "http://s:7460".into(),
-            token: None,
-        }],
+        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
         stored,
         r.fleet.rules().clone(),
         Script::default(),
         r.fleet.writer().clone(),
-        Timebase::now(),
-        4,
+        FleetOptions {
+            timebase: Timebase::now(),
+            max_in_flight: 4,
+            clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
+        },
     );
     let s = fleet.summary(fleet.get("s").unwrap());
-    assert_eq!(
-        (s.level.as_str(), s.state),
-        ("critical", ServerState::Deficient)
-    );
+    assert_eq!((s.level.as_str(), s.state), ("critical", ServerState::Deficient));
     assert_eq!(s.deficiencies[0].source, "service:mta");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drifted_clock_is_ordered_back_and_the_next_poll_verifies_it() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    *r.script.offset_ms.lock().unwrap() = 45_000.0;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let orders = r.script.orders.lock().unwrap().clone();
+    assert_eq!(orders.len(), 1);
+    let order = orders[0].verify(&test_key().verifying_key()).unwrap();
+    assert_eq!(order.server, "x", "addressed by the attendant's own name");
+    assert!((order.correction_us + 45_000_000).abs() < 50_000, "{}", order.correction_us);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(r.script.orders.lock().unwrap().len(), 1, "no new order once corrected");
+    r.stop.cancel();
+    let mut events = r.events;
+    let mut outcomes = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let FleetEvent::ClockCorrection { correction, .. } = e {
+            outcomes.push(correction.outcome);
+        }
+    }
+    assert_eq!(outcomes, ["applied", "verified"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn skew_within_max_clock_skew_is_left_alone() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    *r.script.offset_ms.lock().unwrap() = 1_500.0;
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    assert!(r.script.orders.lock().unwrap().is_empty());
+    assert!((r.fleet.summary(r.fleet.get("s").unwrap()).clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
+    r.stop.cancel();
 }

@@ -20,13 +20,7 @@ fn row(name: &str, level: &str, state: ServerState) -> ServerRow {
     }
 }
 
-fn record(
-    name: &str,
-    at_ms: i64,
-    level: &str,
-    transition: bool,
-    compilation: Option<&str>,
-) -> PollRecord {
+fn record(name: &str, at_ms: i64, level: &str, transition: bool, compilation: Option<&str>) -> PollRecord {
     let at = from_ms(at_ms);
     let mut server = row(name, level, ServerState::Unreachable);
     server.last_poll_at = Some(at);
@@ -48,6 +42,7 @@ fn record(
             reason: "poll:refused".into(),
         }),
         compilation: compilation.map(|c| bytes::Bytes::from(c.to_string())),
+        clock_corrections: vec![],
     }
 }
 
@@ -60,21 +55,9 @@ async fn open() -> (tempfile::TempDir, Store) {
 #[tokio::test]
 async fn state_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}",
-        dir.path().join("sub-dir-is-not-needed.db").display()
-    );
+    let url = format!("sqlite://{}", dir.path().join("sub-dir-is-not-needed.db").display());
     let store = Store::open(&url).await.unwrap();
-    store
-        .write(&[record(
-            "mail-01",
-            1_000,
-            "critical",
-            true,
-            Some("{\"a\":1}"),
-        )])
-        .await
-        .unwrap();
+    store.write(&[record("mail-01", 1_000, "critical", true, Some("{\"a\":1}"))]).await.unwrap();
     store.close().await;
     let store = Store::open(&url).await.unwrap();
     let rows = store.load_servers().await.unwrap();
@@ -83,43 +66,25 @@ async fn state_survives_reopening() {
     assert_eq!(rows[0].state, ServerState::Unreachable);
     assert_eq!(rows[0].deficiencies[0].source, "poll:refused");
     assert_eq!(rows[0].last_poll_at, Some(from_ms(1_000)));
-    assert_eq!(
-        store.compilation("mail-01").await.unwrap().as_deref(),
-        Some("{\"a\":1}")
-    );
+    assert_eq!(store.compilation("mail-01").await.unwrap().as_deref(), Some("{\"a\":1}"));
 }
 
 #[tokio::test]
 async fn history_is_newest_first_and_a_failed_poll_keeps_the_last_compilation() {
     let (_d, store) = open().await;
+    store.write(&[record("a", 1_000, "normal", false, Some("{\"n\":1}"))]).await.unwrap();
     store
-        .write(&[record("a", 1_000, "normal", false, Some("{\"n\":1}"))])
+        .write(&[record("a", 2_000, "critical", true, None), record("b", 2_500, "normal", false, None)])
         .await
         .unwrap();
-    store
-        .write(&[
-            record("a", 2_000, "critical", true, None),
-            record("b", 2_500, "normal", false, None),
-        ])
-        .await
-        .unwrap();
-    store
-        .write(&[record("a", 3_000, "critical", false, None)])
-        .await
-        .unwrap();
+    store.write(&[record("a", 3_000, "critical", false, None)]).await.unwrap();
     let h = store.history("a", 10).await.unwrap();
     let times: Vec<i64> = h.polls.iter().map(|p| p.at.timestamp_millis()).collect();
     assert_eq!(times, [3_000, 2_000, 1_000]);
     assert_eq!(h.transitions.len(), 1);
-    assert_eq!(
-        (h.transitions[0].from.as_str(), h.transitions[0].to.as_str()),
-        ("normal", "critical")
-    );
+    assert_eq!((h.transitions[0].from.as_str(), h.transitions[0].to.as_str()), ("normal", "critical"));
     assert_eq!(store.history("a", 2).await.unwrap().polls.len(), 2);
-    assert_eq!(
-        store.compilation("a").await.unwrap().as_deref(),
-        Some("{\"n\":1}")
-    );
+    assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some("{\"n\":1}"));
     assert_eq!(store.compilation("nobody").await.unwrap(), None);
 }
 
@@ -128,10 +93,7 @@ async fn writer_batches_and_flush_waits_for_everything_before_it() {
     let (_d, store) = open().await;
     let (writer, task) = Writer::start(store.clone());
     for i in 0..500 {
-        writer
-            .record(record("a", 1_000 + i, "normal", false, None))
-            .await
-            .unwrap();
+        writer.record(record("a", 1_000 + i, "normal", false, None)).await.unwrap();
     }
     writer.flush().await.unwrap();
     assert_eq!(store.history("a", 1000).await.unwrap().polls.len(), 500);
@@ -143,29 +105,16 @@ async fn writer_batches_and_flush_waits_for_everything_before_it() {
 async fn a_file_that_is_not_a_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("not.db");
-    std::fs::write(
-        &p,
-        "this is not sqlite, just text that is long enough to be read as a header",
-    )
-    .unwrap();
-    let err = Store::open(&format!("sqlite://{}", p.display()))
-        .await
-        .unwrap_err()
-        .to_string();
+    std::fs::write(&p, "this is not sqlite, just text that is long enough to be read as a header").unwrap();
+    let err = Store::open(&format!("sqlite://{}", p.display())).await.unwrap_err().to_string();
     assert!(err.contains(&p.display().to_string()), "{err}");
 }
 
 #[tokio::test]
 async fn corrupt_rows_are_named_not_panicked_on() {
     let (_d, store) = open().await;
-    store
-        .write(&[record("a", 1_000, "normal", false, None)])
-        .await
-        .unwrap();
-    sqlx::query("UPDATE servers SET deficiencies = 'garbage'")
-        .execute(&store.pool)
-        .await
-        .unwrap();
+    store.write(&[record("a", 1_000, "normal", false, None)]).await.unwrap();
+    sqlx::query("UPDATE servers SET deficiencies = 'garbage'").execute(&store.pool).await.unwrap();
     let err = store.load_servers().await.unwrap_err().to_string();
     assert!(err.contains("servers.deficiencies of a"), "{err}");
 }

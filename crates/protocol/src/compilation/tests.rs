@@ -31,15 +31,8 @@ fn sample() -> Compilation {
             uptime_s: 10,
             load: [0.1, 0.2, 0.3],
             cpu_percent: 3.5,
-            memory: Memory {
-                total: 100,
-                used: 50,
-            },
-            disks: vec![Disk {
-                mount: "/".into(),
-                total: 1000,
-                used: 10,
-            }],
+            memory: Memory { total: 100, used: 50 },
+            disks: vec![Disk { mount: "/".into(), total: 1000, used: 10 }],
         },
         deficiencies: vec![Deficiency {
             source: "service:message-store".into(),
@@ -80,31 +73,19 @@ fn other_schema_version_is_incompatible_even_when_fields_fit() {
     let mut v = serde_json::to_value(sample()).unwrap();
     v["schema_version"] = serde_json::json!(2);
     let err = Compilation::from_slice(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-    assert!(
-        matches!(err, DecodeError::Incompatible { found: 2 }),
-        "{err}"
-    );
+    assert!(matches!(err, DecodeError::Incompatible { found: 2 }), "{err}");
     assert!(err.to_string().starts_with("incompatible attendant"));
 }
 
 #[test]
 fn other_schema_version_with_other_shape_is_incompatible() {
-    let err =
-        Compilation::from_slice(br#"{"schema_version": 7, "everything": "new"}"#).unwrap_err();
-    assert!(
-        matches!(err, DecodeError::Incompatible { found: 7 }),
-        "{err}"
-    );
+    let err = Compilation::from_slice(br#"{"schema_version": 7, "everything": "new"}"#).unwrap_err();
+    assert!(matches!(err, DecodeError::Incompatible { found: 7 }), "{err}");
 }
 
 #[test]
 fn garbage_and_missing_fields_are_malformed() {
-    for bad in [
-        &b"<html>oops</html>"[..],
-        b"{}",
-        b"{\"schema_version\":1}",
-        b"",
-    ] {
+    for bad in [&b"<html>oops</html>"[..], b"{}", b"{\"schema_version\":1}", b""] {
         let err = Compilation::from_slice(bad).unwrap_err();
         assert!(matches!(err, DecodeError::Malformed(_)), "{err}");
     }
