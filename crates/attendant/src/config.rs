@@ -31,6 +31,8 @@ struct Raw {
     host: RawHost,
     #[serde(default, rename = "service")]
     services: Vec<RawService>,
+    #[serde(default)]
+    probe: crate::probes::settings::RawProbes,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +54,15 @@ struct RawService {
     address: Option<String>,
     expect: Option<String>,
     command: Option<Vec<String>>,
+    security: Option<crate::probes::Security>,
+    ca_file: Option<PathBuf>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<Vec<String>>,
+    oauth2_token_command: Option<Vec<String>>,
+    bind_dn: Option<String>,
+    base: Option<String>,
+    filter: Option<String>,
 }
 
 /// How the attendant knows a query comes from its poller.
@@ -76,6 +87,8 @@ pub struct AttendantConfig {
     pub poller_public_key: Option<String>,
     pub host: HostThresholds,
     pub services: Vec<Service>,
+    /// The `[probe]` table: the synthetic user's mailbox and mail-loop probes.
+    pub probes: crate::probes::ProbesConfig,
 }
 
 /// When disk usage becomes a deficiency.
@@ -96,10 +109,34 @@ pub struct Service {
 /// How one service's status is determined.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Check {
-    Tcp { address: String, expect: Option<String> },
+    Tcp {
+        address: String,
+        expect: Option<String>,
+    },
     Process(ProcessMatch),
-    Command { argv: Vec<String> },
-    Systemd { unit: String },
+    Command {
+        argv: Vec<String>,
+    },
+    Systemd {
+        unit: String,
+    },
+    /// Greeting, STARTTLS when configured, optional login.
+    Imap {
+        endpoint: crate::probes::Endpoint,
+        login: Option<crate::probes::Credentials>,
+    },
+    /// Greeting, EHLO, STARTTLS when configured, optional AUTH.
+    Smtp {
+        endpoint: crate::probes::Endpoint,
+        login: Option<crate::probes::Credentials>,
+    },
+    /// Bind (anonymous, or as `bind` with its password) and a base search of `base`.
+    Ldap {
+        endpoint: crate::probes::Endpoint,
+        bind: Option<crate::probes::Credentials>,
+        base: String,
+        filter: String,
+    },
 }
 
 impl Check {
@@ -110,6 +147,9 @@ impl Check {
             Check::Process(_) => "process",
             Check::Command { .. } => "command",
             Check::Systemd { .. } => "systemd",
+            Check::Imap { .. } => "imap",
+            Check::Smtp { .. } => "smtp",
+            Check::Ldap { .. } => "ldap",
         }
     }
 }
@@ -120,10 +160,16 @@ const KEYS: &[(&str, &[&str])] = &[
     ("process", &["process", "pidfile"]),
     ("command", &["command"]),
     ("systemd", &["unit"]),
+    ("imap", MAIL_KEYS),
+    ("smtp", MAIL_KEYS),
+    ("ldap", &["address", "security", "ca_file", "bind_dn", "password_file", "password_command", "base", "filter"]),
 ];
 
+const MAIL_KEYS: &[&str] =
+    &["address", "security", "ca_file", "user", "password_file", "password_command", "oauth2_token_command"];
+
 /// Kinds the SPEC names that this build does not run yet; named so the error is honest.
-const NOT_YET: &[&str] = &["ldap", "imap", "smtp", "http"];
+const NOT_YET: &[&str] = &["http"];
 
 impl AttendantConfig {
     /// Reads and validates `path`.
@@ -222,14 +268,17 @@ impl AttendantConfig {
                     p.push(
                         at("check"),
                         format!(
-                            "check = {:?} is not available in this version (available: tcp, process, command, systemd)",
+                            "check = {:?} is not available in this version (available: tcp, process, command, systemd, imap, smtp, ldap)",
                             s.check
                         ),
                     );
                 } else {
                     p.push(
                         at("check"),
-                        format!("unknown check {:?} (expected one of: tcp, process, command, systemd)", s.check),
+                        format!(
+                            "unknown check {:?} (expected one of: tcp, process, command, systemd, imap, smtp, ldap)",
+                            s.check
+                        ),
                     );
                 }
                 continue;
@@ -241,6 +290,15 @@ impl AttendantConfig {
                 ("address", s.address.is_some()),
                 ("expect", s.expect.is_some()),
                 ("command", s.command.is_some()),
+                ("security", s.security.is_some()),
+                ("ca_file", s.ca_file.is_some()),
+                ("user", s.user.is_some()),
+                ("password_file", s.password_file.is_some()),
+                ("password_command", s.password_command.is_some()),
+                ("oauth2_token_command", s.oauth2_token_command.is_some()),
+                ("bind_dn", s.bind_dn.is_some()),
+                ("base", s.base.is_some()),
+                ("filter", s.filter.is_some()),
             ] {
                 if set && !allowed.contains(&key) {
                     p.push(at(key), format!("not a key of check = {:?} (its keys: {})", s.check, allowed.join(", ")));
@@ -284,6 +342,26 @@ impl AttendantConfig {
                         }
                     }
                 }
+                "imap" | "smtp" | "ldap" => crate::probes::settings::mail_check(
+                    &s.check,
+                    crate::probes::settings::RawCheckKeys {
+                        address: s.address.as_deref(),
+                        security: s.security,
+                        ca_file: s.ca_file.as_deref(),
+                        user: s.user.as_deref(),
+                        secret: crate::probes::settings::RawSecret {
+                            password_file: s.password_file.clone(),
+                            password_command: s.password_command.clone(),
+                            oauth2_token_command: s.oauth2_token_command.clone(),
+                        },
+                        bind_dn: s.bind_dn.as_deref(),
+                        base: s.base.as_deref(),
+                        filter: s.filter.as_deref(),
+                    },
+                    &loc,
+                    &mut p,
+                    &at,
+                ),
                 _ => match &s.unit {
                     Some(u) if !u.is_empty() => Some(Check::Systemd { unit: u.clone() }),
                     _ => {
@@ -297,6 +375,7 @@ impl AttendantConfig {
             }
         }
 
+        let probes = raw.probe.validate(&loc, &mut p);
         let max_clock_step = raw.max_clock_step.unwrap_or(Duration::from_secs(1000));
         if let Some(k) = &raw.poller_public_key {
             if let Err(e) = rollcall_protocol::clock_order::parse_public_key(k) {
@@ -314,6 +393,7 @@ impl AttendantConfig {
             poller_public_key: raw.poller_public_key,
             host,
             services,
+            probes,
         })
     }
 }
@@ -329,7 +409,7 @@ fn parse_signed_us(s: &str) -> Result<i64, String> {
     Ok(if neg { -us } else { us })
 }
 
-fn valid_host_port(a: &str) -> bool {
+pub(crate) fn valid_host_port(a: &str) -> bool {
     match a.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
         None => false,

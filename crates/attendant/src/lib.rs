@@ -13,6 +13,7 @@ pub mod config;
 pub mod host;
 mod listener;
 pub mod probe_board;
+pub mod probes;
 pub mod server;
 
 use std::path::PathBuf;
@@ -53,8 +54,11 @@ pub async fn run_on(
 
 /// Builds the attendant and its background samplers; serve it with [`server::serve`].
 pub fn start(config: AttendantConfig, stop: CancellationToken) -> Arc<Attendant> {
-    let host = host::HostCache::start(stop);
-    Arc::new(Attendant::new(config, host))
+    let host = host::HostCache::start(stop.clone());
+    let attendant = Arc::new(Attendant::new(config, host));
+    // The mailbox and mail-loop probes; they follow SIGHUP reloads of the [probe] table.
+    probes::spawn(attendant.clone(), stop);
+    attendant
 }
 
 async fn reload_on_sighup(path: PathBuf, attendant: Arc<Attendant>, stop: CancellationToken) {

@@ -5,8 +5,11 @@
 //! fails the compilation, it reports `unknown` or `critical` with a message saying why.
 
 mod command;
+mod imap;
+mod ldap;
 mod perfdata;
 mod process;
+mod smtp;
 mod systemd;
 mod tcp;
 
@@ -65,6 +68,11 @@ async fn run_check(service: &Service) -> Outcome {
         Check::Process(m) => process::check(m).await,
         Check::Command { argv } => command::check(argv, service.timeout.get()).await,
         Check::Systemd { unit } => systemd::check(unit).await,
+        Check::Imap { endpoint, login } => imap::check(endpoint, login.as_ref(), service.timeout.get()).await,
+        Check::Smtp { endpoint, login } => smtp::check(endpoint, login.as_ref(), service.timeout.get()).await,
+        Check::Ldap { endpoint, bind, base, filter } => {
+            ldap::check(endpoint, bind.as_ref(), base, filter, service.timeout.get()).await
+        }
     }
 }
 

@@ -109,7 +109,7 @@ timeout = \"0s\"
             "attendant.toml:10: service[1].address: missing: check = \"tcp\" needs address = \"HOST:PORT\"",
             "attendant.toml:11: service[1].name: duplicate service name \"a\"",
             "attendant.toml:13: service[1].unit: not a key of check = \"tcp\" (its keys: address, expect)",
-            "attendant.toml:17: service[2].check: unknown check \"carrier-pigeon\" (expected one of: tcp, process, command, systemd)",
+            "attendant.toml:17: service[2].check: unknown check \"carrier-pigeon\" (expected one of: tcp, process, command, systemd, imap, smtp, ldap)",
             "attendant.toml:22: service[3].command: missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]",
             "attendant.toml:23: service[3].timeout: must be longer than 0",
         ]
@@ -145,6 +145,105 @@ fn virtual_clock_offsets_may_be_negative() {
 
 #[test]
 fn spec_checks_not_yet_built_are_named_honestly() {
-    let p = problems(&format!("{MINIMAL}[[service]]\nname = \"dir\"\ncheck = \"ldap\"\n"));
-    assert!(p[0].contains("check = \"ldap\" is not available in this version"), "{p:?}");
+    let p = problems(&format!("{MINIMAL}[[service]]\nname = \"dir\"\ncheck = \"http\"\n"));
+    assert!(p[0].contains("check = \"http\" is not available in this version"), "{p:?}");
+}
+
+#[test]
+fn mail_checks_and_probes_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+    let file = dir.path().join("attendant.toml");
+    let text = format!(
+        "{MINIMAL}
+[[service]]
+name = \"store\"
+check = \"imap\"
+address = \"127.0.0.1:143\"
+security = \"starttls\"
+user = \"probe\"
+password_file = \"pw\"
+
+[[service]]
+name = \"mta\"
+check = \"smtp\"
+address = \"127.0.0.1:25\"
+
+[[service]]
+name = \"directory\"
+check = \"ldap\"
+address = \"127.0.0.1:389\"
+bind_dn = \"cn=probe,dc=example,dc=org\"
+password_command = [\"/bin/echo\", \"x\"]
+base = \"dc=example,dc=org\"
+
+[probe.mailbox]
+server = \"127.0.0.1:143\"
+user = \"rollcall-probe\"
+oauth2_token_command = [\"/usr/local/bin/token\"]
+interval_a = \"500ms\"
+
+[probe.mail_loop]
+smtp = \"127.0.0.1:25\"
+from = \"probe@example.org\"
+to = \"probe@example.org\"
+"
+    );
+    let c = AttendantConfig::parse(file.to_str().unwrap(), &text).unwrap();
+    let kinds: Vec<&str> = c.services.iter().map(|s| s.check.kind()).collect();
+    assert_eq!(kinds, ["imap", "smtp", "ldap"]);
+    match &c.services[0].check {
+        Check::Imap { endpoint, login: Some(l) } => {
+            assert_eq!(endpoint.security, crate::probes::Security::Starttls);
+            assert_eq!(l.secret, crate::probes::SecretFrom::File(dir.path().join("pw")));
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = c.probes.mailbox.as_ref().unwrap();
+    assert_eq!(
+        (m.mailbox.as_str(), m.interval_a, m.interval_b),
+        ("INBOX", Duration::from_millis(500), Duration::from_secs(300))
+    );
+    let l = c.probes.mail_loop.as_ref().unwrap();
+    assert_eq!(
+        (l.interval, l.max_latency, l.credentials.is_none()),
+        (Duration::from_secs(300), Duration::from_secs(60), true)
+    );
+    assert!(!format!("{c:?}").contains("s3cret"));
+}
+
+#[test]
+fn probe_problems_are_named_with_key_and_line() {
+    let p = problems(&format!(
+        "{MINIMAL}
+[probe.mailbox]
+server = \"nohost\"
+user = \"probe\"
+password_file = \"/nonexistent/pw\"
+password_command = [\"/bin/echo\"]
+interval_a = \"0s\"
+
+[probe.mail_loop]
+smtp = \"127.0.0.1:25\"
+from = \"nobody\"
+to = \"probe@example.org\"
+interval = \"10s\"
+max_latency = \"20s\"
+"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:6: probe.mailbox.server: \"nohost\" is not HOST:PORT",
+            "attendant.toml:9: probe.mailbox.password_command: set together with password_file; choose one",
+            "attendant.toml:10: probe.mailbox.interval_a: must be longer than 0",
+            "attendant.toml:14: probe.mail_loop.from: \"nobody\" is not a mail address (user@domain)",
+            "attendant.toml:17: probe.mail_loop.max_latency: 20s is longer than interval (10s): a message must be judged before the next is sent",
+        ]
+        .map(String::from)
+    );
+    let p = problems(&format!("{MINIMAL}[probe.mail_loop]\nsmtp = \"127.0.0.1:25\"\nfrom = \"a@b\"\nto = \"a@b\"\n"));
+    assert!(p[0].contains("probe.mail_loop: needs [probe.mailbox]"), "{p:?}");
+    let err = parse(&format!("{MINIMAL}[probe.mailbox]\nsever = \"x:1\"\n")).unwrap_err().to_string();
+    assert!(err.starts_with("attendant.toml:5:") && err.contains("unknown field `sever`"), "{err}");
 }

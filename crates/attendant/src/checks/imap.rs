@@ -1,0 +1,47 @@
+//! `check = "imap"`: the message store answers like an IMAP server should: greeting,
+//! CAPABILITY, STARTTLS when configured, and (with `user`) a login, then LOGOUT.
+//!
+//! Rules: bounded by the service's timeout (each step and the whole); a refusal is
+//! critical with the server's own words; the secret never appears in the outcome.
+
+use std::time::Duration;
+
+use rollcall_protocol::Status;
+
+use super::Outcome;
+use crate::probes::credentials;
+use crate::probes::imap::Imap;
+use crate::probes::{Credentials, Endpoint};
+
+pub async fn check(endpoint: &Endpoint, login: Option<&Credentials>, timeout: Duration) -> Outcome {
+    // Each step gets most of the budget, so our message wins over the generic timeout.
+    let step = timeout.mul_f32(0.9);
+    let mut imap = match Imap::connect(endpoint, step).await {
+        Ok(i) => i,
+        Err(e) => return Outcome::new(Status::Critical, e.to_string()),
+    };
+    let greeting = imap.greeting.clone();
+    let base = |status, message: String, imap: &Imap| {
+        Outcome::new(status, message)
+            .with("greeting", greeting.clone())
+            .with("capability", imap.capabilities.join(" "))
+            .with("tls", imap.is_tls())
+    };
+    let Some(c) = login else {
+        let o = base(Status::Ok, greeting.clone(), &imap);
+        let _ = imap.logout().await;
+        return o;
+    };
+    let secret = match credentials::fetch(&c.secret, step).await {
+        Ok(s) => s,
+        Err(e) => return base(Status::Unknown, format!("cannot get the password: {e}"), &imap),
+    };
+    match imap.login(&c.user, &secret).await {
+        Ok(text) => {
+            let o = base(Status::Ok, format!("logged in as {}: {text}", c.user), &imap).with("login", true);
+            let _ = imap.logout().await;
+            o
+        }
+        Err(e) => base(Status::Critical, format!("login as {} failed: {e}", c.user), &imap).with("login", false),
+    }
+}
