@@ -438,3 +438,42 @@ async fn silent_imap_server_is_bounded_and_never_delays_the_reply() {
     assert!(login.message.contains("no answer within 1.5s (greeting)"), "{}", login.message);
     assert!(login.duration_ms >= 1400.0 && login.duration_ms < 3000.0, "{}", login.duration_ms);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_restarts_changed_probes_and_forgets_removed_ones() {
+    // No daemon needed: a refused connection is enough to see the probe run.
+    let closed = mailstack::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pw"), "x").expect("pw");
+    let path = dir.path().join("attendant.toml");
+    let text = |port: u16| {
+        format!(
+            "name = \"r\"\nlisten = \"127.0.0.1:0\"\ninsecure = true\n[probe.mailbox]\nserver = \"127.0.0.1:{port}\"\nuser = \"u\"\npassword_file = \"pw\"\ninterval_a = \"200ms\"\n"
+        )
+    };
+    std::fs::write(&path, text(closed)).expect("write");
+    let stop = CancellationToken::new();
+    let attendant = rollcall_attendant::start(AttendantConfig::load(&path).expect("config"), stop.clone());
+    let deadline = Instant::now() + DEADLINE;
+    let login = |a: &rollcall_attendant::Attendant| a.probes.get("login").map(|p| p.message);
+    while !login(&attendant).is_some_and(|m| m.contains(&closed.to_string())) {
+        assert!(Instant::now() < deadline, "no login result for port {closed}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A changed [probe] table restarts the probe against the new server.
+    let other = mailstack::free_port();
+    std::fs::write(&path, text(other)).expect("write");
+    attendant.replace_config(AttendantConfig::load(&path).expect("config"));
+    while !login(&attendant).is_some_and(|m| m.contains(&other.to_string())) {
+        assert!(Instant::now() < deadline, "probe not restarted for port {other}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Removing it removes its results from the compilation.
+    std::fs::write(&path, "name = \"r\"\nlisten = \"127.0.0.1:0\"\ninsecure = true\n").expect("write");
+    attendant.replace_config(AttendantConfig::load(&path).expect("config"));
+    while attendant.probes.get("login").is_some() {
+        assert!(Instant::now() < deadline, "removed probe still reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+}
