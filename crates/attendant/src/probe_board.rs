@@ -26,8 +26,9 @@ impl ProbeBoard {
 
     /// Forgets a probe (its config was removed).
     pub fn remove(&self, name: &str) {
-        if let Ok(mut g) = self.0.write() {
-            g.retain(|p| p.name != name);
+        match self.0.write() {
+            Ok(mut g) => g.retain(|p| p.name != name),
+            Err(p) => p.into_inner().retain(|p| p.name != name),
         }
     }
 
