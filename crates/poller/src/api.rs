@@ -19,19 +19,33 @@ use crate::store::Store;
 pub struct Api<F: Fetch> {
     pub fleet: Arc<Fleet<F>>,
     pub store: Store,
+    /// Notification channels and their health (dashboard, `/api/v1/notifications`).
+    pub notifier: Arc<crate::notify::Notifier>,
+    /// Cancelled when the poller stops; ends live event streams so shutdown never waits.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// `GET /api/v1/servers/{name}`: the summary plus the latest compilation, as received.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServerDetail {
     #[serde(flatten)]
     pub summary: ServerSummary,
+    /// The compilation as the attendant sent it (schema v1, see SPEC section 1).
+    #[schema(value_type = Option<Object>)]
     pub compilation: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
-    limit: Option<u32>,
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct HistoryQuery {
+    /// Most rows of each kind (default 100, at most 1000).
+    pub(crate) limit: Option<u32>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiError {
+    pub error: String,
 }
 
 /// Largest request body the API reads (no route takes more than a few bytes).
@@ -48,6 +62,9 @@ pub fn router<F: Fetch>(api: Arc<Api<F>>) -> Router {
         .route("/api/v1/servers/{name}", get(detail::<F>))
         .route("/api/v1/servers/{name}/history", get(history::<F>))
         .route("/api/v1/servers/{name}/poll", post(poll::<F>))
+        .route("/api/v1/events", get(crate::events::events::<F>))
+        .route("/api/v1/notifications", get(notifications::<F>))
+        .route("/api/v1/openapi.json", get(crate::openapi::document))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(api)
@@ -61,11 +78,19 @@ fn no_such(name: &str) -> Response {
     error(StatusCode::NOT_FOUND, format!("no server named {name:?}"))
 }
 
-async fn list<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<ServerSummary>> {
+#[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
+    responses((status = 200, description = "Every configured server", body = [ServerSummary])))]
+pub(crate) async fn list<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<ServerSummary>> {
     Json(api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect())
 }
 
-async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+#[utoipa::path(get, path = "/api/v1/servers/{name}", tag = "servers",
+    params(("name" = String, Path, description = "The server's name in poller.toml")),
+    responses(
+        (status = 200, description = "The server and its latest compilation", body = ServerDetail),
+        (status = 404, description = "No such server", body = ApiError),
+        (status = 500, description = "The store cannot be read", body = ApiError)))]
+pub(crate) async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
@@ -80,7 +105,14 @@ async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<Strin
     Json(ServerDetail { summary, compilation }).into_response()
 }
 
-async fn history<F: Fetch>(
+#[utoipa::path(get, path = "/api/v1/servers/{name}/history", tag = "servers",
+    params(("name" = String, Path, description = "The server's name in poller.toml"), HistoryQuery),
+    responses(
+        (status = 200, description = "Polls, level transitions and clock corrections, newest first", body = crate::model::History),
+        (status = 404, description = "No such server", body = ApiError),
+        (status = 500, description = "The store cannot be read", body = ApiError),
+        (status = 503, description = "The store writer has stopped", body = ApiError)))]
+pub(crate) async fn history<F: Fetch>(
     State(api): State<Arc<Api<F>>>,
     Path(name): Path<String>,
     Query(q): Query<HistoryQuery>,
@@ -101,9 +133,20 @@ async fn history<F: Fetch>(
     }
 }
 
-async fn poll<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+#[utoipa::path(post, path = "/api/v1/servers/{name}/poll", tag = "servers",
+    params(("name" = String, Path, description = "The server's name in poller.toml")),
+    responses(
+        (status = 200, description = "Polled now; the server as it now stands", body = ServerSummary),
+        (status = 404, description = "No such server", body = ApiError)))]
+pub(crate) async fn poll<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
     Json(api.fleet.poll_now(server).await).into_response()
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
+    responses((status = 200, description = "Every notification channel and its health", body = [crate::notify::ChannelStatus])))]
+pub(crate) async fn notifications<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<crate::notify::ChannelStatus>> {
+    Json(api.notifier.channels())
 }

@@ -32,6 +32,32 @@ struct Raw {
     rules: Vec<RawRule>,
     #[serde(default, rename = "server")]
     servers: Vec<RawServer>,
+    flap_threshold: Option<u32>,
+    flap_window: Option<Duration>,
+    #[serde(default, rename = "notify")]
+    notify: Vec<RawNotify>,
+}
+
+/// One `[[notify]]` table: every kind's keys, checked against its `kind` in validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    kind: String,
+    name: Option<String>,
+    timeout: Option<Duration>,
+    retries: Option<u32>,
+    backoff: Option<Duration>,
+    // webhook, alertmanager
+    url: Option<String>,
+    token_file: Option<PathBuf>,
+    resend: Option<Duration>,
+    // email
+    smtp: Option<String>,
+    security: Option<String>,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    from: Option<String>,
+    to: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,7 +96,75 @@ pub struct PollerConfig {
     pub max_concurrent_polls: usize,
     pub rules: Rules,
     pub servers: Vec<ServerConfig>,
+    /// Notification channels, in file order.
+    pub notify: Vec<NotifyConfig>,
+    /// Flap damping for every notification.
+    pub damping: crate::notify::Damping,
 }
+
+/// Which kind of receiver a `[[notify]]` table feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyKind {
+    Webhook,
+    Email,
+    Alertmanager,
+}
+
+impl NotifyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyKind::Webhook => "webhook",
+            NotifyKind::Email => "email",
+            NotifyKind::Alertmanager => "alertmanager",
+        }
+    }
+}
+
+/// How an email channel protects its SMTP session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain SMTP: only sensible on loopback or a trusted relay.
+    None,
+    /// STARTTLS, required (the session fails rather than go on in clear).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// One notification channel (`[[notify]]`).
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub kind: NotifyKind,
+    /// Unique; names the channel in logs, metrics and the dashboard.
+    pub name: String,
+    /// One delivery attempt, connect to answer.
+    pub timeout: std::time::Duration,
+    /// Attempts after the first before a notice is given up.
+    pub retries: u32,
+    /// Wait before the first retry; doubles each time.
+    pub backoff: std::time::Duration,
+    /// Alertmanager: how often firing alerts are re-sent (it forgets unrefreshed ones).
+    pub resend: std::time::Duration,
+    /// Webhook: the URL posted to; alertmanager: its base URL.
+    pub url: String,
+    /// Bearer token for the webhook or alertmanager.
+    pub token: Option<Secret>,
+    /// Email: SMTP server host and port.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub security: SmtpSecurity,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+}
+
+pub const DEFAULT_FLAP_THRESHOLD: u32 = 4;
+pub const DEFAULT_FLAP_WINDOW: Duration = Duration::from_secs(30 * 60);
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_NOTIFY_RETRIES: u32 = 5;
+pub const DEFAULT_NOTIFY_BACKOFF: Duration = Duration::from_secs(2);
+pub const DEFAULT_ALERTMANAGER_RESEND: Duration = Duration::from_secs(60);
 
 /// The poller's Ed25519 signing key; never printed.
 #[derive(Clone)]
@@ -224,6 +318,16 @@ impl PollerConfig {
             });
         }
 
+        let notify = notify_channels(&raw.notify, &loc, &mut p);
+        let flap_threshold = raw.flap_threshold.unwrap_or(DEFAULT_FLAP_THRESHOLD);
+        if flap_threshold == 0 {
+            p.push("flap_threshold", "must be at least 1 (state changes allowed within flap_window)");
+        }
+        let flap_window = raw.flap_window.unwrap_or(DEFAULT_FLAP_WINDOW);
+        if flap_window.get().is_zero() {
+            p.push("flap_window", "must be longer than 0");
+        }
+
         let signing_key = raw.signing_key_file.as_ref().and_then(|f| {
             let path = loc.resolve(f);
             let text = match std::fs::read_to_string(&path) {
@@ -255,8 +359,143 @@ impl PollerConfig {
             max_concurrent_polls,
             rules: Rules::new(levels, rules, recover_after),
             servers,
+            notify,
+            damping: crate::notify::Damping { threshold: flap_threshold, window: flap_window.get() },
         })
     }
+}
+
+/// Validates every `[[notify]]` table: the kind's required keys present, other kinds'
+/// keys absent, URLs and addresses well-formed, secrets readable, names unique.
+fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Problems<'_>) -> Vec<NotifyConfig> {
+    let mut out = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, n) in raw.iter().enumerate() {
+        let at = |k: &str| format!("notify[{i}].{k}");
+        let kind = match n.kind.as_str() {
+            "webhook" => NotifyKind::Webhook,
+            "email" => NotifyKind::Email,
+            "alertmanager" => NotifyKind::Alertmanager,
+            other => {
+                p.push(at("kind"), format!("unknown kind {other:?} (webhook | email | alertmanager)"));
+                continue;
+            }
+        };
+        let k = kind.as_str();
+        let name = n.name.clone().unwrap_or_else(|| if i == 0 { k.to_string() } else { format!("{k}-{i}") });
+        if name.trim().is_empty() {
+            p.push(at("name"), "must not be empty");
+        } else if !names.insert(name.clone()) {
+            p.push(at("name"), format!("duplicate channel name {name:?}"));
+        }
+        let web = matches!(kind, NotifyKind::Webhook | NotifyKind::Alertmanager);
+        let misplaced = [
+            ("url", n.url.is_some() && !web),
+            ("token_file", n.token_file.is_some() && !web),
+            ("resend", n.resend.is_some() && kind != NotifyKind::Alertmanager),
+            ("smtp", n.smtp.is_some() && web),
+            ("security", n.security.is_some() && web),
+            ("user", n.user.is_some() && web),
+            ("password_file", n.password_file.is_some() && web),
+            ("from", n.from.is_some() && web),
+            ("to", n.to.is_some() && web),
+        ];
+        for (key, bad) in misplaced {
+            if bad {
+                p.push(at(key), format!("is not a key of kind = \"{k}\""));
+            }
+        }
+        let timeout = n.timeout.unwrap_or(DEFAULT_NOTIFY_TIMEOUT).get();
+        if timeout.is_zero() {
+            p.push(at("timeout"), "must be longer than 0");
+        }
+        let backoff = n.backoff.unwrap_or(DEFAULT_NOTIFY_BACKOFF).get();
+        let resend = n.resend.unwrap_or(DEFAULT_ALERTMANAGER_RESEND).get();
+        if resend.is_zero() {
+            p.push(at("resend"), "must be longer than 0");
+        }
+        let secret = |key: &str, f: &Option<PathBuf>, p: &mut rollcall_config::Problems<'_>| match f {
+            Some(f) => match SecretSource::File(loc.resolve(f)).read() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    p.push(at(key), e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut c = NotifyConfig {
+            kind,
+            name,
+            timeout,
+            retries: n.retries.unwrap_or(DEFAULT_NOTIFY_RETRIES),
+            backoff,
+            resend,
+            url: String::new(),
+            token: None,
+            smtp_host: String::new(),
+            smtp_port: 0,
+            security: SmtpSecurity::Starttls,
+            user: n.user.clone(),
+            password: None,
+            from: String::new(),
+            to: Vec::new(),
+        };
+        if web {
+            match &n.url {
+                None => p.push(at("url"), format!("missing: kind = \"{k}\" needs the receiver's http(s):// URL")),
+                Some(u)
+                    if !(u.starts_with("http://") || u.starts_with("https://")) || reqwest::Url::parse(u).is_err() =>
+                {
+                    p.push(at("url"), format!("{u:?} is not an http:// or https:// URL"))
+                }
+                Some(u) => c.url = u.trim_end_matches('/').to_string(),
+            }
+            c.token = secret("token_file", &n.token_file, p);
+        } else {
+            match n.smtp.as_deref().map(split_host_port) {
+                None => p.push(at("smtp"), "missing: kind = \"email\" needs the SMTP server as HOST:PORT"),
+                Some(None) => p.push(at("smtp"), format!("{:?} is not HOST:PORT", n.smtp.as_deref().unwrap_or(""))),
+                Some(Some((h, port))) => (c.smtp_host, c.smtp_port) = (h, port),
+            }
+            c.security = match n.security.as_deref() {
+                None | Some("starttls") => SmtpSecurity::Starttls,
+                Some("none") => SmtpSecurity::None,
+                Some("tls") => SmtpSecurity::Tls,
+                Some(other) => {
+                    p.push(at("security"), format!("unknown security {other:?} (none | starttls | tls)"));
+                    SmtpSecurity::Starttls
+                }
+            };
+            c.password = secret("password_file", &n.password_file, p);
+            if c.password.is_some() != c.user.is_some() {
+                p.push(at("user"), "user and password_file go together (SMTP AUTH needs both)");
+            }
+            match &n.from {
+                Some(f) if f.contains('@') => c.from = f.clone(),
+                Some(f) => p.push(at("from"), format!("{f:?} is not a mail address")),
+                None => p.push(at("from"), "missing: the sender address of notification mail"),
+            }
+            match &n.to {
+                Some(to) if !to.is_empty() => {
+                    for t in to.iter().filter(|t| !t.contains('@')) {
+                        p.push(at("to"), format!("{t:?} is not a mail address"));
+                    }
+                    c.to = to.clone();
+                }
+                _ => p.push(at("to"), "missing: at least one recipient address"),
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (h, port) = s.rsplit_once(':')?;
+    let h = h.trim_start_matches('[').trim_end_matches(']');
+    (!h.is_empty()).then_some(())?;
+    Some((h.to_string(), port.parse().ok()?))
 }
 
 /// A relative SQLite path is taken beside the config file, like every other path in it.

@@ -106,6 +106,8 @@ pub struct Fleet<F: Fetch> {
     events: broadcast::Sender<FleetEvent>,
     clock: ClockPolicy,
     nonces: std::sync::atomic::AtomicU64,
+    /// Counters and histograms of the polls themselves, for `/metrics`.
+    stats: crate::metrics::PollStats,
 }
 
 impl<F: Fetch> Fleet<F> {
@@ -175,6 +177,7 @@ impl<F: Fetch> Fleet<F> {
             events,
             clock: options.clock,
             nonces: std::sync::atomic::AtomicU64::new(0),
+            stats: crate::metrics::PollStats::default(),
         }
     }
 
@@ -198,6 +201,11 @@ impl<F: Fetch> Fleet<F> {
         self.events.subscribe()
     }
 
+    /// Poll counts, durations, lateness and polls in flight (for `/metrics`).
+    pub fn stats(&self) -> &crate::metrics::PollStats {
+        &self.stats
+    }
+
     /// The server as the API shows it.
     pub fn summary(&self, server: &Server) -> ServerSummary {
         let s = server.status();
@@ -219,10 +227,13 @@ impl<F: Fetch> Fleet<F> {
     /// now stands.
     pub async fn poll(&self, server: &Server) -> ServerSummary {
         let _one_at_a_time = server.polling.lock().await;
+        let started = std::time::Instant::now();
         let result = {
             let _slot = self.in_flight.acquire().await;
+            let _counted = self.stats.in_flight();
             self.fetcher.fetch(&server.config).await
         };
+        let took = started.elapsed();
         let at = self.timebase.wall_now();
         let name = &server.config.name;
         let before = server.status();
@@ -246,6 +257,7 @@ impl<F: Fetch> Fleet<F> {
                 (ServerState::Unreachable, vec![poll_deficiency(&e)], Some(e.to_string()), None, None, None)
             }
         };
+        self.stats.polled(state, took);
         let (level, change) = self.rules.decide(before.level, &deficiencies);
         let transition = change.map(|t| {
             let row = TransitionRow {
@@ -410,6 +422,7 @@ impl<F: Fetch> Fleet<F> {
                 _ = server.reschedule.notified() => continue,
                 _ = tokio::time::sleep_until(self.timebase.instant(due)) => {}
             }
+            self.stats.started_late(self.timebase.wall_now() - due);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.poll(&server) => {}

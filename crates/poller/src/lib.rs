@@ -4,15 +4,23 @@
 //! Layout: `config` (poller.toml), `levels` (levels, rules, hysteresis: pure logic),
 //! `schedule` (per-server slots spread over the interval), `fetch` (one bounded HTTP poll),
 //! `clock_estimate` (NTP-style offset), `fleet` (live state and per-server loops), `store`
-//! (SQLite state and history), `api` (JSON API).
+//! (SQLite state and history), `api` (JSON API), `events` (server-sent events),
+//! `openapi` (the API's OpenAPI document), `metrics` (`/metrics` for Prometheus),
+//! `notify` (webhook, email and Alertmanager notifications with flap damping),
+//! `dashboard` (the HTML fleet and server pages at `/`).
 
 pub mod api;
 pub mod clock_estimate;
 pub mod config;
+pub mod dashboard;
+pub mod events;
 pub mod fetch;
 pub mod fleet;
 pub mod levels;
+pub mod metrics;
 pub mod model;
+pub mod notify;
+pub mod openapi;
 pub mod schedule;
 pub mod store;
 
@@ -50,14 +58,36 @@ pub async fn run(
         },
     ));
     let tracker = TaskTracker::new();
+    // Subscribed before the loops start, so the notifier sees every poll.
+    let notifier = notify::Notifier::start(
+        notify::NotifierSetup {
+            channels: config.notify.clone(),
+            damping: config.damping,
+            first_level: config.rules.level(0).name.clone(),
+            store: store.clone(),
+            events: fleet.subscribe(),
+        },
+        &stop,
+        &tracker,
+    )
+    .await?;
     fleet.start(&stop, &tracker);
     tracing::info!(
         listen = %listener.local_addr()?,
         servers = config.servers.len(),
+        notify = config.notify.len(),
         database = %config.database,
         "poller started"
     );
-    let app = api::router(Arc::new(api::Api { fleet: fleet.clone(), store: store.clone() }));
+    let api = Arc::new(api::Api {
+        fleet: fleet.clone(),
+        store: store.clone(),
+        notifier: notifier.clone(),
+        stop: stop.clone(),
+    });
+    let app = api::router(api.clone())
+        .merge(dashboard::router(api))
+        .merge(metrics::router(Arc::new(metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) })));
     let shutdown = stop.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

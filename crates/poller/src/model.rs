@@ -5,7 +5,7 @@ use rollcall_protocol::Deficiency;
 use serde::{Deserialize, Serialize};
 
 /// A server's state as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServerState {
     /// Answered, nothing wrong.
@@ -39,12 +39,13 @@ impl ServerState {
 }
 
 /// A server as `GET /api/v1/servers` shows it (SPEC section 8).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServerSummary {
     pub name: String,
     pub address: String,
     pub level: String,
     pub state: ServerState,
+    #[schema(value_type = Vec<crate::openapi::DeficiencyDoc>)]
     pub deficiencies: Vec<Deficiency>,
     pub last_poll_at: Option<DateTime<Utc>>,
     pub next_poll_at: Option<DateTime<Utc>>,
@@ -69,7 +70,7 @@ pub struct ServerRow {
 }
 
 /// One poll in the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PollRow {
     pub at: DateTime<Utc>,
     pub state: ServerState,
@@ -81,7 +82,7 @@ pub struct PollRow {
 }
 
 /// One level change in the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TransitionRow {
     pub at: DateTime<Utc>,
     pub from: String,
@@ -90,7 +91,7 @@ pub struct TransitionRow {
 }
 
 /// One clock order in the history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClockCorrectionRow {
     pub at: DateTime<Utc>,
     pub offset_ms: f64,
@@ -100,7 +101,7 @@ pub struct ClockCorrectionRow {
 }
 
 /// `GET /api/v1/servers/{name}/history`: each list newest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct History {
     pub polls: Vec<PollRow>,
     pub transitions: Vec<TransitionRow>,

@@ -248,6 +248,55 @@ impl Store {
         Ok(())
     }
 
+    /// What notifications last told about every server (see [`crate::notify::damping`]).
+    pub async fn load_notify_memory(
+        &self,
+    ) -> Result<std::collections::HashMap<String, crate::notify::Memory>, StoreError> {
+        let rows = sqlx::query("SELECT server, level, state, flapping, seen_state, changes FROM notify_state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = std::collections::HashMap::new();
+        for r in &rows {
+            let server: String = r.try_get("server")?;
+            let changes: Vec<i64> = serde_json::from_str(r.try_get::<&str, _>("changes")?).map_err(|e| {
+                StoreError::Corrupt { what: format!("notify_state.changes of {server}"), detail: e.to_string() }
+            })?;
+            let memory = crate::notify::Memory {
+                told: crate::notify::Condition {
+                    level: r.try_get("level")?,
+                    state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                    flapping: r.try_get::<i64, _>("flapping")? != 0,
+                },
+                seen: ServerState::parse(r.try_get::<&str, _>("seen_state")?),
+                changes: changes.into_iter().map(from_ms).collect(),
+            };
+            out.insert(server, memory);
+        }
+        Ok(out)
+    }
+
+    /// Persists what notifications told about `server`, before the notice is sent.
+    pub async fn save_notify_memory(&self, server: &str, m: &crate::notify::Memory) -> Result<(), StoreError> {
+        let changes: Vec<i64> = m.changes.iter().map(|t| ms(*t)).collect();
+        sqlx::query(
+            "INSERT INTO notify_state (server, level, state, flapping, seen_state, changes, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (server) DO UPDATE SET level = excluded.level, state = excluded.state,
+               flapping = excluded.flapping, seen_state = excluded.seen_state, changes = excluded.changes,
+               updated_at = excluded.updated_at",
+        )
+        .bind(server)
+        .bind(&m.told.level)
+        .bind(m.told.state.as_str())
+        .bind(i64::from(m.told.flapping))
+        .bind(m.seen.as_str())
+        .bind(serde_json::to_string(&changes).unwrap_or_else(|_| "[]".into()))
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

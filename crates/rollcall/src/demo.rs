@@ -137,6 +137,7 @@ interval = "10s"
     let base = format!("http://{poller_addr}");
     println!("Rollcall demo: a poller and 3 attendants on loopback (virtual clocks; the real clock is untouched).");
     println!();
+    println!("  Dashboard: {base}/");
     println!("  API:       {base}/api/v1/servers");
     println!("  Try:       cargo run --release -- status --poller {base}");
     println!(

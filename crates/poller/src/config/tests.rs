@@ -121,3 +121,87 @@ fn zero_values_are_refused() {
     let p = problems("recover_after = 0\nmax_concurrent_polls = 0\n");
     assert_eq!(p.len(), 2, "{p:?}");
 }
+
+#[test]
+fn notify_channels_and_damping_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("smtp-pw"), "s3cret\n").unwrap();
+    let file = dir.path().join("poller.toml");
+    let c = PollerConfig::parse(
+        file.to_str().unwrap(),
+        r#"
+flap_threshold = 3
+flap_window = "10m"
+
+[[notify]]
+kind = "webhook"
+url = "https://chat.example.org/hooks/ops/"
+retries = 2
+backoff = "500ms"
+
+[[notify]]
+kind = "email"
+name = "ops-mail"
+smtp = "mail.example.org:587"
+user = "rollcall"
+password_file = "smtp-pw"
+from = "rollcall@example.org"
+to = ["ops@example.org"]
+
+[[notify]]
+kind = "alertmanager"
+url = "http://127.0.0.1:9093"
+resend = "30s"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.damping.threshold, 3);
+    assert_eq!(c.damping.window, std::time::Duration::from_secs(600));
+    let names: Vec<&str> = c.notify.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["webhook", "ops-mail", "alertmanager-2"]);
+    assert_eq!(c.notify[0].url, "https://chat.example.org/hooks/ops");
+    assert_eq!((c.notify[0].retries, c.notify[0].backoff.as_millis()), (2, 500));
+    let mail = &c.notify[1];
+    assert_eq!(
+        (mail.smtp_host.as_str(), mail.smtp_port, mail.security),
+        ("mail.example.org", 587, SmtpSecurity::Starttls)
+    );
+    assert_eq!(mail.password.as_ref().unwrap().expose(), "s3cret");
+    assert_eq!(c.notify[2].resend.as_secs(), 30);
+}
+
+#[test]
+fn notify_problems_are_named_with_key_and_line() {
+    let p = problems(
+        r#"flap_threshold = 0
+
+[[notify]]
+kind = "pager"
+
+[[notify]]
+kind = "webhook"
+smtp = "a:25"
+
+[[notify]]
+kind = "email"
+smtp = "nohost"
+from = "me"
+security = "ssl"
+"#,
+    );
+    assert_eq!(
+        p,
+        [
+            "poller.toml:1: flap_threshold: must be at least 1 (state changes allowed within flap_window)",
+            "poller.toml:4: notify[0].kind: unknown kind \"pager\" (webhook | email | alertmanager)",
+            "poller.toml:6: notify[1].url: missing: kind = \"webhook\" needs the receiver's http(s):// URL",
+            "poller.toml:8: notify[1].smtp: is not a key of kind = \"webhook\"",
+            "poller.toml:10: notify[2].to: missing: at least one recipient address",
+            "poller.toml:12: notify[2].smtp: \"nohost\" is not HOST:PORT",
+            "poller.toml:13: notify[2].from: \"me\" is not a mail address",
+            "poller.toml:14: notify[2].security: unknown security \"ssl\" (none | starttls | tls)",
+        ]
+    );
+    let err = parse("[[notify]]\nkind = \"webhook\"\nurl = \"http://x\"\nuri = \"y\"\n").unwrap_err().to_string();
+    assert!(err.starts_with("poller.toml:4:") && err.contains("unknown field `uri`"), "{err}");
+}

@@ -1,0 +1,435 @@
+//! The dashboard (SPEC section 5): the fleet at `/`, one server at `/servers/{name}`.
+//!
+//! Server-rendered HTML (maud, checked at compile time) with one small vendored script and
+//! stylesheet embedded in the binary: nothing to build, nothing fetched at run time. The
+//! script keeps pages live from `GET /api/v1/events`: fleet rows are updated in place from
+//! `poll` events; a server page re-fetches its server-rendered parts
+//! (`/servers/{name}/parts`) when its server was polled, so every piece of HTML is
+//! rendered here, in one place.
+//!
+//! Rules it keeps: every value from an attendant or the config is escaped (maud does);
+//! a page works without JavaScript (it is just not live); reads come from the fleet's
+//! memory and the store, never from the attendants.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+use serde_json::Value;
+
+use crate::api::Api;
+use crate::fetch::Fetch;
+use crate::model::{History, ServerState, ServerSummary};
+
+const APP_JS: &str = include_str!("../../assets/app.js");
+const APP_CSS: &str = include_str!("../../assets/app.css");
+/// Polls drawn in a server page's chart.
+const CHART_POLLS: u32 = 120;
+/// Rows of each history kind on a server page.
+const HISTORY_ROWS: u32 = 50;
+
+/// The dashboard's routes.
+pub fn router<F: Fetch>(api: Arc<Api<F>>) -> Router {
+    Router::new()
+        .route("/", get(fleet_page::<F>))
+        .route("/servers/{name}", get(server_page::<F>))
+        .route("/servers/{name}/parts", get(server_parts::<F>))
+        .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
+        .with_state(api)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+fn page(title: &str, body_class: &str, body: Markup) -> Html<String> {
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    title { (title) " · Rollcall" }
+                    link rel="stylesheet" href="/assets/app.css";
+                    script src="/assets/app.js" defer {}
+                }
+                body class=(body_class) {
+                    header.top {
+                        a.brand href="/" { "Rollcall" }
+                        span.live #live title="Live updates" { "connecting" }
+                    }
+                    div #notify-banner hidden {}
+                    main { (body) }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+/// Level classes: the first level is calm, the last alarming, the ones between in between.
+fn level_class(index: usize, count: usize) -> &'static str {
+    if index == 0 {
+        "lvl-first"
+    } else if index + 1 >= count {
+        "lvl-last"
+    } else {
+        "lvl-mid"
+    }
+}
+
+fn time(t: Option<DateTime<Utc>>) -> Markup {
+    match t {
+        Some(t) => {
+            html! { time.rel datetime=(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)) { (t.format("%Y-%m-%d %H:%M:%S UTC")) } }
+        }
+        None => html! { span.none { "—" } },
+    }
+}
+
+fn ms(v: Option<f64>) -> Markup {
+    match v {
+        Some(v) => html! { (format!("{v:.1} ms")) },
+        None => html! { span.none { "—" } },
+    }
+}
+
+fn state_badge(s: ServerState) -> Markup {
+    html! { span class=(format!("badge st-{}", s.as_str())) { (s.as_str()) } }
+}
+
+fn deficiency_list(s: &ServerSummary) -> Markup {
+    html! {
+        @if s.deficiencies.is_empty() { span.none { "none" } }
+        @else {
+            ul.defs {
+                @for d in &s.deficiencies {
+                    li class=(format!("sev-{}", d.severity.as_str())) title=(d.summary) { (d.source) }
+                }
+            }
+        }
+    }
+}
+
+fn row<F: Fetch>(api: &Api<F>, s: &ServerSummary) -> Markup {
+    let levels = api.fleet.rules().levels();
+    let i = levels.iter().position(|l| l.name == s.level).unwrap_or(0);
+    html! {
+        tr.server id=(format!("server-{}", s.name)) data-server=(s.name) data-state=(s.state.as_str()) data-level=(s.level) {
+            td.name data-label="Server" { a href=(format!("/servers/{}", s.name)) { (s.name) } div.addr { (s.address) } }
+            td.level data-label="Level" { span class=(format!("badge {}", level_class(i, levels.len()))) { (s.level) } }
+            td.state data-label="State" { (state_badge(s.state)) }
+            td.deficiencies data-label="Deficiencies" { (deficiency_list(s)) }
+            td.last data-label="Last poll" { (time(s.last_poll_at)) }
+            td.next data-label="Next poll" { (time(s.next_poll_at)) }
+            td.offset data-label="Clock offset" { (ms(s.clock_offset_ms)) }
+            td.rtt data-label="RTT" { (ms(s.rtt_ms)) }
+            td.actions { button.poll-now type="button" data-server=(s.name) { "Poll now" } }
+        }
+    }
+}
+
+async fn fleet_page<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Html<String> {
+    let servers: Vec<ServerSummary> = api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect();
+    let levels = api.fleet.rules().levels();
+    let states = [ServerState::Ok, ServerState::Deficient, ServerState::Unreachable, ServerState::Unknown];
+    let level_names: Vec<&str> = levels.iter().map(|l| l.name.as_str()).collect();
+    let body = html! {
+        section.summary {
+            div.counts #level-counts {
+                @for (i, l) in levels.iter().enumerate() {
+                    div class=(format!("count c-{}", level_class(i, levels.len()))) data-level=(l.name) {
+                        b { (servers.iter().filter(|s| s.level == l.name).count()) }
+                        span { (l.name) }
+                        small { "every " (rollcall_config::Duration(l.interval)) }
+                    }
+                }
+            }
+            div.filters role="group" aria-label="Filter by state" {
+                button.filter.active type="button" data-state="all" { "all " span.n { (servers.len()) } }
+                @for st in states {
+                    button.filter type="button" data-state=(st.as_str()) {
+                        (st.as_str()) " " span.n { (servers.iter().filter(|s| s.state == st).count()) }
+                    }
+                }
+            }
+        }
+        table.fleet #fleet data-levels=(level_names.join(",")) {
+            thead { tr {
+                th { "Server" } th { "Level" } th { "State" } th { "Deficiencies" }
+                th { "Last poll" } th { "Next poll" } th { "Clock offset" } th { "RTT" } th {}
+            } }
+            tbody {
+                @for s in &servers { (row(&api, s)) }
+            }
+        }
+        @if servers.is_empty() { p.none { "No servers configured: add [[server]] tables to poller.toml." } }
+    };
+    page("Fleet", "fleet-page", body)
+}
+
+async fn server_page<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+    let Some(server) = api.fleet.get(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            page(
+                "Not found",
+                "",
+                html! { p { "No server named " code { (name) } "." } a href="/" { "Back to the fleet" } },
+            ),
+        )
+            .into_response();
+    };
+    let s = api.fleet.summary(server);
+    let parts = match parts(&api, &s).await {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    };
+    let levels = api.fleet.rules().levels();
+    let body = html! {
+        nav.crumbs { a href="/" { "Fleet" } " / " (s.name) }
+        div #server-page data-server=(s.name) data-levels=(levels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(",")) {
+            div #live-parts { (parts) }
+        }
+    };
+    page(&s.name, "server-page", body).into_response()
+}
+
+async fn server_parts<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+    let Some(server) = api.fleet.get(&name) else {
+        return (StatusCode::NOT_FOUND, "no such server").into_response();
+    };
+    let s = api.fleet.summary(server);
+    match parts(&api, &s).await {
+        Ok(p) => Html(p.into_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
+}
+
+/// Everything on a server page that changes with a poll.
+async fn parts<F: Fetch>(api: &Api<F>, s: &ServerSummary) -> Result<Markup, String> {
+    // Include polls still queued for the writer, so the page follows the event it answers.
+    api.fleet.writer().flush().await.map_err(|e| e.to_string())?;
+    let history = api.store.history(&s.name, CHART_POLLS.max(HISTORY_ROWS)).await.map_err(|e| {
+        tracing::error!(server = %s.name, error = %e, "cannot read history for the dashboard");
+        e.to_string()
+    })?;
+    let compilation: Option<Value> = match api.store.compilation(&s.name).await {
+        Ok(c) => c.and_then(|t| serde_json::from_str(&t).ok()),
+        Err(e) => {
+            tracing::error!(server = %s.name, error = %e, "cannot read the latest compilation for the dashboard");
+            None
+        }
+    };
+    let levels = api.fleet.rules().levels();
+    let i = levels.iter().position(|l| l.name == s.level).unwrap_or(0);
+    Ok(html! {
+        section.head data-state=(s.state.as_str()) data-level=(s.level) {
+            div.title {
+                h1 { (s.name) }
+                span class=(format!("badge level {}", level_class(i, levels.len()))) { (s.level) }
+                span.state { (state_badge(s.state)) }
+                button.poll-now type="button" data-server=(s.name) { "Poll now" }
+            }
+            dl.facts {
+                div { dt { "Address" } dd { (s.address) } }
+                div { dt { "Last poll" } dd { (time(s.last_poll_at)) } }
+                div { dt { "Next poll" } dd { (time(s.next_poll_at)) } }
+                div { dt { "Clock offset" } dd { (ms(s.clock_offset_ms)) } }
+                div { dt { "RTT" } dd { (ms(s.rtt_ms)) } }
+                @if let Some(e) = &s.last_error { div.error { dt { "Last error" } dd { (e) } } }
+            }
+            div.deficiencies { h2 { "Deficiencies" } (deficiency_list(s)) }
+        }
+        (chart(&history))
+        @match &compilation {
+            Some(c) => (compilation_view(c)),
+            None => section.card { h2 { "Latest compilation" } p.none { "No compilation received yet." } },
+        }
+        (history_view(&history))
+    })
+}
+
+fn chart(h: &History) -> Markup {
+    // Oldest first, only polls that answered (a failed poll has no RTT or offset).
+    let points: Vec<Value> = h
+        .polls
+        .iter()
+        .take(CHART_POLLS as usize)
+        .rev()
+        .filter_map(|p| {
+            Some(serde_json::json!({ "t": p.at.timestamp_millis(), "rtt": p.rtt_ms?, "offset": p.clock_offset_ms? }))
+        })
+        .collect();
+    let data = serde_json::to_string(&points).unwrap_or_else(|_| "[]".into()).replace("</", "<\\/");
+    html! {
+        section.card.charts {
+            h2 { "RTT and clock offset" }
+            div.chart-row {
+                figure { figcaption { "RTT (ms)" } svg.chart #chart-rtt viewBox="0 0 300 80" preserveAspectRatio="none" {} }
+                figure { figcaption { "Clock offset (ms)" } svg.chart #chart-offset viewBox="0 0 300 80" preserveAspectRatio="none" {} }
+            }
+            script #chart-data type="application/json" { (PreEscaped(data)) }
+        }
+    }
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn status_badge(s: &str) -> Markup {
+    let class = match s {
+        "ok" | "warning" | "critical" => s,
+        _ => "unknown",
+    };
+    html! { span class=(format!("badge cs-{class}")) { (s) } }
+}
+
+fn checks_table(title: &str, items: &[Value], kind_key: &str) -> Markup {
+    html! {
+        section.card {
+            h2 { (title) }
+            @if items.is_empty() { p.none { "None reported." } }
+            @else {
+                table.checks {
+                    thead { tr { th { "Name" } th { (if kind_key == "check" { "Check" } else { "Kind" }) } th { "Status" } th { "Message" } th { "Observed" } th { "Took" } } }
+                    tbody {
+                        @for c in items {
+                            tr data-status=(str_of(c, "status")) {
+                                td data-label="Name" { (str_of(c, "name")) }
+                                td data-label="Kind" { (str_of(c, kind_key)) }
+                                td data-label="Status" { (status_badge(str_of(c, "status"))) }
+                                td.msg data-label="Message" { (str_of(c, "message")) }
+                                td data-label="Observed" {
+                                    @match c.get("observed_at").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+                                        Some(t) => (time(Some(t.with_timezone(&Utc)))),
+                                        None => span.none { "—" },
+                                    }
+                                }
+                                td data-label="Took" { (c.get("duration_ms").and_then(Value::as_f64).map(|d| format!("{d:.0} ms")).unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bytes(n: f64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+fn usage(used: f64, total: f64) -> Markup {
+    let pct = if total > 0.0 { used / total * 100.0 } else { 0.0 };
+    let class = if pct >= 95.0 {
+        "crit"
+    } else if pct >= 90.0 {
+        "warn"
+    } else {
+        "ok"
+    };
+    html! {
+        span.usage { span.bar { span class=(format!("fill {class}")) style=(format!("width:{pct:.0}%")) {} } (format!("{} of {} ({pct:.0} %)", bytes(used), bytes(total))) }
+    }
+}
+
+fn compilation_view(c: &Value) -> Markup {
+    let empty = Vec::new();
+    let services = c.get("services").and_then(Value::as_array).unwrap_or(&empty);
+    let probes = c.get("probes").and_then(Value::as_array).unwrap_or(&empty);
+    let host = c.get("host").cloned().unwrap_or(Value::Null);
+    let att = c.get("attendant").cloned().unwrap_or(Value::Null);
+    let t = c.get("time").cloned().unwrap_or(Value::Null);
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let load: Vec<String> = host
+        .get("load")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty)
+        .iter()
+        .filter_map(Value::as_f64)
+        .map(|l| format!("{l:.2}"))
+        .collect();
+    let mem = host.get("memory").cloned().unwrap_or(Value::Null);
+    let disks = host.get("disks").and_then(Value::as_array).unwrap_or(&empty);
+    let uptime = f(&host, "uptime_s") as u64;
+    html! {
+        section.card.compilation #compilation {
+            h2 { "Latest compilation" }
+            dl.facts {
+                div { dt { "Attendant" } dd { (str_of(&att, "name")) " " small { (str_of(&att, "version")) } } }
+                div { dt { "Hostname" } dd { (str_of(&att, "hostname")) } }
+                div { dt { "Server time" } dd { (str_of(&t, "utc")) } }
+                div { dt { "Zone" } dd { (t.get("zone").and_then(Value::as_str).unwrap_or("?")) " (UTC" (format!("{:+}", f(&t, "utc_offset_seconds") as i64 / 3600)) "h)" } }
+            }
+        }
+        (checks_table("Services", services, "check"))
+        (checks_table("Probes", probes, "kind"))
+        section.card.host {
+            h2 { "Host usage" }
+            dl.facts {
+                div { dt { "Uptime" } dd { (format!("{}d {}h {}m", uptime / 86400, uptime % 86400 / 3600, uptime % 3600 / 60)) } }
+                div { dt { "Load" } dd { (load.join(" · ")) } }
+                div { dt { "CPU" } dd { (format!("{:.0} %", f(&host, "cpu_percent"))) } }
+                div { dt { "Memory" } dd { (usage(f(&mem, "used"), f(&mem, "total"))) } }
+            }
+            @if !disks.is_empty() {
+                table.disks {
+                    thead { tr { th { "Mount" } th { "Used" } } }
+                    tbody { @for d in disks { tr { td data-label="Mount" { (str_of(d, "mount")) } td data-label="Used" { (usage(f(d, "used"), f(d, "total"))) } } } }
+                }
+            }
+        }
+    }
+}
+
+fn history_view(h: &History) -> Markup {
+    html! {
+        section.card.history #transitions {
+            h2 { "Level transitions" }
+            @if h.transitions.is_empty() { p.none { "None yet." } }
+            @else {
+                table { thead { tr { th { "When" } th { "Change" } th { "Why" } } }
+                    tbody { @for t in h.transitions.iter().take(HISTORY_ROWS as usize) {
+                        tr { td data-label="When" { (time(Some(t.at))) } td data-label="Change" { (t.from) " → " (t.to) } td data-label="Why" { (t.reason) } }
+                    } } }
+            }
+        }
+        section.card.history #clock-corrections {
+            h2 { "Clock corrections" }
+            @if h.clock_corrections.is_empty() { p.none { "None yet." } }
+            @else {
+                table { thead { tr { th { "When" } th { "Outcome" } th { "Offset" } th { "Correction" } th { "Detail" } } }
+                    tbody { @for c in h.clock_corrections.iter().take(HISTORY_ROWS as usize) {
+                        tr { td data-label="When" { (time(Some(c.at))) } td data-label="Outcome" { (c.outcome) }
+                             td data-label="Offset" { (format!("{:.1} ms", c.offset_ms)) } td data-label="Correction" { (format!("{:.1} ms", c.correction_ms)) }
+                             td data-label="Detail" { (c.detail) } }
+                    } } }
+            }
+        }
+        section.card.history #polls {
+            h2 { "Recent polls" }
+            table { thead { tr { th { "When" } th { "State" } th { "Level" } th { "RTT" } th { "Offset" } th { "Deficiencies" } th { "Error" } } }
+                tbody { @for p in h.polls.iter().take(20) {
+                    tr { td data-label="When" { (time(Some(p.at))) } td data-label="State" { (state_badge(p.state)) } td data-label="Level" { (p.level) }
+                         td data-label="RTT" { (ms(p.rtt_ms)) } td data-label="Offset" { (ms(p.clock_offset_ms)) } td data-label="Deficiencies" { (p.deficiencies) }
+                         td data-label="Error" { (p.error.as_deref().unwrap_or("")) } }
+                } } }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The email channel: one plain-text message per notice over SMTP (lettre, rustls).
+//!
+//! Rules it keeps: `security = "starttls"` (the default) requires STARTTLS and fails
+//! rather than send in clear; `"tls"` is TLS from the first byte; `"none"` is for loopback
+//! or a trusted relay. AUTH only when `user` and `password_file` are given. Each message
+//! carries a Message-ID unique to the notice, so a receiver can spot duplicates.
+
+use lettre::message::{header::ContentType, Mailbox, Message};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::{NotifyConfig, SmtpSecurity};
+use crate::notify::{DeliveryError, Notice};
+
+/// An SMTP relay and the addresses notices go to.
+pub struct Email {
+    transport: Result<AsyncSmtpTransport<Tokio1Executor>, String>,
+    from: String,
+    to: Vec<String>,
+}
+
+impl Email {
+    pub fn new(c: &NotifyConfig) -> Email {
+        let transport = (|| {
+            let tls = match c.security {
+                SmtpSecurity::None => Tls::None,
+                SmtpSecurity::Starttls => {
+                    Tls::Required(TlsParameters::new(c.smtp_host.clone()).map_err(|e| e.to_string())?)
+                }
+                SmtpSecurity::Tls => Tls::Wrapper(TlsParameters::new(c.smtp_host.clone()).map_err(|e| e.to_string())?),
+            };
+            let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.smtp_host)
+                .port(c.smtp_port)
+                .tls(tls)
+                .timeout(Some(c.timeout));
+            if let (Some(u), Some(p)) = (&c.user, &c.password) {
+                b = b.credentials(Credentials::new(u.clone(), p.expose().to_string()));
+            }
+            Ok(b.build())
+        })();
+        Email { transport, from: c.from.clone(), to: c.to.clone() }
+    }
+
+    pub async fn deliver(&self, n: &Notice) -> Result<(), DeliveryError> {
+        let transport = self.transport.as_ref().map_err(|e| DeliveryError(format!("TLS setup: {e}")))?;
+        let from: Mailbox = self.from.parse().map_err(|e| DeliveryError(format!("from {:?}: {e}", self.from)))?;
+        let mut b = Message::builder()
+            .from(from)
+            .subject(format!("[rollcall] {}", n.summary))
+            .message_id(Some(format!(
+                "<rollcall.{}.{}.{}@{}>",
+                n.server.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+                n.kind.as_str(),
+                n.at.timestamp_micros(),
+                "rollcall.invalid"
+            )))
+            .header(ContentType::TEXT_PLAIN);
+        for t in &self.to {
+            b = b.to(t.parse().map_err(|e| DeliveryError(format!("to {t:?}: {e}")))?);
+        }
+        let msg = b.body(super::describe(n)).map_err(|e| DeliveryError(format!("cannot build the message: {e}")))?;
+        transport.send(msg).await.map_err(|e| DeliveryError(format!("SMTP: {e}")))?;
+        Ok(())
+    }
+}

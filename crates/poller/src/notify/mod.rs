@@ -1,0 +1,418 @@
+//! Notifications (SPEC section 5): level/state changes, recoveries and clock corrections,
+//! told through webhooks, email and Prometheus Alertmanager, with flap damping.
+//!
+//! How it flows: the [`Notifier`] task reads the fleet's broadcast events (never blocking a
+//! poll: a slow reader only loses events, and the next poll of each server brings it up to
+//! date), decides with [`damping::Damping`] what to tell, persists that decision in the
+//! store *before* handing the notice on (so a restart never tells it again), and queues it
+//! on every channel. Each channel is its own task delivering in order, each attempt bounded
+//! by its `timeout`, retried `retries` times with doubling backoff, then given up and
+//! logged. Channel health (sent, failed, last error) is kept in memory for the dashboard,
+//! the API and `/metrics`, and every change of it is broadcast for live views.
+//!
+//! Rules it keeps: delivery is at most once across restarts (a notice still being retried
+//! when the poller stops is lost, never repeated); a full channel queue drops the notice
+//! and counts it failed rather than waiting; one failing channel never delays another.
+
+pub mod alertmanager;
+pub mod damping;
+pub mod email;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rollcall_protocol::Deficiency;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{NotifyConfig, NotifyKind};
+use crate::fleet::FleetEvent;
+use crate::model::{ClockCorrectionRow, ServerState};
+use crate::store::Store;
+pub use damping::{Condition, Damping, Memory, NoticeKind};
+
+/// One thing to tell about one server. Webhooks receive exactly this as JSON.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub server: String,
+    pub at: DateTime<Utc>,
+    /// The condition now (for `clock`: the server's condition when the order was sent).
+    pub level: String,
+    pub state: ServerState,
+    pub flapping: bool,
+    /// The condition told before this notice.
+    pub previous: Condition,
+    #[schema(value_type = Vec<crate::openapi::DeficiencyDoc>)]
+    pub deficiencies: Vec<Deficiency>,
+    /// Why the level last changed, when a level change led to this notice.
+    pub reason: Option<String>,
+    /// The clock order, for `clock` notices.
+    pub clock: Option<ClockCorrectionRow>,
+    /// One line for people: subject of the email, summary of the alert.
+    pub summary: String,
+}
+
+impl Notice {
+    /// The condition this notice tells.
+    pub fn condition(&self) -> Condition {
+        Condition { level: self.level.clone(), state: self.state, flapping: self.flapping }
+    }
+}
+
+/// A channel's health, as the dashboard and `GET /api/v1/notifications` show it.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub kind: String,
+    /// Notices delivered.
+    pub sent: u64,
+    /// Notices given up after every retry (or dropped because the queue was full).
+    pub failed: u64,
+    /// Delivery attempts that failed, retries included.
+    pub attempt_failures: u64,
+    pub last_sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// True while the last attempt failed and nothing has been delivered since.
+    pub failing: bool,
+}
+
+/// Delivery failed; the message says what the receiver or the network said.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct DeliveryError(pub String);
+
+/// Most notices waiting per channel; past this, new ones are dropped and counted failed.
+const QUEUE: usize = 1024;
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+enum Sender {
+    Webhook(webhook::Webhook),
+    Email(email::Email),
+    Alertmanager(alertmanager::Alertmanager),
+}
+
+impl Sender {
+    async fn deliver(&self, notice: &Notice) -> Result<(), DeliveryError> {
+        match self {
+            Sender::Webhook(w) => w.deliver(notice).await,
+            Sender::Email(e) => e.deliver(notice).await,
+            Sender::Alertmanager(a) => a.deliver(notice).await,
+        }
+    }
+}
+
+struct Channel {
+    config: NotifyConfig,
+    sender: Sender,
+    status: Mutex<ChannelStatus>,
+    queue: mpsc::Sender<Arc<Notice>>,
+}
+
+/// The notifier: decides, persists and hands notices to the channels.
+pub struct Notifier {
+    channels: Vec<Arc<Channel>>,
+    status_events: broadcast::Sender<ChannelStatus>,
+}
+
+/// Where a notifier gets what it needs from the rest of the poller.
+pub struct NotifierSetup {
+    pub channels: Vec<NotifyConfig>,
+    pub damping: Damping,
+    pub first_level: String,
+    pub store: Store,
+    pub events: broadcast::Receiver<FleetEvent>,
+}
+
+impl Notifier {
+    /// Builds the channels, loads what was told before and starts the tasks; they stop
+    /// when `stop` is cancelled.
+    pub async fn start(
+        setup: NotifierSetup,
+        stop: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<Arc<Notifier>, crate::store::StoreError> {
+        let memory = setup.store.load_notify_memory().await?;
+        let (status_events, _) = broadcast::channel(256);
+        let mut channels = Vec::new();
+        let mut queues = Vec::new();
+        for config in setup.channels {
+            let sender = match config.kind {
+                NotifyKind::Webhook => Sender::Webhook(webhook::Webhook::new(&config)),
+                NotifyKind::Email => Sender::Email(email::Email::new(&config)),
+                NotifyKind::Alertmanager => {
+                    Sender::Alertmanager(alertmanager::Alertmanager::new(&config, &memory, &setup.first_level))
+                }
+            };
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let status =
+                ChannelStatus { name: config.name.clone(), kind: config.kind.as_str().into(), ..Default::default() };
+            let ch = Arc::new(Channel { config, sender, status: Mutex::new(status), queue: tx });
+            queues.push((ch.clone(), rx));
+            channels.push(ch);
+        }
+        let notifier = Arc::new(Notifier { channels, status_events });
+        for (ch, rx) in queues {
+            tracker.spawn(notifier.clone().deliver_loop(ch, rx, stop.clone()));
+        }
+        let decider = Decider {
+            damping: setup.damping,
+            first_level: setup.first_level,
+            store: setup.store,
+            memory,
+            reasons: HashMap::new(),
+            notifier: notifier.clone(),
+        };
+        tracker.spawn(decider.run(setup.events, stop.clone()));
+        Ok(notifier)
+    }
+
+    /// Every channel's health now.
+    pub fn channels(&self) -> Vec<ChannelStatus> {
+        self.channels.iter().map(|c| lock(&c.status).clone()).collect()
+    }
+
+    /// Channel health changes, for live views.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChannelStatus> {
+        self.status_events.subscribe()
+    }
+
+    fn enqueue(&self, notice: Notice) {
+        let notice = Arc::new(notice);
+        for ch in &self.channels {
+            if let Err(e) = ch.queue.try_send(notice.clone()) {
+                let why = match e {
+                    mpsc::error::TrySendError::Full(_) => "queue full: receiver too slow",
+                    mpsc::error::TrySendError::Closed(_) => "channel stopped",
+                };
+                tracing::error!(server = %notice.server, channel = %ch.config.name, kind = notice.kind.as_str(), why, "notice dropped");
+                self.update(ch, |s| {
+                    s.failed += 1;
+                    s.last_error = Some(format!("notice dropped: {why}"));
+                    s.last_error_at = Some(Utc::now());
+                    s.failing = true;
+                });
+            }
+        }
+    }
+
+    fn update(&self, ch: &Channel, f: impl FnOnce(&mut ChannelStatus)) {
+        let snapshot = {
+            let mut s = lock(&ch.status);
+            f(&mut s);
+            s.clone()
+        };
+        let _ = self.status_events.send(snapshot);
+    }
+
+    async fn deliver_loop(
+        self: Arc<Self>,
+        ch: Arc<Channel>,
+        mut rx: mpsc::Receiver<Arc<Notice>>,
+        stop: CancellationToken,
+    ) {
+        let mut refresh = tokio::time::interval(ch.config.resend);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let notice = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = rx.recv() => match n { Some(n) => n, None => return },
+                _ = refresh.tick() => {
+                    // Alertmanager forgets alerts not re-sent within its resolve_timeout.
+                    if let Sender::Alertmanager(a) = &ch.sender {
+                        if let Err(e) = a.refresh().await {
+                            tracing::warn!(channel = %ch.config.name, error = %e, "cannot re-send firing alerts");
+                        }
+                    }
+                    continue;
+                }
+            };
+            self.deliver_with_retries(&ch, &notice, &stop).await;
+        }
+    }
+
+    async fn deliver_with_retries(&self, ch: &Channel, notice: &Notice, stop: &CancellationToken) {
+        let c = &ch.config;
+        let mut wait = c.backoff;
+        for attempt in 0..=c.retries {
+            let result = match tokio::time::timeout(c.timeout, ch.sender.deliver(notice)).await {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError(format!("no answer within {:?}", c.timeout))),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(server = %notice.server, channel = %c.name, kind = notice.kind.as_str(), attempt, "notice sent");
+                    self.update(ch, |s| {
+                        s.sent += 1;
+                        s.last_sent_at = Some(Utc::now());
+                        s.failing = false;
+                    });
+                    return;
+                }
+                Err(e) => {
+                    let last = attempt == c.retries;
+                    tracing::warn!(server = %notice.server, channel = %c.name, kind = notice.kind.as_str(), attempt, error = %e, gave_up = last, "notice not delivered");
+                    self.update(ch, |s| {
+                        s.attempt_failures += 1;
+                        s.last_error = Some(e.to_string());
+                        s.last_error_at = Some(Utc::now());
+                        s.failing = true;
+                        if last {
+                            s.failed += 1;
+                        }
+                    });
+                    if last {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The task that turns fleet events into notices.
+struct Decider {
+    damping: Damping,
+    first_level: String,
+    store: Store,
+    memory: HashMap<String, Memory>,
+    /// The reason of each server's latest level change, until its poll event tells it.
+    reasons: HashMap<String, String>,
+    notifier: Arc<Notifier>,
+}
+
+impl Decider {
+    async fn run(mut self, mut events: broadcast::Receiver<FleetEvent>, stop: CancellationToken) {
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => return,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(e) => self.handle(e).await,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    // The next poll of each server compares with what was told: nothing is
+                    // lost but the intermediate steps.
+                    tracing::warn!(missed = n, "notifier fell behind the fleet's events");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: FleetEvent) {
+        match event {
+            FleetEvent::Transition { server, transition } => {
+                self.reasons.insert(server, transition.reason);
+            }
+            FleetEvent::ClockCorrection { server, correction } => {
+                let mem = self.memory.get(&server).cloned().unwrap_or_else(|| Memory::fresh(&self.first_level));
+                let summary = format!(
+                    "{server}: clock {} (offset {:.1} ms, correction {:.1} ms): {}",
+                    correction.outcome, correction.offset_ms, correction.correction_ms, correction.detail
+                );
+                let told = mem.told;
+                self.notifier.enqueue(Notice {
+                    kind: NoticeKind::Clock,
+                    server,
+                    at: correction.at,
+                    level: told.level.clone(),
+                    state: told.state,
+                    flapping: told.flapping,
+                    previous: told,
+                    deficiencies: Vec::new(),
+                    reason: None,
+                    clock: Some(correction),
+                    summary,
+                });
+            }
+            FleetEvent::Polled(s) => {
+                let at = s.last_poll_at.unwrap_or_else(Utc::now);
+                let mem = self.memory.entry(s.name.clone()).or_insert_with(|| Memory::fresh(&self.first_level));
+                let (decision, dirty) = self.damping.observe(mem, &s.level, s.state, at, &self.first_level);
+                let reason = self.reasons.remove(&s.name);
+                if dirty {
+                    // Persist first: a restart after this point never tells it again.
+                    if let Err(e) = self.store.save_notify_memory(&s.name, mem).await {
+                        tracing::error!(server = %s.name, error = %e, "cannot persist notification state");
+                    }
+                }
+                let Some(d) = decision else { return };
+                let told = mem.told.clone();
+                let summary = summary(d.kind, &s.name, &told, &s.deficiencies);
+                tracing::info!(server = %s.name, kind = d.kind.as_str(), level = %told.level, state = told.state.as_str(), "notice");
+                self.notifier.enqueue(Notice {
+                    kind: d.kind,
+                    server: s.name.clone(),
+                    at,
+                    level: told.level,
+                    state: told.state,
+                    flapping: told.flapping,
+                    previous: d.previous,
+                    deficiencies: s.deficiencies,
+                    reason,
+                    clock: None,
+                    summary,
+                });
+            }
+        }
+    }
+}
+
+fn summary(kind: NoticeKind, server: &str, c: &Condition, deficiencies: &[Deficiency]) -> String {
+    let what: Vec<&str> = deficiencies.iter().map(|d| d.source.as_str()).collect();
+    let what = if what.is_empty() { String::new() } else { format!(": {}", what.join(", ")) };
+    match kind {
+        NoticeKind::Flapping => {
+            format!("{server} is flapping (changing state too often); now {}{what}", c.state.as_str())
+        }
+        NoticeKind::Settled => format!("{server} settled: {} at level {}{what}", c.state.as_str(), c.level),
+        NoticeKind::Recovery => format!("{server} recovered: ok at level {}", c.level),
+        _ => format!("{server} is {} at level {}{what}", c.state.as_str(), c.level),
+    }
+}
+
+/// Everything a delivery needs to say in plain text (email body, alert description).
+pub fn describe(n: &Notice) -> String {
+    let mut out =
+        format!("{}\n\nServer:   {}\nKind:     {}\nAt:       {}\n", n.summary, n.server, n.kind.as_str(), n.at);
+    out += &format!(
+        "Now:      level {}, state {}{}\n",
+        n.level,
+        n.state.as_str(),
+        if n.flapping { ", flapping" } else { "" }
+    );
+    out += &format!("Before:   level {}, state {}\n", n.previous.level, n.previous.state.as_str());
+    if let Some(r) = &n.reason {
+        out += &format!("Why:      {r}\n");
+    }
+    for d in &n.deficiencies {
+        out += &format!("- {} ({}): {}\n", d.source, d.severity.as_str(), d.summary);
+    }
+    if let Some(c) = &n.clock {
+        out += &format!(
+            "Clock:    {} (offset {:.1} ms, correction {:.1} ms) {}\n",
+            c.outcome, c.offset_ms, c.correction_ms, c.detail
+        );
+    }
+    out
+}

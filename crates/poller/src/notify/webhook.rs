@@ -1,0 +1,70 @@
+//! The webhook channel: each notice POSTed as JSON (the [`Notice`] shape) to one URL.
+//!
+//! Rules it keeps: any 2xx answer is delivery; anything else (other status, no answer) is
+//! a failure the notifier retries; the receiver's answer body is read only to name the
+//! failure, and at most a few kB of it.
+
+use crate::config::NotifyConfig;
+use crate::notify::{DeliveryError, Notice};
+
+/// Most of a failing receiver's answer quoted in the error.
+const MAX_QUOTE: usize = 512;
+
+/// A webhook receiver.
+pub struct Webhook {
+    client: reqwest::Client,
+    url: String,
+    token: Option<rollcall_config::Secret>,
+}
+
+/// One HTTP client for a notification channel: no redirects, its own user agent.
+pub fn client(config: &NotifyConfig) -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("rollcall-poller/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(config.timeout)
+        .timeout(config.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
+/// Sends `body` as JSON; Ok on 2xx, else the status and the start of the answer.
+pub async fn post_json<T: serde::Serialize + ?Sized>(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&rollcall_config::Secret>,
+    body: &T,
+) -> Result<(), DeliveryError> {
+    let mut req = client.post(url).json(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t.expose());
+    }
+    let resp = req.send().await.map_err(|e| DeliveryError(format!("POST {url}: {}", innermost(&e))))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = resp.text().await.unwrap_or_default();
+    let quote: String = text.chars().take(MAX_QUOTE).collect();
+    Err(DeliveryError(format!("POST {url}: HTTP {status}: {}", quote.trim())))
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+impl Webhook {
+    pub fn new(config: &NotifyConfig) -> Webhook {
+        Webhook { client: client(config), url: config.url.clone(), token: config.token.clone() }
+    }
+
+    pub async fn deliver(&self, notice: &Notice) -> Result<(), DeliveryError> {
+        post_json(&self.client, &self.url, self.token.as_ref(), notice).await
+    }
+}

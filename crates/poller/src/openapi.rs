@@ -1,0 +1,89 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of every `/api/v1` route,
+//! generated at compile time by utoipa from the handlers' annotations and the response
+//! types' derives, so it cannot drift from the code (and `tests/openapi.rs` checks real
+//! answers against it).
+//!
+//! Rule it keeps: a type from another crate (the protocol's `Deficiency`) is described by a
+//! mirror here with the same serde shape; the response test is what keeps the two equal.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::OpenApi;
+
+/// The document's description of `rollcall_protocol::Deficiency`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Deficiency)]
+pub struct DeficiencyDoc {
+    /// `service:NAME`, `probe:NAME`, `host:...` or `poll:KIND`.
+    pub source: String,
+    pub severity: SeverityDoc,
+    pub summary: String,
+}
+
+/// The document's description of `rollcall_protocol::Severity`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Severity)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityDoc {
+    Warning,
+    Critical,
+}
+
+/// The poller's API, as documented.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Rollcall poller API",
+        description = "The fleet as the poller sees it (SPEC sections 5 and 8). Reads come from the \
+            poller's live state and its store, never from the attendants."
+    ),
+    paths(
+        crate::api::list,
+        crate::api::detail,
+        crate::api::history,
+        crate::api::poll,
+        crate::api::notifications,
+        crate::events::events,
+        document,
+    ),
+    components(schemas(
+        crate::model::ServerSummary,
+        crate::model::ServerState,
+        crate::api::ServerDetail,
+        crate::api::ApiError,
+        crate::model::History,
+        crate::model::PollRow,
+        crate::model::TransitionRow,
+        crate::model::ClockCorrectionRow,
+        crate::events::TransitionEvent,
+        crate::events::ClockEvent,
+        crate::events::LaggedEvent,
+        crate::notify::ChannelStatus,
+        crate::notify::Notice,
+        crate::notify::Condition,
+        crate::notify::NoticeKind,
+        DeficiencyDoc,
+        SeverityDoc,
+    )),
+    tags(
+        (name = "servers", description = "The fleet: state, latest compilation, history, poll on request"),
+        (name = "live", description = "Server-sent events"),
+        (name = "notifications", description = "Notification channels"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, built once.
+pub fn spec() -> &'static utoipa::openapi::OpenApi {
+    static DOC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOC.get_or_init(ApiDoc::openapi)
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This OpenAPI document", content_type = "application/json", body = Object)))]
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(spec().clone())
+}
