@@ -74,8 +74,8 @@ pub fn decide(correction_us: i64, max_step: Duration, steps_last_hour: usize, nt
 
 /// Checks and applies clock orders for one attendant.
 pub struct ClockKeeper {
-    key: std::sync::RwLock<Option<VerifyingKey>>,
-    max_step: Duration,
+    /// The poller's key and `max_clock_step`: both follow config reloads.
+    settings: std::sync::RwLock<(Option<VerifyingKey>, Duration)>,
     system: Option<Box<dyn SystemClock>>,
     nonces: Mutex<HashMap<String, Instant>>,
     steps: Mutex<VecDeque<Instant>>,
@@ -85,19 +85,18 @@ impl ClockKeeper {
     /// `system` is the OS clock for `clock = "system"`, `None` for the virtual clock.
     pub fn new(key: Option<VerifyingKey>, max_step: Duration, system: Option<Box<dyn SystemClock>>) -> ClockKeeper {
         ClockKeeper {
-            key: std::sync::RwLock::new(key),
-            max_step,
+            settings: std::sync::RwLock::new((key, max_step)),
             system,
             nonces: Mutex::new(HashMap::new()),
             steps: Mutex::new(VecDeque::new()),
         }
     }
 
-    /// Installs a new poller key (config reloaded).
-    pub fn set_key(&self, key: Option<VerifyingKey>) {
-        match self.key.write() {
-            Ok(mut k) => *k = key,
-            Err(p) => *p.into_inner() = key,
+    /// Installs a new poller key and step limit (config reloaded).
+    pub fn reconfigure(&self, key: Option<VerifyingKey>, max_step: Duration) {
+        match self.settings.write() {
+            Ok(mut k) => *k = (key, max_step),
+            Err(p) => *p.into_inner() = (key, max_step),
         }
     }
 
@@ -140,7 +139,7 @@ impl ClockKeeper {
         let reject = |status: u16, correction_ms: f64, reason: String| {
             (status, ClockReply { outcome: Outcome::Rejected, method: None, correction_ms, reason })
         };
-        let key = match self.key.read() {
+        let (key, max_step) = match self.settings.read() {
             Ok(k) => *k,
             Err(p) => *p.into_inner(),
         };
@@ -194,7 +193,7 @@ impl ClockKeeper {
         let ntp = self.system.as_ref().is_some_and(|s| s.ntp_synchronized());
         let refuse =
             |reason: String| (200, ClockReply { outcome: Outcome::Refused, method: None, correction_ms, reason });
-        let decision = decide(order.correction_us, self.max_step, steps.len(), ntp);
+        let decision = decide(order.correction_us, max_step, steps.len(), ntp);
         let method = match decision {
             Decision::Refuse(reason) => return refuse(reason),
             Decision::Slew => "slew",

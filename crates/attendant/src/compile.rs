@@ -62,7 +62,7 @@ impl Attendant {
 
     /// Installs a new config; the next compilation uses it.
     pub fn replace_config(&self, new: AttendantConfig) {
-        self.clock_keeper.set_key(public_key(&new));
+        self.clock_keeper.reconfigure(public_key(&new), new.max_clock_step.get());
         match self.config.write() {
             Ok(mut c) => *c = Arc::new(new),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(new),

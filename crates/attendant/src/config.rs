@@ -16,7 +16,6 @@ pub use crate::clock::ClockMode;
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Raw {
     name: Option<String>,
     listen: Option<String>,
@@ -36,14 +35,12 @@ struct Raw {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawHost {
     disk_warning_percent: Option<f64>,
     disk_critical_percent: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawService {
     name: String,
     check: String,

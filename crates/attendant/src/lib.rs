@@ -11,7 +11,6 @@ pub mod clock_keeper;
 pub mod compile;
 pub mod config;
 pub mod host;
-mod listener;
 pub mod probe_board;
 pub mod probes;
 pub mod server;
@@ -28,11 +27,23 @@ pub use config::AttendantConfig;
 /// Runs an attendant from its config file until `stop` is cancelled; SIGHUP reloads the
 /// file (an invalid new file is logged and the running config kept).
 pub async fn run(config_path: PathBuf, stop: CancellationToken) -> anyhow::Result<()> {
+    // Before anything else: until a handler exists, SIGHUP's default action kills us.
+    let hup = hangup_signal();
     let config = AttendantConfig::load(&config_path)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    run_on(config_path, config, listener, stop).await
+    run_on_with(config_path, config, listener, hup, stop).await
+}
+
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is disabled");
+            None
+        }
+    }
 }
 
 /// Like [`run`], on a listener the caller bound (tests and the demo bind port 0).
@@ -42,10 +53,20 @@ pub async fn run_on(
     listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_on_with(config_path, config, listener, hangup_signal(), stop).await
+}
+
+async fn run_on_with(
+    config_path: PathBuf,
+    config: AttendantConfig,
+    listener: tokio::net::TcpListener,
+    hup: Option<tokio::signal::unix::Signal>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let name = config.name.clone();
     let attendant = start(config, stop.clone());
     tracing::info!(server = %name, listen = %listener.local_addr()?, "attendant started");
-    let reload = tokio::spawn(reload_on_sighup(config_path, attendant.clone(), stop.clone()));
+    let reload = tokio::spawn(reload_on_sighup(config_path, attendant.clone(), hup, stop.clone()));
     server::serve(listener, attendant, stop).await?;
     reload.abort();
     tracing::info!(server = %name, "attendant stopped");
@@ -61,11 +82,13 @@ pub fn start(config: AttendantConfig, stop: CancellationToken) -> Arc<Attendant>
     attendant
 }
 
-async fn reload_on_sighup(path: PathBuf, attendant: Arc<Attendant>, stop: CancellationToken) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; config reload is disabled");
-        return;
-    };
+async fn reload_on_sighup(
+    path: PathBuf,
+    attendant: Arc<Attendant>,
+    hup: Option<tokio::signal::unix::Signal>,
+    stop: CancellationToken,
+) {
+    let Some(mut hup) = hup else { return };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

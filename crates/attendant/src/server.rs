@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::compile::Attendant;
 use crate::config::Auth;
-use crate::listener::CappedListener;
 use rollcall_protocol::clock_order::SignedOrder;
 
 /// Connections held at once; a poller needs one, a few more leave room for operators.
@@ -38,9 +37,8 @@ pub async fn serve(
     attendant: Arc<Attendant>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(CappedListener::new(listener, MAX_CONNECTIONS), router(attendant))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let limits = rollcall_netserve::Limits { max_connections: MAX_CONNECTIONS, ..Default::default() };
+    rollcall_netserve::serve(listener, router(attendant), limits, stop).await
 }
 
 /// The Bearer check both routes share; `Some(response)` when refused.

@@ -62,6 +62,8 @@ pub struct Located {
     text: String,
     doc: Option<toml_edit::ImDocument<String>>,
     dir: PathBuf,
+    /// Keys the file has that the config does not know, as `table[i].key` paths.
+    unknown: Vec<String>,
 }
 
 impl fmt::Debug for Located {
@@ -73,13 +75,16 @@ impl fmt::Debug for Located {
 impl Located {
     /// Parses `text` (read from `file`) into `T`. Unknown keys fail here when `T` denies them.
     pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Located), ConfigError> {
-        let value: T = toml::from_str(text).map_err(|e| {
+        // Unknown keys are collected, not fatal at the first: `check-config` names them all.
+        let mut unknown = Vec::new();
+        let value: T = serde_ignored::deserialize(toml::Deserializer::new(text), |path| unknown.push(key_of(&path)))
+            .map_err(|e: toml::de::Error| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError::Parse { file: file.to_string(), line, column, message: e.message().trim().to_string() }
         })?;
         let doc = toml_edit::ImDocument::parse(text.to_string()).ok();
         let dir = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok((value, Located { file: file.to_string(), text: text.to_string(), doc, dir }))
+        Ok((value, Located { file: file.to_string(), text: text.to_string(), doc, dir, unknown }))
     }
 
     pub fn file(&self) -> &str {
@@ -125,9 +130,13 @@ impl Located {
         span.map(|s| line_col(&self.text, s.start).0)
     }
 
-    /// A collector for this file's validation problems.
+    /// A collector for this file's validation problems, holding its unknown keys already.
     pub fn problems(&self) -> Problems<'_> {
-        Problems { located: self, list: Vec::new() }
+        let mut p = Problems { located: self, list: Vec::new() };
+        for key in &self.unknown {
+            p.push(key.clone(), "unknown key (check its spelling and section)");
+        }
+        p
     }
 }
 
@@ -158,6 +167,20 @@ impl Problems<'_> {
     }
 }
 
+/// `server[2].name` from serde_ignored's path.
+fn key_of(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", key_of(parent)),
+        P::Map { parent, key } => match key_of(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_of(parent),
+    }
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -171,7 +194,6 @@ mod tests {
     use serde::Deserialize;
 
     #[derive(Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Cfg {
         name: String,
@@ -179,7 +201,6 @@ mod tests {
         server: Vec<Srv>,
     }
     #[derive(Deserialize, Debug)]
-    #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Srv {
         name: String,
@@ -189,11 +210,21 @@ mod tests {
     const TEXT: &str = "name = \"x\"\n\n[[server]]\nname = \"a\"\nport = 1\n\n[[server]]\nname = \"b\"\nport = 2\n";
 
     #[test]
-    fn unknown_key_is_named_with_its_line() {
-        let text = "name = \"x\"\n[[server]]\nname = \"a\"\nport = 1\nprot = 2\n";
-        let err = Located::parse::<Cfg>("p.toml", text).unwrap_err().to_string();
-        assert!(err.starts_with("p.toml:5:"), "{err}");
-        assert!(err.contains("unknown field `prot`"), "{err}");
+    fn every_unknown_key_is_named_with_its_line() {
+        let text = "name = \"x\"\nnmae = 1\n[[server]]\nname = \"a\"\nport = 1\nprot = 2\n[typo]\nx = 1\n";
+        let (_, loc) = Located::parse::<Cfg>("p.toml", text).unwrap();
+        let mut p = loc.problems();
+        p.push("name", "too short");
+        let err = p.finish().unwrap_err();
+        assert_eq!(
+            err.problems(),
+            [
+                "p.toml:1: name: too short",
+                "p.toml:2: nmae: unknown key (check its spelling and section)",
+                "p.toml:6: server[0].prot: unknown key (check its spelling and section)",
+                "p.toml:7: typo: unknown key (check its spelling and section)",
+            ]
+        );
     }
 
     #[test]

@@ -109,14 +109,12 @@ pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_secs(60);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawProbes {
     mailbox: Option<RawMailbox>,
     mail_loop: Option<RawMailLoop>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMailbox {
     server: Option<String>,
     #[serde(default)]
@@ -133,7 +131,6 @@ struct RawMailbox {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawMailLoop {
     smtp: Option<String>,
     #[serde(default)]
