@@ -1,0 +1,390 @@
+//! Shared helpers for the poller's end-to-end tests: a real fleet in this process (real
+//! attendants and the real poller on loopback, each attendant watching a tcp "service" the
+//! test stops and starts), and the real outside programs the tests talk to: Prometheus,
+//! Alertmanager, chromedriver with Chromium, each from its Debian package, started on free
+//! loopback ports with their own config and state in a temp dir, killed on drop.
+//!
+//! Rules: nothing system-wide is touched; a missing program fails the test naming the
+//! package to install, unless `ROLLCALL_SKIP_<WHAT>_TESTS=1` says to skip (and the test
+//! prints why); every wait is bounded and a failure shows the program's log.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any wait-until loop waits before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// True (after saying why) when `ROLLCALL_SKIP_{what}_TESTS=1` asks to skip.
+pub fn skip(what: &str, needs: &str) -> bool {
+    let var = format!("ROLLCALL_SKIP_{what}_TESTS");
+    if std::env::var(&var).is_ok_and(|v| v == "1") {
+        eprintln!("{var}=1: skipping a test that needs {needs}");
+        return true;
+    }
+    false
+}
+
+/// Fails the test with the package to install when `path` is missing.
+pub fn require(path: &str, package: &str, skip_var: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the Debian package {package} (scripts/install-test-deps does, as root), \
+         or set ROLLCALL_SKIP_{skip_var}_TESTS=1 to skip these tests"
+    );
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Polls `f` every 100 ms until it answers `Some`, or fails the test saying what it waited for.
+pub async fn wait_for<T, Fut: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> Fut) -> T {
+    wait_for_within(what, DEADLINE, &mut f).await
+}
+
+pub async fn wait_for_within<T, Fut: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    deadline: Duration,
+    f: &mut impl FnMut() -> Fut,
+) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "gave up after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A tcp "service" an attendant checks: accepting while started, refused while stopped.
+pub struct Service {
+    pub port: u16,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Service {
+    pub async fn start_new() -> Service {
+        let mut s = Service { port: free_port(), task: None };
+        s.start().await;
+        s
+    }
+
+    pub async fn start(&mut self) {
+        if self.task.is_some() {
+            return;
+        }
+        let l = TcpListener::bind(("127.0.0.1", self.port)).await.expect("rebind service port");
+        self.task = Some(tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                drop(sock);
+            }
+        }));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Attendants (in this process, virtual clocks, insecure on loopback), one per name, each
+/// watching its own tcp service named `smtp`.
+pub struct Attendants {
+    pub addresses: Vec<(String, String)>,
+    pub services: HashMap<String, Service>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Attendants {
+    pub async fn start(dir: &Path, names: &[&str]) -> Attendants {
+        let stop = CancellationToken::new();
+        let mut addresses = Vec::new();
+        let mut services = HashMap::new();
+        let mut tasks = Vec::new();
+        for name in names {
+            let svc = Service::start_new().await;
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind attendant");
+            let addr = listener.local_addr().expect("local_addr");
+            let path = dir.join(format!("attendant-{name}.toml"));
+            fs::write(
+                &path,
+                format!(
+                    "name = \"{name}\"\nlisten = \"{addr}\"\ninsecure = true\nclock = \"virtual\"\n\n\
+                     [[service]]\nname = \"smtp\"\ncheck = \"tcp\"\naddress = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n",
+                    svc.port
+                ),
+            )
+            .expect("write attendant config");
+            let config = rollcall_attendant::AttendantConfig::load(&path).expect("attendant config");
+            tasks.push(tokio::spawn(rollcall_attendant::run_on(path, config, listener, stop.clone())));
+            addresses.push((name.to_string(), format!("http://{addr}")));
+            services.insert(name.to_string(), svc);
+        }
+        Attendants { addresses, services, stop, tasks }
+    }
+
+    pub fn service(&mut self, name: &str) -> &mut Service {
+        self.services.get_mut(name).expect("no such service")
+    }
+
+    /// The `[[server]]` tables for a poller watching these attendants.
+    pub fn server_tables(&self) -> String {
+        self.addresses.iter().map(|(n, a)| format!("\n[[server]]\nname = \"{n}\"\naddress = \"{a}\"\n")).collect()
+    }
+}
+
+impl Drop for Attendants {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The real poller in this process, on its own port, with its database in `dir`.
+pub struct Poller {
+    pub base: String,
+    stop: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Short levels so tests see movement within seconds: normal every 3 s, critical every 1 s.
+pub const LEVELS: &str = "timeout = \"800ms\"\nrecover_after = 1\n\n[[level]]\nname = \"normal\"\ninterval = \"3s\"\n\n[[level]]\nname = \"critical\"\ninterval = \"1s\"\n";
+
+impl Poller {
+    /// Starts a poller from `extra` (top-level keys and tables) plus the fleet's servers.
+    pub async fn start(dir: &Path, att: &Attendants, top: &str, tables: &str) -> Poller {
+        let path = dir.join("poller.toml");
+        let text = format!(
+            "database = \"sqlite://{}\"\n{top}\n{LEVELS}\n{}\n{tables}",
+            dir.join("rollcall.db").display(),
+            att.server_tables()
+        );
+        fs::write(&path, text).expect("write poller config");
+        let config = rollcall_poller::PollerConfig::load(&path).unwrap_or_else(|e| panic!("poller config: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind poller");
+        let base = format!("http://{}", listener.local_addr().expect("local_addr"));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(rollcall_poller::run(config, listener, stop.clone()));
+        let p = Poller { base, stop, task: Some(task) };
+        let url = format!("{}/api/v1/servers", p.base);
+        wait_for("the poller's API", || async { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()) })
+            .await;
+        p
+    }
+
+    /// Stops the poller cleanly (everything recorded is written) and waits for it.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            match tokio::time::timeout(Duration::from_secs(20), t).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => panic!("poller failed: {e:#}"),
+                Ok(Err(e)) => panic!("poller task failed: {e}"),
+                Err(_) => panic!("poller did not stop within 20 s"),
+            }
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("{}{path}", self.base);
+        let r = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(r.status().is_success(), "GET {url}: {}", r.status());
+        r.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    }
+
+    pub async fn server(&self, name: &str) -> serde_json::Value {
+        self.get(&format!("/api/v1/servers/{name}")).await
+    }
+
+    /// Waits until `name`'s summary satisfies `ok`.
+    pub async fn wait_server(
+        &self,
+        name: &str,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for(&format!("{name}: {what}"), || async {
+            let s = self.server(name).await;
+            ok(&s).then_some(s)
+        })
+        .await
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+/// An outside program in its own process group, killed (group and all) on drop.
+pub struct Daemon {
+    pub name: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Daemon {
+        let out = fs::File::create(log).expect("create log");
+        let err = out.try_clone().expect("clone log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Daemon { name: name.to_string(), log: log.to_path_buf(), child }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `url` answers 2xx; fails with the log if the program exits or never does.
+    pub async fn wait_http(&mut self, url: &str) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Ok(r) = reqwest::get(url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("{} exited ({st}) before answering {url}:\n{}", self.name, self.log_text());
+            }
+            assert!(
+                Instant::now() < end,
+                "{} did not answer {url} within {DEADLINE:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child's process group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Prometheus (Debian `prometheus`) scraping `target` (host:port) every second.
+pub async fn prometheus(dir: &Path, target: &str) -> (Daemon, String) {
+    require("/usr/bin/prometheus", "prometheus", "PROMETHEUS");
+    let port = free_port();
+    let cfg = dir.join("prometheus.yml");
+    fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: rollcall\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .expect("write prometheus.yml");
+    let mut d = Daemon::spawn(
+        "prometheus",
+        Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+        &dir.join("prometheus.log"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    d.wait_http(&format!("{base}/-/ready")).await;
+    (d, base)
+}
+
+/// Alertmanager (Debian `prometheus-alertmanager`) with a receiver that sends nowhere.
+pub async fn alertmanager(dir: &Path) -> (Daemon, String) {
+    require("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager", "ALERTMANAGER");
+    let port = free_port();
+    let cfg = dir.join("alertmanager.yml");
+    fs::write(
+        &cfg,
+        "route:\n  receiver: nowhere\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: nowhere\n",
+    )
+    .expect("write alertmanager.yml");
+    let mut d = Daemon::spawn(
+        "alertmanager",
+        Command::new("/usr/bin/prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("alertmanager-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address="),
+        &dir.join("alertmanager.log"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    d.wait_http(&format!("{base}/-/ready")).await;
+    (d, base)
+}
+
+/// chromedriver (Debian `chromium-driver`) ready to drive headless Chromium.
+pub async fn chromedriver(dir: &Path) -> (Daemon, String) {
+    require("/usr/bin/chromium", "chromium", "BROWSER");
+    require("/usr/bin/chromedriver", "chromium-driver", "BROWSER");
+    let port = free_port();
+    let mut d = Daemon::spawn(
+        "chromedriver",
+        Command::new("/usr/bin/chromedriver").arg(format!("--port={port}")).arg("--allowed-ips=127.0.0.1"),
+        &dir.join("chromedriver.log"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    d.wait_http(&format!("{base}/status")).await;
+    (d, base)
+}
+
+/// A webdriver session in headless Chromium with a fresh profile; `width` x `height`.
+pub async fn browser(driver: &str, profile: &Path, width: u32, height: u32) -> fantoccini::Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", profile.display()),
+                format!("--window-size={width},{height}"),
+            ]
+        }),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .unwrap_or_else(|e| panic!("cannot open a Chromium session through chromedriver: {e}"))
+}
