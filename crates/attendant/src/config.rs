@@ -42,7 +42,10 @@ struct RawHost {
 
 #[derive(Debug, Deserialize)]
 struct RawService {
+    // Missing keys are validation problems (named with the rest), not parse errors.
+    #[serde(default)]
     name: String,
+    #[serde(default)]
     check: String,
     timeout: Option<Duration>,
     unit: Option<String>,
@@ -261,7 +264,12 @@ impl AttendantConfig {
                 p.push(at("timeout"), "must be longer than 0");
             }
             let Some((_, allowed)) = KEYS.iter().find(|(k, _)| *k == s.check) else {
-                if NOT_YET.contains(&s.check.as_str()) {
+                if s.check.is_empty() {
+                    p.push(
+                        format!("service[{i}]"),
+                        "missing: check = \"tcp\" (or process, command, systemd, imap, smtp, ldap)",
+                    );
+                } else if NOT_YET.contains(&s.check.as_str()) {
                     p.push(
                         at("check"),
                         format!(

@@ -94,6 +94,10 @@ pub(crate) async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name):
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
+    // The compilation must belong to the poll the summary shows: write queued polls first.
+    if let Err(e) = api.fleet.writer().flush().await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
     let summary = api.fleet.summary(server);
     let compilation = match api.store.compilation(&name).await {
         Ok(c) => c.and_then(|text| serde_json::from_str(&text).ok()),

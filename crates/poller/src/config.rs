@@ -16,7 +16,6 @@ use serde::Deserialize;
 use crate::levels::{Level, Rule, Rules};
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Raw {
     listen: Option<String>,
     database: Option<String>,
@@ -40,7 +39,6 @@ struct Raw {
 
 /// One `[[notify]]` table: every kind's keys, checked against its `kind` in validation.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawNotify {
     kind: String,
     name: Option<String>,
@@ -61,24 +59,27 @@ struct RawNotify {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawLevel {
+    // Missing keys are validation problems (named with the rest), not parse errors.
+    #[serde(default)]
     name: String,
-    interval: Duration,
+    interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRule {
+    #[serde(default)]
     source: String,
     severity: Option<Severity>,
+    #[serde(default)]
     level: String,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawServer {
+    #[serde(default)]
     name: String,
+    #[serde(default)]
     address: String,
     token_file: Option<PathBuf>,
 }
@@ -245,7 +246,7 @@ impl PollerConfig {
                 Level::new("critical", std::time::Duration::from_secs(2 * 60)),
             ]
         } else {
-            raw.levels.iter().map(|l| Level::new(&l.name, l.interval.get())).collect()
+            raw.levels.iter().map(|l| Level::new(&l.name, l.interval.unwrap_or_default().get())).collect()
         };
         let mut seen = std::collections::HashSet::new();
         for (i, l) in levels.iter().enumerate() {
@@ -257,7 +258,9 @@ impl PollerConfig {
             } else if !seen.insert(l.name.clone()) {
                 p.push(format!("level[{i}].name"), format!("duplicate level name {:?}", l.name));
             }
-            if l.interval.is_zero() {
+            if raw.levels[i].interval.is_none() {
+                p.push(format!("level[{i}]"), "missing: interval = \"15m\"");
+            } else if l.interval.is_zero() {
                 p.push(format!("level[{i}].interval"), "must be longer than 0");
             } else if timeout.get() >= l.interval {
                 p.push(
@@ -273,6 +276,7 @@ impl PollerConfig {
         for (i, r) in raw.rules.iter().enumerate() {
             match levels.iter().position(|l| l.name == r.level) {
                 Some(level) => rules.push(Rule { source: r.source.clone(), severity: r.severity, level }),
+                None if r.level.is_empty() => p.push(format!("rule[{i}]"), "missing: level = \"NAME\""),
                 None => p.push(
                     format!("rule[{i}].level"),
                     format!(
@@ -296,7 +300,9 @@ impl PollerConfig {
             } else if !names.insert(s.name.clone()) {
                 p.push(at("name"), format!("duplicate server name {:?}", s.name));
             }
-            if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
+            if s.address.is_empty() {
+                p.push(at("address"), "missing: address = \"http://HOST:7460\"");
+            } else if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
                 || reqwest::Url::parse(&s.address).is_err()
             {
                 p.push(at("address"), format!("{:?} is not an http:// or https:// URL", s.address));

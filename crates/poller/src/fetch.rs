@@ -101,7 +101,7 @@ impl HttpFetcher {
             req = req.bearer_auth(t.expose());
         }
         let sent_at = Utc::now();
-        let mut resp = req.send().await.map_err(|e| classify(&e, &url))?;
+        let mut resp = req.send().await.map_err(|e| classify(&e, &url, self.timeout))?;
         let status = resp.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(PollError::Auth(format!("attendant refused our credentials (HTTP {status})")));
@@ -113,7 +113,7 @@ impl HttpFetcher {
             return Err(PollError::Oversized(self.max_reply_bytes));
         }
         let mut body = BytesMut::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url, self.timeout))? {
             if (body.len() + chunk.len()) as u64 > self.max_reply_bytes {
                 return Err(PollError::Oversized(self.max_reply_bytes));
             }
@@ -144,10 +144,10 @@ impl Fetch for HttpFetcher {
             if let Some(t) = &server.token {
                 req = req.bearer_auth(t.expose());
             }
-            let mut resp = req.send().await.map_err(|e| classify(&e, &url))?;
+            let mut resp = req.send().await.map_err(|e| classify(&e, &url, self.timeout))?;
             let status = resp.status();
             let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url))? {
+            while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url, self.timeout))? {
                 if body.len() + chunk.len() > MAX_ORDER_REPLY {
                     return Err(PollError::Oversized(MAX_ORDER_REPLY as u64));
                 }
@@ -171,7 +171,7 @@ impl Fetch for HttpFetcher {
 }
 
 /// Maps a transport error to its kind, with the innermost cause as the message.
-fn classify(e: &reqwest::Error, url: &str) -> PollError {
+fn classify(e: &reqwest::Error, url: &str, timeout: Duration) -> PollError {
     let mut chain = Vec::new();
     let mut refused = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -184,7 +184,7 @@ fn classify(e: &reqwest::Error, url: &str) -> PollError {
     }
     let cause = chain.last().cloned().unwrap_or_default();
     if e.is_timeout() {
-        return PollError::Timeout(Duration::ZERO);
+        return PollError::Timeout(timeout);
     }
     if refused {
         return PollError::Refused(format!("connection refused by {url}"));

@@ -47,6 +47,9 @@ struct Status {
     rtt_ms: Option<f64>,
     /// A correction was applied; the next poll checks that it took.
     clock_pending: bool,
+    /// After a refused or failed order, no new one before this (the attendant would only
+    /// refuse again, once per poll).
+    clock_quiet_until: Option<DateTime<Utc>>,
 }
 
 /// One server: its config and live state.
@@ -142,6 +145,7 @@ impl<F: Fetch> Fleet<F> {
                         clock_offset_ms: row.clock_offset_ms,
                         rtt_ms: row.rtt_ms,
                         clock_pending: false,
+                        clock_quiet_until: None,
                     }
                 }
                 None => Status {
@@ -154,6 +158,7 @@ impl<F: Fetch> Fleet<F> {
                     clock_offset_ms: None,
                     rtt_ms: None,
                     clock_pending: false,
+                    clock_quiet_until: None,
                 },
             };
             by_name.insert(config.name.clone(), servers.len());
@@ -366,6 +371,9 @@ impl<F: Fetch> Fleet<F> {
             tracing::debug!(server = %name, offset_ms = e.offset_ms, "clock beyond max_clock_skew; no signing_key_file, so no correction");
             return rows;
         };
+        if server.status().clock_quiet_until.is_some_and(|t| at < t) {
+            return rows;
+        }
         let correction_us = -(e.offset_ms * 1000.0).round() as i64;
         let order =
             ClockOrder { server: attendant.to_string(), correction_us, poller_time: Utc::now(), nonce: self.nonce() };
@@ -374,14 +382,19 @@ impl<F: Fetch> Fleet<F> {
         let (outcome, detail) = match self.fetcher.order_clock(&server.config, &signed).await {
             Ok(reply) => {
                 if reply.outcome == Outcome::Applied {
-                    server.update(|s| s.clock_pending = true);
+                    server.update(|s| {
+                        s.clock_pending = true;
+                        s.clock_quiet_until = None;
+                    });
                     tracing::info!(server = %name, offset_ms = e.offset_ms, correction_ms, "clock corrected");
                 } else {
+                    server.update(|s| s.clock_quiet_until = Some(at + ORDER_BACKOFF));
                     tracing::warn!(server = %name, offset_ms = e.offset_ms, outcome = reply.outcome.as_str(), reason = %reply.reason, "clock order not applied");
                 }
                 (reply.outcome.as_str().to_string(), reply.reason)
             }
             Err(err) => {
+                server.update(|s| s.clock_quiet_until = Some(at + ORDER_BACKOFF));
                 tracing::warn!(server = %name, error = %err, "clock order failed");
                 ("failed".to_string(), err.to_string())
             }
@@ -399,7 +412,10 @@ impl<F: Fetch> Fleet<F> {
     }
 
     /// Polls `server` now on request and lets its loop pick its next slot again.
+    /// An operator's request also lifts the clock-order back-off: they may have just
+    /// fixed what made the attendant refuse.
     pub async fn poll_now(&self, server: &Server) -> ServerSummary {
+        server.update(|s| s.clock_quiet_until = None);
         let summary = self.poll(server).await;
         server.reschedule.notify_one();
         summary
@@ -430,6 +446,9 @@ impl<F: Fetch> Fleet<F> {
         }
     }
 }
+
+/// How long after a refused or failed clock order the poller waits before ordering again.
+pub const ORDER_BACKOFF: chrono::Duration = chrono::Duration::minutes(30);
 
 /// The deficiency a failed poll stands for: `poll:KIND`, always critical.
 pub fn poll_deficiency(e: &PollError) -> Deficiency {

@@ -89,10 +89,9 @@ pub async fn run(
         .merge(dashboard::router(api))
         .merge(metrics::router(Arc::new(metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) })));
     let shutdown = stop.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("API server failed")?;
+    // Dashboards hold an event stream each, so the cap is higher than the attendant's.
+    let limits = rollcall_netserve::Limits { max_connections: 1024, ..Default::default() };
+    rollcall_netserve::serve(listener, app, limits, shutdown).await.context("API server failed")?;
     tracker.close();
     tracker.wait().await;
     writer.flush().await.ok();

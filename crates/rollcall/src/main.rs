@@ -115,14 +115,17 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Attendant { config } => {
-            rollcall_attendant::run(config, stop_on_signal()).await?;
+            let stop = stop_on_signal();
+            rollcall_attendant::run(config, stop).await?;
         }
         Command::Poller { config } => {
+            let stop = stop_on_signal();
+            ignore_hangup("poller");
             let cfg = rollcall_poller::PollerConfig::load(&config)?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-            rollcall_poller::run(cfg, listener, stop_on_signal()).await?;
+            rollcall_poller::run(cfg, listener, stop).await?;
         }
         Command::Status { poller, json } => status::run(&poller, json).await?,
         Command::Query { address, token_file, json, timeout } => {
@@ -130,31 +133,58 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keygen { out, force } => keygen::run(&out, force)?,
         Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),
-        Command::Demo { listen, state_dir } => demo::run(listen, state_dir, stop_on_signal()).await?,
+        Command::Demo { listen, state_dir } => {
+            let stop = stop_on_signal();
+            ignore_hangup("demo");
+            demo::run(listen, state_dir, stop).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM, for a clean stop.
+/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM, for a clean stop. The handlers are
+/// installed before this returns: a signal arriving during start-up must not take the
+/// default action (killing the process without writing its state).
 fn stop_on_signal() -> CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
     let stop = CancellationToken::new();
+    let streams: Vec<_> = [SignalKind::interrupt(), SignalKind::terminate()]
+        .into_iter()
+        .filter_map(|kind| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for a stop signal");
+                None
+            }
+        })
+        .collect();
     let s = stop.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                s.cancel();
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        let waits = streams.into_iter().map(|mut st| Box::pin(async move { st.recv().await }));
+        first_of(waits).await;
         tracing::info!("stopping");
         s.cancel();
     });
     stop
+}
+
+/// Waits for the first of several signal streams.
+async fn first_of<F: std::future::Future + Unpin>(futs: impl Iterator<Item = F>) {
+    let futs: Vec<F> = futs.collect();
+    if futs.is_empty() {
+        return std::future::pending().await;
+    }
+    let _ = futures::future::select_all(futs).await;
+}
+
+/// The poller has no config reload yet; an operator's `kill -HUP` (or logrotate's) must
+/// not kill it, so SIGHUP is caught and answered with a log line.
+fn ignore_hangup(what: &'static str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::warn!("SIGHUP ignored: the {what} does not reload its config yet; restart it to apply changes");
+        }
+    });
 }

@@ -119,7 +119,9 @@ timeout = \"0s\"
 
 #[test]
 fn unknown_keys_are_errors_with_their_line_and_all_are_named() {
-    let p = problems(&format!("{MINIMAL}\n[[service]]\nname = \"a\"\ncheck = \"tcp\"\nadress = \"x:1\"\ntimout = \"1s\"\n"));
+    let p = problems(&format!(
+        "{MINIMAL}\n[[service]]\nname = \"a\"\ncheck = \"tcp\"\nadress = \"x:1\"\ntimout = \"1s\"\n"
+    ));
     assert_eq!(
         p,
         [
@@ -249,5 +251,21 @@ max_latency = \"20s\"
     let p = problems(&format!("{MINIMAL}[probe.mail_loop]\nsmtp = \"127.0.0.1:25\"\nfrom = \"a@b\"\nto = \"a@b\"\n"));
     assert!(p[0].contains("probe.mail_loop: needs [probe.mailbox]"), "{p:?}");
     let p = problems(&format!("{MINIMAL}[probe.mailbox]\nsever = \"x:1\"\n"));
-    assert!(p.contains(&"attendant.toml:5: probe.mailbox.sever: unknown key (check its spelling and section)".to_string()), "{p:?}");
+    assert!(
+        p.contains(&"attendant.toml:5: probe.mailbox.sever: unknown key (check its spelling and section)".to_string()),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn missing_required_keys_are_named_with_the_other_problems() {
+    let p = problems(&format!("{MINIMAL}[[service]]\nname = \"a\"\nadress = \"x:1\"\n[[service]]\ncheck = \"tcp\"\naddress = \"h:1\"\n"));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:4: service[0]: missing: check = \"tcp\" (or process, command, systemd, imap, smtp, ldap)",
+            "attendant.toml:6: service[0].adress: unknown key (check its spelling and section)",
+            "attendant.toml:7: service[1].name: must not be empty",
+        ]
+    );
 }

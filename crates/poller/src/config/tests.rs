@@ -101,7 +101,7 @@ address = "ftp://b"
 #[test]
 fn unknown_keys_and_bad_values_name_their_line() {
     let err = parse("[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntokenfile = \"x\"\n").unwrap_err().to_string();
-    assert!(err.starts_with("poller.toml:4:") && err.contains("unknown field `tokenfile`"), "{err}");
+    assert_eq!(err, "poller.toml:4: server[0].tokenfile: unknown key (check its spelling and section)");
     let err = parse("[[level]]\nname = \"normal\"\ninterval = 900\n").unwrap_err().to_string();
     assert!(err.starts_with("poller.toml:3:"), "{err}");
     let err = parse("[[rule]]\nsource = \"*\"\nseverity = \"fatal\"\nlevel = \"normal\"\n").unwrap_err().to_string();
@@ -203,5 +203,19 @@ security = "ssl"
         ]
     );
     let err = parse("[[notify]]\nkind = \"webhook\"\nurl = \"http://x\"\nuri = \"y\"\n").unwrap_err().to_string();
-    assert!(err.starts_with("poller.toml:4:") && err.contains("unknown field `uri`"), "{err}");
+    assert_eq!(err, "poller.toml:4: notify[0].uri: unknown key (check its spelling and section)");
+}
+
+#[test]
+fn missing_required_keys_are_named_with_the_other_problems() {
+    let p = problems("[[level]]\nname = \"normal\"\n[[rule]]\nsource = \"*\"\n[[server]]\nname = \"a\"\nadress = \"http://a:1\"\n");
+    assert_eq!(
+        p,
+        [
+            "poller.toml:1: level[0]: missing: interval = \"15m\"",
+            "poller.toml:3: rule[0]: missing: level = \"NAME\"",
+            "poller.toml:5: server[0].address: missing: address = \"http://HOST:7460\"",
+            "poller.toml:7: server[0].adress: unknown key (check its spelling and section)",
+        ]
+    );
 }

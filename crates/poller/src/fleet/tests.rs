@@ -4,10 +4,10 @@ use super::*;
 use crate::fetch::Fetched;
 use crate::levels::Level;
 use crate::store::Store;
+use rollcall_protocol::clock_order::{ClockOrder, ClockReply};
 use rollcall_protocol::{AttendantInfo, Compilation, HostUsage, TimeReport};
 use std::collections::HashMap;
 use std::time::Duration;
-use rollcall_protocol::clock_order::{ClockOrder, ClockReply};
 use tokio::time::Instant;
 
 fn test_key() -> ed25519_dalek::SigningKey {
@@ -30,6 +30,8 @@ struct Script {
     /// The scripted attendants' clock error, in ms; a clock order applied moves it.
     offset_ms: Arc<Mutex<f64>>,
     orders: Arc<Mutex<Vec<SignedOrder>>>,
+    /// The scripted attendants refuse clock orders.
+    refuse: Arc<Mutex<bool>>,
 }
 
 impl Script {
@@ -76,9 +78,18 @@ impl Fetch for Script {
     async fn order_clock(&self, _server: &ServerConfig, order: &SignedOrder) -> Result<ClockReply, PollError> {
         self.orders.lock().unwrap().push(order.clone());
         let o: ClockOrder = serde_json::from_str(&order.order).unwrap();
+        if *self.refuse.lock().unwrap() {
+            let reason = "exceeds max_clock_step".to_string();
+            return Ok(ClockReply { outcome: Outcome::Refused, method: None, correction_ms: 0.0, reason });
+        }
         *self.offset_ms.lock().unwrap() += o.correction_us as f64 / 1000.0;
         let correction_ms = o.correction_us as f64 / 1000.0;
-        Ok(ClockReply { outcome: Outcome::Applied, method: Some("step".into()), correction_ms, reason: "stepped".into() })
+        Ok(ClockReply {
+            outcome: Outcome::Applied,
+            method: Some("step".into()),
+            correction_ms,
+            reason: "stepped".into(),
+        })
     }
 }
 
@@ -340,5 +351,17 @@ async fn skew_within_max_clock_skew_is_left_alone() {
     tokio::time::sleep(Duration::from_secs(130)).await;
     assert!(r.script.orders.lock().unwrap().is_empty());
     assert!((r.fleet.summary(r.fleet.get("s").unwrap()).clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_order_is_not_repeated_at_every_poll() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    *r.script.offset_ms.lock().unwrap() = 45_000.0;
+    *r.script.refuse.lock().unwrap() = true;
+    tokio::time::sleep(Duration::from_secs(61 + 10 * 60)).await;
+    assert_eq!(r.script.orders.lock().unwrap().len(), 1, "one order, then quiet for ORDER_BACKOFF");
+    tokio::time::sleep(Duration::from_secs(30 * 60)).await;
+    assert_eq!(r.script.orders.lock().unwrap().len(), 2, "tried again after the back-off");
     r.stop.cancel();
 }
