@@ -15,7 +15,10 @@ pub fn run(out: &Path, force: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let key_path = out.join("poller.key");
     if key_path.exists() && !force {
-        anyhow::bail!("{} exists; pass --force to replace it (every attendant then needs the new public key)", key_path.display());
+        anyhow::bail!(
+            "{} exists; pass --force to replace it (every attendant then needs the new public key)",
+            key_path.display()
+        );
     }
     let seed = random_seed()?;
     let (text, public) = signing_key_text(seed);
@@ -40,7 +43,9 @@ pub fn run(out: &Path, force: bool) -> anyhow::Result<()> {
 /// 32 random bytes from the kernel.
 pub fn random_seed() -> anyhow::Result<[u8; 32]> {
     let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut seed)).context("cannot read /dev/urandom")?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut seed))
+        .context("cannot read /dev/urandom")?;
     Ok(seed)
 }
 
