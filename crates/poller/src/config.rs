@@ -40,6 +40,7 @@ struct Raw {
 /// One `[[notify]]` table: every kind's keys, checked against its `kind` in validation.
 #[derive(Debug, Deserialize)]
 struct RawNotify {
+    #[serde(default)]
     kind: String,
     name: Option<String>,
     timeout: Option<Duration>,
@@ -382,6 +383,10 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
             "webhook" => NotifyKind::Webhook,
             "email" => NotifyKind::Email,
             "alertmanager" => NotifyKind::Alertmanager,
+            "" => {
+                p.push(format!("notify[{i}]"), "missing: kind = \"webhook\" (or email, alertmanager)");
+                continue;
+            }
             other => {
                 p.push(at("kind"), format!("unknown kind {other:?} (webhook | email | alertmanager)"));
                 continue;

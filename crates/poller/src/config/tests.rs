@@ -208,7 +208,9 @@ security = "ssl"
 
 #[test]
 fn missing_required_keys_are_named_with_the_other_problems() {
-    let p = problems("[[level]]\nname = \"normal\"\n[[rule]]\nsource = \"*\"\n[[server]]\nname = \"a\"\nadress = \"http://a:1\"\n");
+    let p = problems(
+        "[[level]]\nname = \"normal\"\n[[rule]]\nsource = \"*\"\n[[server]]\nname = \"a\"\nadress = \"http://a:1\"\n",
+    );
     assert_eq!(
         p,
         [
@@ -218,4 +220,10 @@ fn missing_required_keys_are_named_with_the_other_problems() {
             "poller.toml:7: server[0].adress: unknown key (check its spelling and section)",
         ]
     );
+}
+
+#[test]
+fn a_notify_channel_without_kind_is_named() {
+    let p = problems("[[notify]]\nurl = \"http://x\"\n");
+    assert_eq!(p, ["poller.toml:1: notify[0]: missing: kind = \"webhook\" (or email, alertmanager)"]);
 }
