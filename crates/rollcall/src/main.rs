@@ -8,6 +8,7 @@ mod demo;
 mod keygen;
 mod query;
 mod render;
+mod simulate;
 mod status;
 
 use std::net::SocketAddr;
@@ -75,6 +76,8 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Serve N virtual attendants from this one process (benchmarks, fleet-scale trials).
+    Simulate(simulate::Args),
     /// Run a poller and attendants on loopback with virtual clocks, until Ctrl-C.
     Demo {
         /// Where the poller's API listens.
@@ -133,6 +136,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keygen { out, force } => keygen::run(&out, force)?,
         Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),
+        Command::Simulate(args) => simulate::run(args, stop_on_signal()).await?,
         Command::Demo { listen, state_dir } => {
             let stop = stop_on_signal();
             ignore_hangup("demo");
