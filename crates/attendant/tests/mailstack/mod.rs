@@ -10,12 +10,10 @@
 #![allow(dead_code)] // each test uses its own part of the stack
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Uid and gid the mail store runs as (`nobody`/`nogroup`): never root.
 const MAIL_UID: u32 = 65534;
@@ -40,18 +38,10 @@ pub fn skip() -> bool {
 
 /// Fails the test with the package to install when `path` is missing.
 fn require(path: &str, package: &str) {
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: install the Debian package {package} (scripts/install-test-deps does, as root), \
-         or set ROLLCALL_SKIP_MAIL_TESTS=1 to skip the mail tests"
-    );
+    rollcall_testkit::require(path, package, "ROLLCALL_SKIP_MAIL_TESTS");
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
+pub use rollcall_testkit::free_port;
 
 fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -68,76 +58,7 @@ fn uid_of(user: &str) -> u32 {
         .unwrap_or_else(|| panic!("no system user {user:?} (its package creates it)"))
 }
 
-/// A daemon in its own process group, killed (group and all) on drop.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Daemon {
-        let out = fs::File::create(log).expect("create log");
-        let err = out.try_clone().expect("clone log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Daemon { name, child, log: log.to_path_buf() }
-    }
-
-    /// Waits until `port` accepts connections; panics with the log if it never does.
-    fn wait_for(&mut self, port: u16, logs: &[&Path]) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}) before listening on {port}:\n{}", self.name, read_logs(&self.log, logs));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{} did not listen on {port} within 15 s:\n{}", self.name, read_logs(&self.log, logs));
-    }
-
-    fn stop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: kill(2) on our own child's process group; no memory is involved.
-        unsafe {
-            libc::kill(-pgid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // SAFETY: as above; whatever is left of the group is killed for good.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn read_logs(main: &Path, more: &[&Path]) -> String {
-    std::iter::once(main)
-        .chain(more.iter().copied())
-        .map(|p| format!("--- {}\n{}", p.display(), fs::read_to_string(p).unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use rollcall_testkit::Daemon;
 
 /// Dovecot serving IMAP (and LMTP for the MTA) for one user with a Maildir in `dir`.
 pub struct Dovecot {

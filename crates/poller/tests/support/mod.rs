@@ -12,9 +12,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -36,18 +35,10 @@ pub fn skip(what: &str, needs: &str) -> bool {
 
 /// Fails the test with the package to install when `path` is missing.
 pub fn require(path: &str, package: &str, skip_var: &str) {
-    assert!(
-        Path::new(path).exists(),
-        "{path} is missing: install the Debian package {package} (scripts/install-test-deps does, as root), \
-         or set ROLLCALL_SKIP_{skip_var}_TESTS=1 to skip these tests"
-    );
+    rollcall_testkit::require(path, package, &format!("ROLLCALL_SKIP_{skip_var}_TESTS"));
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
+pub use rollcall_testkit::free_port;
 
 /// Polls `f` every 100 ms until it answers `Some`, or fails the test saying what it waited for.
 pub async fn wait_for<T, Fut: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> Fut) -> T {
@@ -243,64 +234,7 @@ impl Drop for Poller {
     }
 }
 
-/// An outside program in its own process group, killed (group and all) on drop.
-pub struct Daemon {
-    pub name: String,
-    pub log: PathBuf,
-    child: Child,
-}
-
-impl Daemon {
-    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Daemon {
-        let out = fs::File::create(log).expect("create log");
-        let err = out.try_clone().expect("clone log");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Daemon { name: name.to_string(), log: log.to_path_buf(), child }
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `url` answers 2xx; fails with the log if the program exits or never does.
-    pub async fn wait_http(&mut self, url: &str) {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            if let Ok(r) = reqwest::get(url).await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("{} exited ({st}) before answering {url}:\n{}", self.name, self.log_text());
-            }
-            assert!(
-                Instant::now() < end,
-                "{} did not answer {url} within {DEADLINE:?}:\n{}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as i32;
-        // SAFETY: kill(2) on our own child's process group; no memory is involved.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
+pub use rollcall_testkit::Daemon;
 
 /// Prometheus (Debian `prometheus`) scraping `target` (host:port) every second.
 pub async fn prometheus(dir: &Path, target: &str) -> (Daemon, String) {

@@ -8,7 +8,6 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::fs::File;
-use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,11 +29,7 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rollcall")
 }
 
-/// A loopback port that was free a moment ago (bind port 0, read it, release it).
-pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
-}
+pub use rollcall_testkit::free_port;
 
 /// Writes `text` to `dir/name` and answers the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

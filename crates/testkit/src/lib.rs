@@ -1,0 +1,131 @@
+//! Test support shared by every crate's tests: outside programs (Dovecot, Postfix, slapd,
+//! Prometheus, Alertmanager, chromedriver...) started for real, on loopback, and stopped.
+//!
+//! Rules it keeps: each program runs in its own process group, so stopping it stops its
+//! children too; a program is always stopped when its [`Daemon`] is dropped, even when
+//! the test panics; a program that exits or never listens fails the test with its log.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a program gets to start listening.
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Fails the test naming the Debian package to install when `path` is missing.
+pub fn require(path: &str, package: &str, skip_var: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the Debian package {package} (scripts/install-test-deps does, as root), \
+         or set {skip_var}=1 to skip these tests"
+    );
+}
+
+/// An outside program in its own process group, stopped (group and all) on drop.
+pub struct Daemon {
+    pub name: String,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Daemon {
+    /// Starts `cmd` with stdout and stderr in `log`.
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Daemon {
+        let out = fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Daemon { name: name.to_string(), log: log.to_path_buf(), child }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The program's log followed by `more` logs it writes elsewhere.
+    pub fn logs_with(&self, more: &[&Path]) -> String {
+        std::iter::once(self.log.as_path())
+            .chain(more.iter().copied())
+            .map(|p| format!("--- {}\n{}", p.display(), fs::read_to_string(p).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Waits until `port` on loopback accepts connections.
+    pub fn wait_for(&mut self, port: u16, more_logs: &[&Path]) {
+        let deadline = Instant::now() + START_DEADLINE;
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}) before listening on {port}:\n{}", self.name, self.logs_with(more_logs));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} did not listen on {port} within {START_DEADLINE:?}:\n{}", self.name, self.logs_with(more_logs));
+    }
+
+    /// Waits until `url` answers 2xx.
+    pub async fn wait_http(&mut self, url: &str) {
+        let end = Instant::now() + START_DEADLINE;
+        loop {
+            if let Ok(r) = reqwest::get(url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("{} exited ({st}) before answering {url}:\n{}", self.name, self.log_text());
+            }
+            assert!(
+                Instant::now() < end,
+                "{} did not answer {url} within {START_DEADLINE:?}:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM to the group, up to 5 s to exit, then SIGKILL to whatever is left.
+    pub fn stop(&mut self) {
+        let pgid = self.child.id() as i32;
+        // SAFETY: kill(2) on our own child's process group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
