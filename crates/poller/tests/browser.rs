@@ -2,7 +2,8 @@
 //! by fantoccini over WebDriver): the fleet view lists the servers; a stopped service turns
 //! its row critical without a reload; the server page shows the compilation; "Poll now"
 //! polls. Screenshots of both pages (and the fleet on a phone-sized window) are saved to
-//! `docs/screenshots/`.
+//! `target/screenshots/` on every run, and to `docs/screenshots/` (the README's) only with
+//! ROLLCALL_UPDATE_SCREENSHOTS=1, so a test run leaves the work tree clean.
 //!
 //! Set ROLLCALL_SKIP_BROWSER_TESTS=1 to skip where Chromium cannot run.
 
@@ -14,8 +15,13 @@ use fantoccini::{Client, Locator};
 use support::{Attendants, Poller};
 
 fn screenshots() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
-    std::fs::create_dir_all(&d).expect("create docs/screenshots");
+    let folder = if std::env::var("ROLLCALL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        "../../docs/screenshots"
+    } else {
+        "../../target/screenshots"
+    };
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(folder);
+    std::fs::create_dir_all(&d).expect("create the screenshots folder");
     d
 }
 
