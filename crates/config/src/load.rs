@@ -79,9 +79,9 @@ impl Located {
         let mut unknown = Vec::new();
         let value: T = serde_ignored::deserialize(toml::Deserializer::new(text), |path| unknown.push(key_of(&path)))
             .map_err(|e: toml::de::Error| {
-            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            ConfigError::Parse { file: file.to_string(), line, column, message: e.message().trim().to_string() }
-        })?;
+                let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+                ConfigError::Parse { file: file.to_string(), line, column, message: e.message().trim().to_string() }
+            })?;
         let doc = toml_edit::ImDocument::parse(text.to_string()).ok();
         let dir = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
         Ok((value, Located { file: file.to_string(), text: text.to_string(), doc, dir, unknown }))

@@ -108,7 +108,8 @@ mod tests {
 
     #[tokio::test]
     async fn half_sent_requests_cannot_hold_every_slot() {
-        let limits = Limits { max_connections: 4, header_read_timeout: Duration::from_millis(500), ..Limits::default() };
+        let limits =
+            Limits { max_connections: 4, header_read_timeout: Duration::from_millis(500), ..Limits::default() };
         let (addr, stop, _t) = start(limits).await;
         let mut stuck = Vec::new();
         for _ in 0..4 {

@@ -259,7 +259,9 @@ max_latency = \"20s\"
 
 #[test]
 fn missing_required_keys_are_named_with_the_other_problems() {
-    let p = problems(&format!("{MINIMAL}[[service]]\nname = \"a\"\nadress = \"x:1\"\n[[service]]\ncheck = \"tcp\"\naddress = \"h:1\"\n"));
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\nadress = \"x:1\"\n[[service]]\ncheck = \"tcp\"\naddress = \"h:1\"\n"
+    ));
     assert_eq!(
         p,
         [
