@@ -63,6 +63,9 @@ struct RawService {
     bind_dn: Option<String>,
     base: Option<String>,
     filter: Option<String>,
+    url: Option<String>,
+    expect_status: Option<u16>,
+    body: Option<String>,
 }
 
 /// How the attendant knows a query comes from its poller.
@@ -137,6 +140,13 @@ pub enum Check {
         base: String,
         filter: String,
     },
+    /// A GET of `url`: the status (exactly `expect_status`, else any 2xx/3xx) and, when
+    /// given, a string the body must contain.
+    Http {
+        url: String,
+        expect_status: Option<u16>,
+        body: Option<String>,
+    },
 }
 
 impl Check {
@@ -150,6 +160,7 @@ impl Check {
             Check::Imap { .. } => "imap",
             Check::Smtp { .. } => "smtp",
             Check::Ldap { .. } => "ldap",
+            Check::Http { .. } => "http",
         }
     }
 }
@@ -163,13 +174,14 @@ const KEYS: &[(&str, &[&str])] = &[
     ("imap", MAIL_KEYS),
     ("smtp", MAIL_KEYS),
     ("ldap", &["address", "security", "ca_file", "bind_dn", "password_file", "password_command", "base", "filter"]),
+    ("http", &["url", "expect_status", "body"]),
 ];
+
+/// Every check kind, for error messages.
+const AVAILABLE: &str = "tcp, process, command, systemd, imap, smtp, ldap, http";
 
 const MAIL_KEYS: &[&str] =
     &["address", "security", "ca_file", "user", "password_file", "password_command", "oauth2_token_command"];
-
-/// Kinds the SPEC names that this build does not run yet; named so the error is honest.
-const NOT_YET: &[&str] = &["http"];
 
 impl AttendantConfig {
     /// Reads and validates `path`.
@@ -265,26 +277,9 @@ impl AttendantConfig {
             }
             let Some((_, allowed)) = KEYS.iter().find(|(k, _)| *k == s.check) else {
                 if s.check.is_empty() {
-                    p.push(
-                        format!("service[{i}]"),
-                        "missing: check = \"tcp\" (or process, command, systemd, imap, smtp, ldap)",
-                    );
-                } else if NOT_YET.contains(&s.check.as_str()) {
-                    p.push(
-                        at("check"),
-                        format!(
-                            "check = {:?} is not available in this version (available: tcp, process, command, systemd, imap, smtp, ldap)",
-                            s.check
-                        ),
-                    );
+                    p.push(format!("service[{i}]"), format!("missing: check = \"KIND\" (one of: {AVAILABLE})"));
                 } else {
-                    p.push(
-                        at("check"),
-                        format!(
-                            "unknown check {:?} (expected one of: tcp, process, command, systemd, imap, smtp, ldap)",
-                            s.check
-                        ),
-                    );
+                    p.push(at("check"), format!("unknown check {:?} (expected one of: {AVAILABLE})", s.check));
                 }
                 continue;
             };
@@ -298,6 +293,9 @@ impl AttendantConfig {
                 ("security", s.security.is_some()),
                 ("ca_file", s.ca_file.is_some()),
                 ("user", s.user.is_some()),
+                ("url", s.url.is_some()),
+                ("expect_status", s.expect_status.is_some()),
+                ("body", s.body.is_some()),
                 ("password_file", s.password_file.is_some()),
                 ("password_command", s.password_command.is_some()),
                 ("oauth2_token_command", s.oauth2_token_command.is_some()),
@@ -367,6 +365,22 @@ impl AttendantConfig {
                     &mut p,
                     &at,
                 ),
+                "http" => match &s.url {
+                    Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => {
+                        if s.expect_status.is_some_and(|c| !(100..=599).contains(&c)) {
+                            p.push(at("expect_status"), "must be an HTTP status code (100 to 599)");
+                        }
+                        Some(Check::Http { url: u.clone(), expect_status: s.expect_status, body: s.body.clone() })
+                    }
+                    Some(u) => {
+                        p.push(at("url"), format!("{u:?} is not an http:// or https:// URL"));
+                        None
+                    }
+                    None => {
+                        p.push(at("url"), "missing: check = \"http\" needs url = \"http://HOST/PATH\"");
+                        None
+                    }
+                },
                 _ => match &s.unit {
                     Some(u) if !u.is_empty() => Some(Check::Systemd { unit: u.clone() }),
                     _ => {

@@ -5,6 +5,7 @@
 //! fails the compilation, it reports `unknown` or `critical` with a message saying why.
 
 mod command;
+mod http;
 mod imap;
 mod ldap;
 mod perfdata;
@@ -68,6 +69,7 @@ async fn run_check(service: &Service) -> Outcome {
         Check::Process(m) => process::check(m).await,
         Check::Command { argv } => command::check(argv, service.timeout.get()).await,
         Check::Systemd { unit } => systemd::check(unit).await,
+        Check::Http { url, expect_status, body } => http::check(url, *expect_status, body.as_deref()).await,
         Check::Imap { endpoint, login } => imap::check(endpoint, login.as_ref(), service.timeout.get()).await,
         Check::Smtp { endpoint, login } => smtp::check(endpoint, login.as_ref(), service.timeout.get()).await,
         Check::Ldap { endpoint, bind, base, filter } => {

@@ -109,7 +109,7 @@ timeout = \"0s\"
             "attendant.toml:10: service[1].address: missing: check = \"tcp\" needs address = \"HOST:PORT\"",
             "attendant.toml:11: service[1].name: duplicate service name \"a\"",
             "attendant.toml:13: service[1].unit: not a key of check = \"tcp\" (its keys: address, expect)",
-            "attendant.toml:17: service[2].check: unknown check \"carrier-pigeon\" (expected one of: tcp, process, command, systemd, imap, smtp, ldap)",
+            "attendant.toml:17: service[2].check: unknown check \"carrier-pigeon\" (expected one of: tcp, process, command, systemd, imap, smtp, ldap, http)",
             "attendant.toml:22: service[3].command: missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]",
             "attendant.toml:23: service[3].timeout: must be longer than 0",
         ]
@@ -150,9 +150,23 @@ fn virtual_clock_offsets_may_be_negative() {
 }
 
 #[test]
-fn spec_checks_not_yet_built_are_named_honestly() {
-    let p = problems(&format!("{MINIMAL}[[service]]\nname = \"dir\"\ncheck = \"http\"\n"));
-    assert!(p[0].contains("check = \"http\" is not available in this version"), "{p:?}");
+fn http_checks_need_a_url_and_a_real_status_code() {
+    let c = parse(&format!(
+        "{MINIMAL}[[service]]\nname = \"web\"\ncheck = \"http\"\nurl = \"https://example.org/health\"\nexpect_status = 204\nbody = \"ok\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.services[0].check.kind(), "http");
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\ncheck = \"http\"\n[[service]]\nname = \"b\"\ncheck = \"http\"\nurl = \"ftp://x\"\n[[service]]\nname = \"c\"\ncheck = \"http\"\nurl = \"http://x/\"\nexpect_status = 42\n"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:4: service[0].url: missing: check = \"http\" needs url = \"http://HOST/PATH\"",
+            "attendant.toml:10: service[1].url: \"ftp://x\" is not an http:// or https:// URL",
+            "attendant.toml:15: service[2].expect_status: must be an HTTP status code (100 to 599)",
+        ]
+    );
 }
 
 #[test]
@@ -265,7 +279,7 @@ fn missing_required_keys_are_named_with_the_other_problems() {
     assert_eq!(
         p,
         [
-            "attendant.toml:4: service[0]: missing: check = \"tcp\" (or process, command, systemd, imap, smtp, ldap)",
+            "attendant.toml:4: service[0]: missing: check = \"KIND\" (one of: tcp, process, command, systemd, imap, smtp, ldap, http)",
             "attendant.toml:6: service[0].adress: unknown key (check its spelling and section)",
             "attendant.toml:7: service[1].name: must not be empty",
         ]
