@@ -120,16 +120,16 @@ command = ["/bin/sh", "-c", "df -P / | awk 'NR==2 { u=$5+0; s=(u>=95)?2:(u>=90)?
 listen = "{poller_addr}"
 database = "sqlite://rollcall.db"
 signing_key_file = "poller.key"   # clock orders: db-01 starts 45 s ahead and is corrected
-timeout = "5s"
+timeout = "3s"
 recover_after = 2
 
 [[level]]
 name = "normal"
-interval = "60s"
+interval = "20s"
 
 [[level]]
 name = "critical"
-interval = "10s"
+interval = "5s"
 {servers}"#
         ),
     )?;
