@@ -35,6 +35,16 @@ struct Raw {
     flap_window: Option<Duration>,
     #[serde(default, rename = "notify")]
     notify: Vec<RawNotify>,
+    retention: Option<RawRetention>,
+}
+
+/// `[retention]`: how long history is kept (defaults in [`crate::store::Retention`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    polls: Option<Duration>,
+    compilations: Option<Duration>,
+    transitions: Option<Duration>,
 }
 
 /// One `[[notify]]` table: every kind's keys, checked against its `kind` in validation.
@@ -102,6 +112,8 @@ pub struct PollerConfig {
     pub notify: Vec<NotifyConfig>,
     /// Flap damping for every notification.
     pub damping: crate::notify::Damping,
+    /// How long history is kept (`[retention]`).
+    pub retention: crate::store::Retention,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -355,8 +367,25 @@ impl PollerConfig {
                 }
             }
         });
+        let mut retention = crate::store::Retention::default();
+        if let Some(r) = &raw.retention {
+            for (key, value, slot) in [
+                ("retention.polls", r.polls, &mut retention.polls),
+                ("retention.compilations", r.compilations, &mut retention.compilations),
+                ("retention.transitions", r.transitions, &mut retention.transitions),
+            ] {
+                match value {
+                    Some(d) if d.get() < std::time::Duration::from_secs(3600) => {
+                        p.push(key, format!("{d} is too short to be history (at least 1h)"))
+                    }
+                    Some(d) => *slot = d.get(),
+                    None => {}
+                }
+            }
+        }
         p.finish()?;
         Ok(PollerConfig {
+            retention,
             listen,
             database: resolve_sqlite(&database, &loc),
             timeout,

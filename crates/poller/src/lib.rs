@@ -43,7 +43,15 @@ pub async fn run(
     let store = store::Store::open(&config.database).await?;
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
-    let fetcher = fetch::HttpFetcher::new(config.timeout.get(), config.max_reply_bytes)
+    let keep_alive = fetch::keep_alive_fits(config.servers.len(), None);
+    if !keep_alive {
+        tracing::warn!(
+            servers = config.servers.len(),
+            "the open-file limit leaves no room for one idle connection per server: each poll connects anew \
+             (raise LimitNOFILE / ulimit -n to keep connections alive)"
+        );
+    }
+    let fetcher = fetch::HttpFetcher::with_keep_alive(config.timeout.get(), config.max_reply_bytes, keep_alive)
         .context("cannot build the HTTP client")?;
     let fleet = Arc::new(fleet::Fleet::new(
         config.servers.clone(),
@@ -72,6 +80,7 @@ pub async fn run(
     )
     .await?;
     fleet.start(&stop, &tracker);
+    store::spawn_pruner(store.clone(), config.retention, stop.clone(), &tracker);
     tracing::info!(
         listen = %listener.local_addr()?,
         servers = config.servers.len(),

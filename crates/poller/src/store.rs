@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::model::{ClockCorrectionRow, History, PollRecord, PollRow, ServerRow, ServerState, TransitionRow};
 
+pub mod growth;
+pub use growth::{spawn_pruner, Retention};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {url}: {source}")]
@@ -41,6 +44,9 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Each server's latest stored compilation substance hash (see [`growth`]), loaded
+    /// from the history on the first write; only the writer task uses it.
+    hashes: std::sync::Arc<tokio::sync::Mutex<Option<std::collections::HashMap<String, i64>>>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -69,7 +75,7 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
-        Ok(Store { pool })
+        Ok(Store { pool, hashes: Default::default() })
     }
 
     /// Every server the store knows, as last written.
@@ -175,54 +181,95 @@ impl Store {
         Ok(History { polls, transitions, clock_corrections })
     }
 
-    /// Writes a batch of poll results in one transaction.
+    /// Writes a batch of poll results in one transaction, many rows to a statement; a
+    /// compilation joins the history only when its substance changed (see [`growth`]).
     pub async fn write(&self, batch: &[PollRecord]) -> Result<(), StoreError> {
+        let mut hashes = self.hashes.lock().await;
+        if hashes.is_none() {
+            *hashes = Some(growth::load_hashes(&self.pool).await?);
+        }
+        let known = hashes.get_or_insert_with(Default::default);
+        // Which compilations are new in substance, judged in batch order.
+        let mut fresh: Vec<(usize, i64)> = Vec::new();
+        let mut seen: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for (i, rec) in batch.iter().enumerate() {
+            let Some(raw) = &rec.compilation else { continue };
+            let name = rec.server.name.as_str();
+            let hash = growth::substance_hash(raw).unwrap_or(i64::MIN);
+            let before = seen.get(name).or_else(|| known.get(name)).copied();
+            if before != Some(hash) || hash == i64::MIN {
+                fresh.push((i, hash));
+            }
+            seen.insert(name, hash);
+        }
+        let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
         let mut tx = self.pool.begin().await?;
-        for rec in batch {
-            let s = &rec.server;
-            let defs = serde_json::to_string(&s.deficiencies).unwrap_or_else(|_| "[]".into());
-            let compilation = rec.compilation.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-            sqlx::query(
-                "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms, compilation)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
+        for (at, n) in growth::chunks(batch.len()) {
+            let sql = growth::values_sql(
+                "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms, compilation)",
+                11,
+                n,
+                "ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
                    calm_streak = excluded.calm_streak, state = excluded.state, deficiencies = excluded.deficiencies,
                    last_poll_at = excluded.last_poll_at, last_error = excluded.last_error,
                    clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms,
                    compilation = COALESCE(excluded.compilation, servers.compilation)",
-            )
-            .bind(&s.name)
-            .bind(&s.address)
-            .bind(&s.level)
-            .bind(i64::from(s.calm_streak))
-            .bind(s.state.as_str())
-            .bind(defs)
-            .bind(s.last_poll_at.map(ms))
-            .bind(&s.last_error)
-            .bind(s.clock_offset_ms)
-            .bind(s.rtt_ms)
-            .bind(compilation)
-            .execute(&mut *tx)
-            .await?;
-            let p = &rec.poll;
-            sqlx::query(
-                "INSERT INTO polls (server, at, state, level, rtt_ms, clock_offset_ms, error, deficiencies) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&s.name)
-            .bind(ms(p.at))
-            .bind(p.state.as_str())
-            .bind(&p.level)
-            .bind(p.rtt_ms)
-            .bind(p.clock_offset_ms)
-            .bind(&p.error)
-            .bind(i64::from(p.deficiencies))
-            .execute(&mut *tx)
-            .await?;
+            );
+            let mut q = sqlx::query(&sql);
+            for rec in &batch[at..at + n] {
+                let s = &rec.server;
+                let defs = serde_json::to_string(&s.deficiencies).unwrap_or_else(|_| "[]".into());
+                q = q
+                    .bind(&s.name)
+                    .bind(&s.address)
+                    .bind(&s.level)
+                    .bind(i64::from(s.calm_streak))
+                    .bind(s.state.as_str())
+                    .bind(defs)
+                    .bind(s.last_poll_at.map(ms))
+                    .bind(&s.last_error)
+                    .bind(s.clock_offset_ms)
+                    .bind(s.rtt_ms)
+                    .bind(rec.compilation.as_ref().map(text));
+            }
+            q.execute(&mut *tx).await?;
+            let sql = growth::values_sql(
+                "INSERT INTO polls (server, at, state, level, rtt_ms, clock_offset_ms, error, deficiencies)",
+                8,
+                n,
+                "",
+            );
+            let mut q = sqlx::query(&sql);
+            for rec in &batch[at..at + n] {
+                let p = &rec.poll;
+                q = q
+                    .bind(&rec.server.name)
+                    .bind(ms(p.at))
+                    .bind(p.state.as_str())
+                    .bind(&p.level)
+                    .bind(p.rtt_ms)
+                    .bind(p.clock_offset_ms)
+                    .bind(&p.error)
+                    .bind(i64::from(p.deficiencies));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for (at, n) in growth::chunks(fresh.len()) {
+            let sql = growth::values_sql("INSERT INTO compilations (server, at, hash, body)", 4, n, "");
+            let mut q = sqlx::query(&sql);
+            for &(i, hash) in &fresh[at..at + n] {
+                let rec = &batch[i];
+                q = q.bind(&rec.server.name).bind(ms(rec.poll.at)).bind(hash).bind(rec.compilation.as_ref().map(text));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for rec in batch {
+            let name = &rec.server.name;
             for c in &rec.clock_corrections {
                 sqlx::query(
                     "INSERT INTO clock_corrections (server, at, offset_ms, correction_ms, outcome, detail) VALUES (?, ?, ?, ?, ?, ?)",
                 )
-                .bind(&s.name)
+                .bind(name)
                 .bind(ms(c.at))
                 .bind(c.offset_ms)
                 .bind(c.correction_ms)
@@ -235,7 +282,7 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO transitions (server, at, from_level, to_level, reason) VALUES (?, ?, ?, ?, ?)",
                 )
-                .bind(&s.name)
+                .bind(name)
                 .bind(ms(t.at))
                 .bind(&t.from)
                 .bind(&t.to)
@@ -245,7 +292,25 @@ impl Store {
             }
         }
         tx.commit().await?;
+        for (name, hash) in seen {
+            known.insert(name.to_string(), hash);
+        }
         Ok(())
+    }
+
+    /// Compilations of `server` in the history (changes only), newest first: `(at, body)`.
+    pub async fn compilations(&self, server: &str, limit: u32) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
+        let rows = sqlx::query("SELECT at, body FROM compilations WHERE server = ? ORDER BY id DESC LIMIT ?")
+            .bind(server)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((from_ms(r.try_get("at")?), r.try_get("body")?))).collect()
+    }
+
+    /// Deletes history beyond `retention` now (the pruner does this hourly).
+    pub async fn prune(&self, retention: &Retention) -> Result<growth::Pruned, StoreError> {
+        growth::prune(&self.pool, retention, Utc::now()).await
     }
 
     /// What notifications last told about every server (see [`crate::notify::damping`]).
@@ -315,6 +380,8 @@ pub struct Writer {
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 2048;
+/// Longest a record waits for others to share its transaction (see [`Writer::start`]).
+const COMMIT_WINDOW: Duration = Duration::from_millis(50);
 /// Records queued before the scheduler has to wait (backpressure, never unbounded memory).
 const QUEUE: usize = 65_536;
 
@@ -327,15 +394,26 @@ impl Writer {
             let mut batch: Vec<PollRecord> = Vec::new();
             let mut waiters: Vec<oneshot::Sender<()>> = Vec::new();
             while let Some(first) = rx.recv().await {
+                // Gather for up to COMMIT_WINDOW after the first record: a transaction per
+                // poll would cost a commit (and a round trip to SQLite's thread) per poll.
+                // A flush ends the window at once, so readers never wait for it.
+                let deadline = tokio::time::Instant::now() + COMMIT_WINDOW;
                 let mut next = Some(first);
                 while let Some(msg) = next.take() {
                     match msg {
                         Msg::Record(r) => batch.push(*r),
                         Msg::Flush(w) => waiters.push(w),
                     }
-                    if batch.len() < MAX_BATCH {
-                        next = rx.try_recv().ok();
+                    if batch.len() >= MAX_BATCH || !waiters.is_empty() {
+                        break;
                     }
+                    next = match rx.try_recv() {
+                        Ok(m) => Some(m),
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten()
+                        }
+                    };
                 }
                 if !batch.is_empty() {
                     if let Err(e) = store.write(&batch).await {

@@ -227,3 +227,16 @@ fn a_notify_channel_without_kind_is_named() {
     let p = problems("[[notify]]\nurl = \"http://x\"\n");
     assert_eq!(p, ["poller.toml:1: notify[0]: missing: kind = \"webhook\" (or email, alertmanager)"]);
 }
+
+#[test]
+fn retention_has_defaults_and_refuses_nonsense() {
+    let c = parse("").unwrap();
+    assert_eq!(c.retention, crate::store::Retention::default());
+    assert_eq!(c.retention.polls, std::time::Duration::from_secs(30 * 86_400));
+    let c = parse("[retention]\npolls = \"7d\"\n").unwrap();
+    assert_eq!(c.retention.polls, std::time::Duration::from_secs(7 * 86_400));
+    assert_eq!(c.retention.compilations, crate::store::Retention::default().compilations);
+    let p = problems("[retention]\ncompilations = \"5m\"\n");
+    assert!(p.iter().any(|l| l.contains("retention.compilations") && l.contains("at least 1h")), "{p:?}");
+    assert!(!problems("[retention]\nforever = true\n").is_empty());
+}
