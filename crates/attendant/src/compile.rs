@@ -108,21 +108,12 @@ pub fn deficiencies(
     limits: &HostThresholds,
 ) -> Vec<Deficiency> {
     let mut out = Vec::new();
-    for s in services {
-        if let Some(severity) = s.status.severity() {
+    for r in services.iter().map(CheckResult::view).chain(probes.iter().map(ProbeResult::view)) {
+        if let Some(severity) = r.status.severity() {
             out.push(Deficiency {
-                source: format!("service:{}", s.name),
+                source: format!("{}:{}", r.section, r.name),
                 severity,
-                summary: format!("{} {}: {}", s.name, s.status, s.message),
-            });
-        }
-    }
-    for p in probes {
-        if let Some(severity) = p.status.severity() {
-            out.push(Deficiency {
-                source: format!("probe:{}", p.name),
-                severity,
-                summary: format!("{} {}: {}", p.name, p.status, p.message),
+                summary: format!("{} {}: {}", r.name, r.status, r.message),
             });
         }
     }

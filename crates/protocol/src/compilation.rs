@@ -125,6 +125,45 @@ pub struct ProbeResult {
     pub details: Map<String, Value>,
 }
 
+/// A service or a probe result, seen the same way by code that treats both alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResultView<'a> {
+    /// `service` or `probe`: the deficiency source prefix.
+    pub section: &'static str,
+    pub name: &'a str,
+    /// The check (services) or kind (probes).
+    pub kind: &'a str,
+    pub status: Status,
+    pub message: &'a str,
+    pub duration_ms: f64,
+}
+
+impl CheckResult {
+    pub fn view(&self) -> ResultView<'_> {
+        ResultView {
+            section: "service",
+            name: &self.name,
+            kind: &self.check,
+            status: self.status,
+            message: &self.message,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
+impl ProbeResult {
+    pub fn view(&self) -> ResultView<'_> {
+        ResultView {
+            section: "probe",
+            name: &self.name,
+            kind: &self.kind,
+            status: self.status,
+            message: &self.message,
+            duration_ms: self.duration_ms,
+        }
+    }
+}
+
 /// Host usage, always present and cheap (cached by the attendant).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostUsage {
@@ -215,7 +254,12 @@ impl Compilation {
 
     /// The worst status among services and probes, `ok` when there are none.
     pub fn worst_status(&self) -> Status {
-        self.services.iter().map(|s| s.status).chain(self.probes.iter().map(|p| p.status)).max().unwrap_or(Status::Ok)
+        self.results().map(|r| r.status).max().unwrap_or(Status::Ok)
+    }
+
+    /// Every service, then every probe.
+    pub fn results(&self) -> impl Iterator<Item = ResultView<'_>> {
+        self.services.iter().map(CheckResult::view).chain(self.probes.iter().map(ProbeResult::view))
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rollcall_config::SecretSource;
 use rollcall_poller::config::ServerConfig;
 use rollcall_poller::fetch::{Fetch, HttpFetcher};
-use rollcall_protocol::Compilation;
+use rollcall_protocol::{Compilation, ResultView};
 
 use crate::render::{bytes, human_secs, table};
 
@@ -73,36 +73,11 @@ pub fn render(c: &Compilation) -> String {
             format!("\n{title}:\n{}", table(&["STATUS", "NAME", "KIND", "TOOK", "MESSAGE"], &rows))
         }
     };
-    out += &section(
-        "services",
-        c.services
-            .iter()
-            .map(|s| {
-                vec![
-                    s.status.to_string(),
-                    s.name.clone(),
-                    s.check.clone(),
-                    format!("{:.1}ms", s.duration_ms),
-                    s.message.clone(),
-                ]
-            })
-            .collect(),
-    );
-    out += &section(
-        "probes",
-        c.probes
-            .iter()
-            .map(|p| {
-                vec![
-                    p.status.to_string(),
-                    p.name.clone(),
-                    p.kind.clone(),
-                    format!("{:.1}ms", p.duration_ms),
-                    p.message.clone(),
-                ]
-            })
-            .collect(),
-    );
+    let row = |r: ResultView| {
+        vec![r.status.to_string(), r.name.into(), r.kind.into(), format!("{:.1}ms", r.duration_ms), r.message.into()]
+    };
+    out += &section("services", c.services.iter().map(|s| row(s.view())).collect());
+    out += &section("probes", c.probes.iter().map(|p| row(p.view())).collect());
     if c.deficiencies.is_empty() {
         out += "\ndeficiencies: none\n";
     } else {
