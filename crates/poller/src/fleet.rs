@@ -441,7 +441,9 @@ impl<F: Fetch> Fleet<F> {
             self.stats.started_late(self.timebase.wall_now() - due);
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = self.poll(&server) => {}
+                // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an
+                // idle loop would otherwise carry it between polls, once per server.
+                _ = Box::pin(self.poll(&server)) => {}
             }
         }
     }
