@@ -3,7 +3,9 @@
 //! SQLite through sqlx (a file, nothing to install), with migrations embedded in the binary.
 //! Poll results reach the store through [`Writer`], which batches them into one transaction
 //! per burst: the scheduler never waits on disk, and thousands of polls a second cost a few
-//! commits. PostgreSQL will be a second implementation of the same methods.
+//! commits. History stays bounded ([`growth`]): compilations are kept when they change in
+//! substance, and polls, compilations and transitions older than `[retention]` are pruned.
+//! PostgreSQL will be a second implementation of the same methods.
 
 use std::str::FromStr;
 use std::time::Duration;
