@@ -40,7 +40,6 @@ struct Raw {
 
 /// `[retention]`: how long history is kept (defaults in [`crate::store::Retention`]).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRetention {
     polls: Option<Duration>,
     compilations: Option<Duration>,
