@@ -125,62 +125,60 @@ impl Store {
 
     /// Newest first, at most `limit` of each kind.
     pub async fn history(&self, server: &str, limit: u32) -> Result<History, StoreError> {
-        let polls = sqlx::query(
-            "SELECT at, state, level, rtt_ms, clock_offset_ms, error, deficiencies FROM polls WHERE server = ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(server)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(PollRow {
-                at: from_ms(r.try_get("at")?),
-                state: ServerState::parse(r.try_get::<&str, _>("state")?),
-                level: r.try_get("level")?,
-                rtt_ms: r.try_get("rtt_ms")?,
-                clock_offset_ms: r.try_get("clock_offset_ms")?,
-                error: r.try_get("error")?,
-                deficiencies: r.try_get::<i64, _>("deficiencies")?.max(0) as u32,
+        let polls = self
+            .newest(
+                "SELECT at, state, level, rtt_ms, clock_offset_ms, error, deficiencies FROM polls",
+                server,
+                limit,
+                |r| {
+                    Ok(PollRow {
+                        at: from_ms(r.try_get("at")?),
+                        state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                        level: r.try_get("level")?,
+                        rtt_ms: r.try_get("rtt_ms")?,
+                        clock_offset_ms: r.try_get("clock_offset_ms")?,
+                        error: r.try_get("error")?,
+                        deficiencies: r.try_get::<i64, _>("deficiencies")?.max(0) as u32,
+                    })
+                },
+            )
+            .await?;
+        let transitions = self
+            .newest("SELECT at, from_level, to_level, reason FROM transitions", server, limit, |r| {
+                Ok(TransitionRow {
+                    at: from_ms(r.try_get("at")?),
+                    from: r.try_get("from_level")?,
+                    to: r.try_get("to_level")?,
+                    reason: r.try_get("reason")?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let transitions = sqlx::query(
-            "SELECT at, from_level, to_level, reason FROM transitions WHERE server = ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(server)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(TransitionRow {
-                at: from_ms(r.try_get("at")?),
-                from: r.try_get("from_level")?,
-                to: r.try_get("to_level")?,
-                reason: r.try_get("reason")?,
+            .await?;
+        let clock_corrections = self
+            .newest("SELECT at, offset_ms, correction_ms, outcome, detail FROM clock_corrections", server, limit, |r| {
+                Ok(ClockCorrectionRow {
+                    at: from_ms(r.try_get("at")?),
+                    offset_ms: r.try_get("offset_ms")?,
+                    correction_ms: r.try_get("correction_ms")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
+                })
             })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let clock_corrections = sqlx::query(
-            "SELECT at, offset_ms, correction_ms, outcome, detail FROM clock_corrections WHERE server = ? ORDER BY id DESC LIMIT ?",
-        )
-        .bind(server)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(ClockCorrectionRow {
-                at: from_ms(r.try_get("at")?),
-                offset_ms: r.try_get("offset_ms")?,
-                correction_ms: r.try_get("correction_ms")?,
-                outcome: r.try_get("outcome")?,
-                detail: r.try_get("detail")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            .await?;
         Ok(History { polls, transitions, clock_corrections })
+    }
+
+    /// The newest `limit` rows of one server from a history table (`select` names the
+    /// columns and table; every history table has `server` and a growing `id`).
+    async fn newest<T>(
+        &self,
+        select: &str,
+        server: &str,
+        limit: u32,
+        row: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = format!("{select} WHERE server = ? ORDER BY id DESC LIMIT ?");
+        let rows = sqlx::query(&sql).bind(server).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(row).collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
 
     /// Writes a batch of poll results in one transaction, many rows to a statement; a
