@@ -19,7 +19,12 @@ pub struct ClockEstimate {
 impl ClockEstimate {
     pub fn from_stamps(t1: DateTime<Utc>, t2: DateTime<Utc>, t3: DateTime<Utc>, t4: DateTime<Utc>) -> ClockEstimate {
         let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
-        ClockEstimate { offset_ms: (ms(t2 - t1) + ms(t3 - t4)) / 2.0, delay_ms: (ms(t4 - t1) - ms(t3 - t2)).max(0.0) }
+        // The stamps have microseconds; rounding to them keeps binary noise out of the API.
+        let us = |v: f64| (v * 1000.0).round() / 1000.0;
+        ClockEstimate {
+            offset_ms: us((ms(t2 - t1) + ms(t3 - t4)) / 2.0),
+            delay_ms: us((ms(t4 - t1) - ms(t3 - t2)).max(0.0)),
+        }
     }
 
     /// The part of the offset that network asymmetry cannot explain: |θ| − δ/2.
