@@ -92,6 +92,37 @@ pub async fn serve(
     Ok(())
 }
 
+/// Raises this process' soft open-file limit to its hard limit, as Go programs such as
+/// Prometheus do at start: no privilege is needed, and every connection (polled, served,
+/// kept alive) is a file; distributions still start services with a soft limit of 1024.
+/// Answers the limit now in force.
+pub fn raise_open_file_limit() -> u64 {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return 1024;
+        }
+        if l.rlim_cur < l.rlim_max {
+            let want = libc::rlimit { rlim_cur: l.rlim_max, rlim_max: l.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                l = want;
+            }
+        }
+    }
+    l.rlim_cur
+}
+
+/// The soft open-file limit in force.
+pub fn open_file_limit() -> u64 {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return 1024;
+    }
+    l.rlim_cur
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +161,16 @@ mod tests {
             assert!(n.is_ok(), "a stuck connection stayed open");
         }
         stop.cancel();
+    }
+
+    #[test]
+    fn the_soft_file_limit_is_raised_to_the_hard_one() {
+        let raised = raise_open_file_limit();
+        let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct we pass.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+        assert_eq!((raised, l.rlim_cur), (l.rlim_max, l.rlim_max));
+        assert_eq!(open_file_limit(), raised);
     }
 
     #[tokio::test]

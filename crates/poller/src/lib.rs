@@ -43,7 +43,8 @@ pub async fn run(
     let store = store::Store::open(&config.database).await?;
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
-    let keep_alive = fetch::keep_alive_fits(config.servers.len(), None);
+    let files = rollcall_netserve::raise_open_file_limit();
+    let keep_alive = fetch::keep_alive_fits(config.servers.len(), files);
     if !keep_alive {
         tracing::warn!(
             servers = config.servers.len(),

@@ -94,33 +94,8 @@ impl Addressing {
     }
 }
 
-/// Raises this process' open-file limit to its hard limit (no privilege needed): each
-/// client connection is a file, and a 50,000-server run needs all there are.
-pub fn raise_fd_limit() -> u64 {
-    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
-            return 1024;
-        }
-        if l.rlim_cur < l.rlim_max {
-            let want = libc::rlimit { rlim_cur: l.rlim_max, rlim_max: l.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                l = want;
-            }
-        }
-    }
-    l.rlim_cur
-}
-
-fn fd_limit() -> u64 {
-    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: as above.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
-        return 1024;
-    }
-    l.rlim_cur
-}
+use rollcall_netserve::open_file_limit as fd_limit;
+pub use rollcall_netserve::raise_open_file_limit as raise_fd_limit;
 
 /// Why a request got no answer: hyper closes the connection on a service error.
 #[derive(Debug, thiserror::Error)]
