@@ -123,7 +123,9 @@ impl HttpFetcher {
         if resp.content_length().is_some_and(|n| n > self.max_reply_bytes) {
             return Err(PollError::Oversized(self.max_reply_bytes));
         }
-        let mut body = BytesMut::new();
+        // Sized from Content-Length (already checked against the bound): one allocation of the
+        // body's size instead of a doubling series whose slack the stored reply would keep.
+        let mut body = BytesMut::with_capacity(resp.content_length().unwrap_or(0) as usize);
         while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url, self.timeout))? {
             if (body.len() + chunk.len()) as u64 > self.max_reply_bytes {
                 return Err(PollError::Oversized(self.max_reply_bytes));
