@@ -14,6 +14,8 @@ use rollcall_protocol::{Compilation, DecodeError, COMPILATION_PATH};
 
 use crate::config::ServerConfig;
 
+mod plain;
+
 /// A compilation as received, with the poller's send (T1) and receive (T4) times.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -73,53 +75,72 @@ pub trait Fetch: Send + Sync + 'static {
 /// Largest clock-order reply read (a few hundred bytes in practice).
 const MAX_ORDER_REPLY: usize = 64 * 1024;
 
-/// The real fetcher: one shared HTTP client with keep-alive connections.
+/// The real fetcher: polls over `http://` with [`plain::PlainClient`] (one idle
+/// connection per server within a file budget), over `https://` and clock orders with
+/// reqwest.
 #[derive(Clone)]
 pub struct HttpFetcher {
     client: reqwest::Client,
+    plain: std::sync::Arc<plain::PlainClient>,
     timeout: Duration,
     max_reply_bytes: u64,
 }
 
 impl HttpFetcher {
+    /// Keeps idle connections within what the current open-file limit allows.
     pub fn new(timeout: Duration, max_reply_bytes: u64) -> Result<HttpFetcher, reqwest::Error> {
-        HttpFetcher::with_keep_alive(timeout, max_reply_bytes, true)
+        HttpFetcher::with_idle_budget(timeout, max_reply_bytes, idle_budget(rollcall_netserve::open_file_limit()))
     }
 
-    /// Like [`HttpFetcher::new`]; without `keep_alive` every poll opens its own connection.
-    /// An idle connection per server costs a file and ~25 kB (hyper's buffers): see
-    /// [`keep_alive_fits`] for when a fleet can afford it.
-    pub fn with_keep_alive(
+    /// Like [`HttpFetcher::new`], keeping at most `idle` connections open between polls;
+    /// servers beyond it connect at each poll. An idle plain connection costs a file and a
+    /// few hundred bytes.
+    pub fn with_idle_budget(
         timeout: Duration,
         max_reply_bytes: u64,
-        keep_alive: bool,
+        idle: usize,
     ) -> Result<HttpFetcher, reqwest::Error> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("rollcall-poller/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(timeout)
-            .pool_max_idle_per_host(usize::from(keep_alive))
+            .pool_max_idle_per_host(usize::from(idle > 0))
             .pool_idle_timeout(Duration::from_secs(20 * 60))
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(HttpFetcher { client, timeout, max_reply_bytes })
+        Ok(HttpFetcher { client, plain: std::sync::Arc::new(plain::PlainClient::new(idle)), timeout, max_reply_bytes })
     }
 
     async fn fetch_unbounded(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
+        let token = server.token.as_ref().map(|t| t.expose());
+        let (raw, sent_at, received_at) = if server.address.starts_with("http://") {
+            let reply = self.plain.get(&server.address, COMPILATION_PATH, token, self.max_reply_bytes).await?;
+            judge_status(reply.status)?;
+            (reply.body, reply.sent_at, reply.received_at)
+        } else {
+            self.fetch_tls(server, token).await?
+        };
+        let compilation = Compilation::from_slice(&raw).map_err(|e| match e {
+            DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
+            DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
+        })?;
+        Ok(Fetched { compilation, raw, sent_at, received_at })
+    }
+
+    /// A poll over `https://`, through reqwest (rustls).
+    async fn fetch_tls(
+        &self,
+        server: &ServerConfig,
+        token: Option<&str>,
+    ) -> Result<(Bytes, DateTime<Utc>, DateTime<Utc>), PollError> {
         let url = format!("{}{COMPILATION_PATH}", server.address);
         let mut req = self.client.get(&url);
-        if let Some(t) = &server.token {
-            req = req.bearer_auth(t.expose());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
         }
         let sent_at = Utc::now();
         let mut resp = req.send().await.map_err(|e| classify(&e, &url, self.timeout))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(PollError::Auth(format!("attendant refused our credentials (HTTP {status})")));
-        }
-        if !status.is_success() {
-            return Err(PollError::Malformed(format!("attendant answered HTTP {status}")));
-        }
+        judge_status(resp.status().as_u16())?;
         if resp.content_length().is_some_and(|n| n > self.max_reply_bytes) {
             return Err(PollError::Oversized(self.max_reply_bytes));
         }
@@ -132,13 +153,24 @@ impl HttpFetcher {
             }
             body.extend_from_slice(&chunk);
         }
-        let received_at = Utc::now();
-        let raw = body.freeze();
-        let compilation = Compilation::from_slice(&raw).map_err(|e| match e {
-            DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
-            DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
-        })?;
-        Ok(Fetched { compilation, raw, sent_at, received_at })
+        Ok((body.freeze(), sent_at, Utc::now()))
+    }
+}
+
+/// A reply's status as a poll outcome: credentials refused, or anything else not a success.
+fn judge_status(status: u16) -> Result<(), PollError> {
+    match status {
+        200..=299 => Ok(()),
+        401 | 403 => Err(PollError::Auth(format!("attendant refused our credentials (HTTP {})", status_text(status)))),
+        _ => Err(PollError::Malformed(format!("attendant answered HTTP {}", status_text(status)))),
+    }
+}
+
+/// `401 Unauthorized`, as reqwest's status codes print.
+fn status_text(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status) {
+        Ok(s) => s.to_string(),
+        Err(_) => status.to_string(),
     }
 }
 
@@ -186,20 +218,19 @@ impl Fetch for HttpFetcher {
 /// Files kept free for the database, the API's clients and connections being set up.
 const FILE_RESERVE: u64 = 1024;
 
-/// Whether one idle connection per server fits the open-file `limit` (the soft
-/// RLIMIT_NOFILE). Beyond it, idle connections would exhaust the files and polls would fail
-/// with "too many open files" (measured: 50,000 servers at 10 s under a 20,000-file limit),
-/// so each poll opens its own connection instead.
-pub fn keep_alive_fits(servers: usize, limit: u64) -> bool {
-    servers as u64 + FILE_RESERVE <= limit
+/// How many idle connections the open-file `limit` (the soft RLIMIT_NOFILE) leaves room
+/// for. Beyond it, idle connections would exhaust the files and polls would fail with "too
+/// many open files" (measured: 50,000 servers at 10 s under a 20,000-file limit).
+pub fn idle_budget(limit: u64) -> usize {
+    limit.saturating_sub(FILE_RESERVE) as usize
 }
 
 #[cfg(test)]
 #[test]
-fn keep_alive_needs_a_file_per_server_plus_the_reserve() {
-    assert!(keep_alive_fits(5_000, 20_000));
-    assert!(!keep_alive_fits(50_000, 20_000));
-    assert!(!keep_alive_fits(1, 1024), "the reserve alone fills a default soft limit");
+fn idle_connections_leave_the_reserve_free() {
+    assert_eq!(idle_budget(20_000), 18_976);
+    assert_eq!(idle_budget(1024), 0, "the reserve alone fills a default soft limit");
+    assert_eq!(idle_budget(100), 0);
 }
 
 /// Maps a transport error to its kind, with the innermost cause as the message.

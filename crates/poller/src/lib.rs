@@ -44,15 +44,17 @@ pub async fn run(
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
     let files = rollcall_netserve::raise_open_file_limit();
-    let keep_alive = fetch::keep_alive_fits(config.servers.len(), files);
-    if !keep_alive {
+    let idle = fetch::idle_budget(files);
+    if idle < config.servers.len() {
         tracing::warn!(
             servers = config.servers.len(),
-            "the open-file limit leaves no room for one idle connection per server: each poll connects anew \
-             (raise LimitNOFILE / ulimit -n to keep connections alive)"
+            open_file_limit = files,
+            kept_alive = idle,
+            "the open-file limit leaves room for idle connections to only some servers: the others connect \
+             at each poll (raise LimitNOFILE / ulimit -n to keep them all)"
         );
     }
-    let fetcher = fetch::HttpFetcher::with_keep_alive(config.timeout.get(), config.max_reply_bytes, keep_alive)
+    let fetcher = fetch::HttpFetcher::with_idle_budget(config.timeout.get(), config.max_reply_bytes, idle)
         .context("cannot build the HTTP client")?;
     let fleet = Arc::new(fleet::Fleet::new(
         config.servers.clone(),

@@ -67,7 +67,10 @@ impl Store {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // A batch rewrites thousands of rows; with SQLite's 2 MB default the pages spill to
+            // the WAL mid-transaction and are written twice (perf: pagerStress, subjournal).
+            .pragma("cache_size", "-32768");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -379,9 +382,9 @@ pub struct Writer {
 }
 
 /// Most records written in one transaction.
-const MAX_BATCH: usize = 2048;
+const MAX_BATCH: usize = 8192;
 /// Longest a record waits for others to share its transaction (see [`Writer::start`]).
-const COMMIT_WINDOW: Duration = Duration::from_millis(50);
+const COMMIT_WINDOW: Duration = Duration::from_millis(500);
 /// Records queued before the scheduler has to wait (backpressure, never unbounded memory).
 const QUEUE: usize = 65_536;
 

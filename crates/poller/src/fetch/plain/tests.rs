@@ -1,0 +1,161 @@
+//! The plain client against tiny in-process servers (fault injection: framings and
+//! connection behaviour a real attendant does not produce on demand). The real attendant
+//! is polled through it by every end-to-end test.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// Answers every request with `reply`; `close` ends each connection after one reply
+/// (without saying so, as an attendant's idle timeout would). Counts connections.
+async fn serve(reply: Vec<u8>, close: bool) -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    if s.write_all(&reply).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+fn with_length(body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .into_bytes()
+}
+
+#[test]
+fn addresses_split_into_connect_host_and_prefix() {
+    let t = target("http://127.0.0.1:7460").unwrap();
+    assert_eq!((t.connect.as_str(), t.host, t.prefix), ("127.0.0.1:7460", "127.0.0.1:7460", ""));
+    let t = target("http://mail.example.org/s/3/").unwrap();
+    assert_eq!((t.connect.as_str(), t.host, t.prefix), ("mail.example.org:80", "mail.example.org", "/s/3"));
+    let t = target("http://[::1]:8080/x").unwrap();
+    assert_eq!((t.connect.as_str(), t.prefix), ("[::1]:8080", "/x"));
+    assert_eq!(target("http://[::1]").unwrap().connect, "[::1]:80");
+    assert!(target("https://a:1").is_none());
+    assert!(target("http:///v1").is_none());
+}
+
+#[test]
+fn chunks_are_decoded_across_reads_with_extensions_and_trailers() {
+    let whole = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT".to_vec();
+    // Fed a byte at a time, the decoder waits for more until the trailers end.
+    let mut buf = BytesMut::new();
+    let mut body = BytesMut::new();
+    let mut done_at = None;
+    for (i, b) in whole.iter().enumerate() {
+        buf.extend_from_slice(&[*b]);
+        if let Chunks::Done = decode_chunks(&mut buf, &mut body).unwrap() {
+            done_at = Some(i);
+            break;
+        }
+    }
+    assert_eq!(&body[..], b"Wikipedia");
+    assert_eq!(done_at, Some(whole.len() - 5), "done at the empty line after the trailer");
+    let mut buf = BytesMut::from(&b"zz\r\nabc\r\n"[..]);
+    assert!(
+        matches!(decode_chunks(&mut buf, &mut BytesMut::new()), Err(PollError::Malformed(m)) if m.contains("\"zz\""))
+    );
+    let mut buf = BytesMut::from(&b"2\r\nabc\r\n"[..]);
+    assert!(decode_chunks(&mut buf, &mut BytesMut::new()).is_err(), "a chunk longer than its size");
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_carries_the_next_poll() {
+    let (url, accepted) = serve(with_length("{\"a\":1}"), false).await;
+    let c = PlainClient::new(10);
+    for _ in 0..3 {
+        let r = c.get(&url, "/v1/compilation", Some("t"), 1 << 20).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"{\"a\":1}"[..]));
+        assert!(r.received_at >= r.sent_at);
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "three polls, one connection");
+}
+
+#[tokio::test]
+async fn without_budget_every_poll_connects() {
+    let (url, accepted) = serve(with_length("{}"), false).await;
+    let c = PlainClient::new(0);
+    for _ in 0..3 {
+        c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap();
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_connection_the_attendant_closed_is_replaced_without_a_failed_poll() {
+    let (url, accepted) = serve(with_length("{}"), true).await;
+    let c = PlainClient::new(10);
+    for i in 0..3 {
+        let r = c.get(&url, "/v1/compilation", None, 1 << 20).await;
+        assert!(r.is_ok(), "poll {i}: {r:?}");
+        // Give the close time to arrive, as it would between polls.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn chunked_replies_are_read_and_bounded() {
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n".to_vec();
+    let (url, accepted) = serve(chunked, false).await;
+    let c = PlainClient::new(10);
+    let r = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap();
+    assert_eq!(&r.body[..], b"{\"a\":1}");
+    c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap();
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "a chunked reply read to its end keeps the connection");
+    let big =
+        format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n", 5000, "x".repeat(5000));
+    let (url, _) = serve(big.into_bytes(), false).await;
+    assert_eq!(c.get(&url, "/v1/compilation", None, 4096).await.unwrap_err(), PollError::Oversized(4096));
+}
+
+#[tokio::test]
+async fn broken_heads_are_malformed_and_errors_are_replies() {
+    let (url, _) = serve(b"SMTP ready\r\n\r\n".to_vec(), false).await;
+    let c = PlainClient::new(10);
+    let e = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    assert!(matches!(&e, PollError::Malformed(m) if m.contains("not an HTTP reply")), "{e:?}");
+    let long = format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n", "p".repeat(MAX_HEAD + 10));
+    let (url, _) = serve(long.into_bytes(), false).await;
+    let e = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    assert!(matches!(&e, PollError::Malformed(m) if m.contains("headers longer")), "{e:?}");
+    let (url, _) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\n".to_vec(), false).await;
+    let e = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    assert!(matches!(&e, PollError::Malformed(m) if m.contains("Content-Length")), "{e:?}");
+    let (url, _) = serve(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec(), false).await;
+    assert_eq!(c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap().status, 401);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_refused() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let e = PlainClient::new(10).get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    assert_eq!(e.kind(), "refused", "{e:?}");
+}
