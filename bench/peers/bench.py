@@ -73,6 +73,16 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def io_bytes(pid):
+    """Bytes the process wrote and read through system calls (files and sockets alike)."""
+    out = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            k, v = line.split(":")
+            out[k] = int(v)
+    return out.get("wchar", 0), out.get("rchar", 0)
+
+
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -125,6 +135,7 @@ def measure(name, pid, n, interval, agent, failed_fn):
     f0 = failed_fn()
     http(f"http://127.0.0.1:{SIM_PORT}/stats/reset", data=b"")
     c0 = cpu_s(pid)
+    w0, _ = io_bytes(pid)
     t0 = time.time()
     log(f"{name}: measuring {WINDOW:.0f} s")
     perf = None
@@ -136,6 +147,7 @@ def measure(name, pid, n, interval, agent, failed_fn):
     if perf:
         perf.wait()
     c1 = cpu_s(pid)
+    w1, _ = io_bytes(pid)
     window = time.time() - t0
     st = client(sim_stats(int(interval * 1000)), agent)
     f1 = failed_fn()
@@ -146,6 +158,7 @@ def measure(name, pid, n, interval, agent, failed_fn):
         "cpu_s": c1 - c0,
         "cpu_per_1000": (c1 - c0) / (polls / 1000) if polls else float("nan"),
         "rss_kb": rss_kb(pid),
+        "written_per_poll": (w1 - w0) / polls if polls else None,
         "p50": st["lateness_ms"]["p50"],
         "p99": st["lateness_ms"]["p99"],
         "failed": None if f0 is None or f1 is None else f1 - f0,
@@ -249,6 +262,10 @@ def run_poller(tmp, n, interval):
     con = sqlite3.connect(db)
     counts = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("servers", "polls")}
     try:
+        counts["latest"] = con.execute("SELECT count(*) FROM latest_compilations").fetchone()[0]
+    except sqlite3.Error:
+        counts["latest"] = None
+    try:
         counts["compilations"] = con.execute("SELECT count(*) FROM compilations").fetchone()[0]
     except sqlite3.Error:
         counts["compilations"] = None
@@ -276,7 +293,9 @@ def run_poller(tmp, n, interval):
     m["first_start_s"] = first_start
     comp = (f"{counts['compilations']} compilation rows (stored when changed)" if counts["compilations"] is not None
             else "latest compilation per server only")
-    m["stored"] = (f"SQLite {size / 1e6:.1f} MB: {counts['servers']} server rows (state + latest compilation), "
+    latest = (f"{counts['latest']} latest compilations (written on change and at shutdown)"
+              if counts["latest"] is not None else "the latest compilation on each server row")
+    m["stored"] = (f"SQLite {size / 1e6:.1f} MB: {counts['servers']} server rows (state), {latest}, "
                    f"{counts['polls']} poll rows, {comp}")
     return m
 
@@ -297,6 +316,7 @@ def report(n, interval, prom, roll):
         ("interval lateness p50 (ms)", "p50", ""),
         ("interval lateness p99 (ms)", "p99", ""),
         ("failed polls in window", "failed", ".0f"),
+        ("bytes written per poll (write calls)", "written_per_poll", ".0f"),
     ]
     if prom is None:
         prom = {"stored": "(not run: ONLY=rollcall)", "idle_rss_kb": 1, "rss_kb": 1}

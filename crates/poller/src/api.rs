@@ -25,6 +25,22 @@ pub struct Api<F: Fetch> {
     pub stop: tokio_util::sync::CancellationToken,
 }
 
+impl<F: Fetch> Api<F> {
+    /// The server as it stands and its latest compilation: the one received this run, or
+    /// before the server's first answer the newest the store has.
+    pub async fn latest(
+        &self,
+        server: &crate::fleet::Server,
+    ) -> Result<(ServerSummary, Option<serde_json::Value>), crate::store::StoreError> {
+        let (summary, latest) = self.fleet.detail(server);
+        let compilation = match latest {
+            Some(raw) => serde_json::from_slice(&raw).ok(),
+            None => self.store.compilation(&summary.name).await?.and_then(|text| serde_json::from_str(&text).ok()),
+        };
+        Ok((summary, compilation))
+    }
+}
+
 /// `GET /api/v1/servers/{name}`: the summary plus the latest compilation, as received.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServerDetail {
@@ -94,13 +110,8 @@ pub(crate) async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name):
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
-    // The compilation must belong to the poll the summary shows: write queued polls first.
-    if let Err(e) = api.fleet.writer().flush().await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    }
-    let summary = api.fleet.summary(server);
-    let compilation = match api.store.compilation(&name).await {
-        Ok(c) => c.and_then(|text| serde_json::from_str(&text).ok()),
+    let (summary, compilation) = match api.latest(server).await {
+        Ok(both) => both,
         Err(e) => {
             tracing::error!(server = %name, error = %e, "cannot read the latest compilation");
             return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());

@@ -19,7 +19,9 @@ use crate::config::ServerConfig;
 use crate::config::SigningKey;
 use crate::fetch::{Fetch, PollError};
 use crate::levels::{LevelState, Rules};
-use crate::model::{ClockCorrectionRow, PollRecord, PollRow, ServerRow, ServerState, ServerSummary, TransitionRow};
+use crate::model::{
+    ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerRow, ServerState, ServerSummary, TransitionRow,
+};
 use crate::schedule::{next_slot, Timebase};
 use crate::store::Writer;
 use rollcall_protocol::clock_order::{ClockOrder, Outcome, SignedOrder};
@@ -50,6 +52,13 @@ struct Status {
     /// After a refused or failed order, no new one before this (the attendant would only
     /// refuse again, once per poll).
     clock_quiet_until: Option<DateTime<Utc>>,
+    /// Substance hash of the newest compilation in the history.
+    substance: Option<i64>,
+    /// The latest compilation as received. Kept here, not written at every poll: between
+    /// changes of substance only times, messages and usage figures differ, and rewriting
+    /// a few kilobytes per poll cost most of the poller's disk writes (22 kB per poll at
+    /// 5,000 polls/s, measured). The store gets it with each change and at shutdown.
+    latest: Option<bytes::Bytes>,
 }
 
 /// One server: its config and live state.
@@ -146,6 +155,8 @@ impl<F: Fetch> Fleet<F> {
                         rtt_ms: row.rtt_ms,
                         clock_pending: false,
                         clock_quiet_until: None,
+                        substance: row.substance,
+                        latest: None,
                     }
                 }
                 None => Status {
@@ -159,6 +170,8 @@ impl<F: Fetch> Fleet<F> {
                     rtt_ms: None,
                     clock_pending: false,
                     clock_quiet_until: None,
+                    substance: None,
+                    latest: None,
                 },
             };
             by_name.insert(config.name.clone(), servers.len());
@@ -213,7 +226,10 @@ impl<F: Fetch> Fleet<F> {
 
     /// The server as the API shows it.
     pub fn summary(&self, server: &Server) -> ServerSummary {
-        let s = server.status();
+        self.summary_of(server, server.status())
+    }
+
+    fn summary_of(&self, server: &Server, s: Status) -> ServerSummary {
         ServerSummary {
             name: server.config.name.clone(),
             address: server.config.address.clone(),
@@ -226,6 +242,19 @@ impl<F: Fetch> Fleet<F> {
             clock_offset_ms: s.clock_offset_ms,
             rtt_ms: s.rtt_ms,
         }
+    }
+
+    /// The server as the API shows it with its latest compilation as received this run
+    /// (`None` before its first answer), both from the same poll.
+    pub fn detail(&self, server: &Server) -> (ServerSummary, Option<bytes::Bytes>) {
+        let s = server.status();
+        let latest = s.latest.clone();
+        (self.summary_of(server, s), latest)
+    }
+
+    /// Every server's latest compilation received this run, for the store at shutdown.
+    pub fn latest_compilations(&self) -> Vec<(String, bytes::Bytes)> {
+        self.servers.iter().filter_map(|s| Some((s.config.name.clone(), s.status().latest?))).collect()
     }
 
     /// Polls `server` now, applies the result and records it; answers the server as it
@@ -242,7 +271,7 @@ impl<F: Fetch> Fleet<F> {
         let at = self.timebase.wall_now();
         let name = &server.config.name;
         let before = server.status();
-        let (state, deficiencies, error, estimate, compilation, attendant) = match result {
+        let (state, deficiencies, error, estimate, reply, attendant) = match result {
             Ok(f) => {
                 let e = ClockEstimate::from_stamps(
                     f.sent_at,
@@ -250,10 +279,11 @@ impl<F: Fetch> Fleet<F> {
                     f.compilation.time.replied_at,
                     f.received_at,
                 );
+                let hash = f.compilation.substance_hash();
                 let d = f.compilation.deficiencies;
                 let state = if d.is_empty() { ServerState::Ok } else { ServerState::Deficient };
                 let attendant = f.compilation.attendant.name;
-                (state, d, None, Some(e), Some(f.raw), Some(attendant))
+                (state, d, None, Some(e), Some((hash, f.raw)), Some(attendant))
             }
             Err(e) => {
                 if before.last_error.as_deref() != Some(&e.to_string()) {
@@ -277,6 +307,8 @@ impl<F: Fetch> Fleet<F> {
         if before.state != state && transition.is_none() {
             tracing::info!(server = %name, from = before.state.as_str(), to = state.as_str(), "state changed");
         }
+        let mut compilation = None;
+        let mut substance = before.substance;
         server.update(|s| {
             s.level = level;
             s.state = state;
@@ -286,6 +318,14 @@ impl<F: Fetch> Fleet<F> {
             if let Some(e) = estimate {
                 s.clock_offset_ms = Some(e.offset_ms);
                 s.rtt_ms = Some(e.delay_ms);
+            }
+            if let Some((hash, raw)) = reply {
+                if s.substance != Some(hash) {
+                    compilation = Some(ChangedCompilation { hash, body: raw.clone() });
+                    s.substance = Some(hash);
+                    substance = Some(hash);
+                }
+                s.latest = Some(raw);
             }
         });
         let clock_corrections = match (estimate, attendant) {
@@ -306,6 +346,7 @@ impl<F: Fetch> Fleet<F> {
                 last_error: error.clone(),
                 clock_offset_ms: summary.clock_offset_ms,
                 rtt_ms: summary.rtt_ms,
+                substance,
             },
             poll: PollRow {
                 at,

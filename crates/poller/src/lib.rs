@@ -107,6 +107,11 @@ pub async fn run(
     tracker.close();
     tracker.wait().await;
     writer.flush().await.ok();
+    let latest = fleet.latest_compilations();
+    match store.save_latest(&latest).await {
+        Ok(()) => tracing::debug!(servers = latest.len(), "latest compilations saved"),
+        Err(e) => tracing::error!(error = %e, "cannot save the latest compilations"),
+    }
     drop(fleet);
     drop(writer);
     writer_task.await.ok();

@@ -67,6 +67,9 @@ pub struct ServerRow {
     pub last_error: Option<String>,
     pub clock_offset_ms: Option<f64>,
     pub rtt_ms: Option<f64>,
+    /// Substance hash of the newest compilation in the history (read back on start; the
+    /// writer ignores it).
+    pub substance: Option<i64>,
 }
 
 /// One poll in the history.
@@ -114,8 +117,17 @@ pub struct PollRecord {
     pub server: ServerRow,
     pub poll: PollRow,
     pub transition: Option<TransitionRow>,
-    /// The reply as received, when there was one.
-    pub compilation: Option<bytes::Bytes>,
+    /// The reply as received, when its substance changed: it joins the history and
+    /// becomes the row's latest.
+    pub compilation: Option<ChangedCompilation>,
     /// Clock orders sent after this poll, and verifications of earlier ones.
     pub clock_corrections: Vec<ClockCorrectionRow>,
+}
+
+/// A compilation that differs in substance from the server's previous one.
+#[derive(Debug, Clone)]
+pub struct ChangedCompilation {
+    /// [`rollcall_protocol::Compilation::substance_hash`].
+    pub hash: i64,
+    pub body: bytes::Bytes,
 }

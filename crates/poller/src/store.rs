@@ -15,7 +15,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::model::{ClockCorrectionRow, History, PollRecord, PollRow, ServerRow, ServerState, TransitionRow};
+use crate::model::{
+    ChangedCompilation, ClockCorrectionRow, History, PollRecord, PollRow, ServerRow, ServerState, TransitionRow,
+};
 
 pub mod growth;
 pub use growth::{spawn_pruner, Retention};
@@ -46,9 +48,6 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
-    /// Each server's latest stored compilation substance hash (see [`growth`]), loaded
-    /// from the history on the first write; only the writer task uses it.
-    hashes: std::sync::Arc<tokio::sync::Mutex<Option<std::collections::HashMap<String, i64>>>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -80,13 +79,15 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
-        Ok(Store { pool, hashes: Default::default() })
+        Ok(Store { pool })
     }
 
     /// Every server the store knows, as last written.
     pub async fn load_servers(&self) -> Result<Vec<ServerRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms FROM servers",
+            "SELECT name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms,
+               (SELECT hash FROM compilations c WHERE c.server = servers.name ORDER BY id DESC LIMIT 1) AS substance
+             FROM servers",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -108,20 +109,22 @@ impl Store {
                     last_error: r.try_get("last_error")?,
                     clock_offset_ms: r.try_get("clock_offset_ms")?,
                     rtt_ms: r.try_get("rtt_ms")?,
+                    substance: r.try_get("substance")?,
                     name,
                 })
             })
             .collect()
     }
 
-    /// The latest compilation of `server`, as received.
+    /// The latest compilation of `server` the store has: the last one that changed in
+    /// substance, or the one in memory at the last shutdown, whichever came later.
     pub async fn compilation(&self, server: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT compilation FROM servers WHERE name = ?")
+        let row = sqlx::query("SELECT body FROM latest_compilations WHERE server = ?")
             .bind(server)
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {
-            Some(r) => r.try_get("compilation")?,
+            Some(r) => Some(r.try_get("body")?),
             None => None,
         })
     }
@@ -184,39 +187,21 @@ impl Store {
         Ok(rows.iter().map(row).collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
 
-    /// Writes a batch of poll results in one transaction, many rows to a statement; a
-    /// compilation joins the history only when its substance changed (see [`growth`]).
+    /// Writes a batch of poll results in one transaction, many rows to a statement.
     pub async fn write(&self, batch: &[PollRecord]) -> Result<(), StoreError> {
-        let mut hashes = self.hashes.lock().await;
-        if hashes.is_none() {
-            *hashes = Some(growth::load_hashes(&self.pool).await?);
-        }
-        let known = hashes.get_or_insert_with(Default::default);
-        // Which compilations are new in substance, judged in batch order.
-        let mut fresh: Vec<(usize, i64)> = Vec::new();
-        let mut seen: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-        for (i, rec) in batch.iter().enumerate() {
-            let Some(raw) = &rec.compilation else { continue };
-            let name = rec.server.name.as_str();
-            let hash = growth::substance_hash(raw).unwrap_or(i64::MIN);
-            let before = seen.get(name).or_else(|| known.get(name)).copied();
-            if before != Some(hash) || hash == i64::MIN {
-                fresh.push((i, hash));
-            }
-            seen.insert(name, hash);
-        }
+        // An attendant's reply was parsed as JSON, so it is UTF-8 but for the contents of
+        // fields we ignore; those are replaced rather than the reply refused.
         let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
         let mut tx = self.pool.begin().await?;
         for (at, n) in growth::chunks(batch.len()) {
             let sql = growth::values_sql(
-                "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms, compilation)",
-                11,
+                "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms)",
+                10,
                 n,
                 "ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
                    calm_streak = excluded.calm_streak, state = excluded.state, deficiencies = excluded.deficiencies,
                    last_poll_at = excluded.last_poll_at, last_error = excluded.last_error,
-                   clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms,
-                   compilation = COALESCE(excluded.compilation, servers.compilation)",
+                   clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms",
             );
             let mut q = sqlx::query(&sql);
             for rec in &batch[at..at + n] {
@@ -232,8 +217,7 @@ impl Store {
                     .bind(s.last_poll_at.map(ms))
                     .bind(&s.last_error)
                     .bind(s.clock_offset_ms)
-                    .bind(s.rtt_ms)
-                    .bind(rec.compilation.as_ref().map(text));
+                    .bind(s.rtt_ms);
             }
             q.execute(&mut *tx).await?;
             let sql = growth::values_sql(
@@ -257,15 +241,19 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        for (at, n) in growth::chunks(fresh.len()) {
+        let changed: Vec<(&PollRecord, &ChangedCompilation)> =
+            batch.iter().filter_map(|r| Some((r, r.compilation.as_ref()?))).collect();
+        for (at, n) in growth::chunks(changed.len()) {
             let sql = growth::values_sql("INSERT INTO compilations (server, at, hash, body)", 4, n, "");
             let mut q = sqlx::query(&sql);
-            for &(i, hash) in &fresh[at..at + n] {
-                let rec = &batch[i];
-                q = q.bind(&rec.server.name).bind(ms(rec.poll.at)).bind(hash).bind(rec.compilation.as_ref().map(text));
+            for (rec, c) in &changed[at..at + n] {
+                q = q.bind(&rec.server.name).bind(ms(rec.poll.at)).bind(c.hash).bind(text(&c.body));
             }
             q.execute(&mut *tx).await?;
         }
+        let latest: Vec<(&str, &bytes::Bytes)> =
+            changed.iter().map(|(r, c)| (r.server.name.as_str(), &c.body)).collect();
+        save_latest(&mut tx, &latest).await?;
         for rec in batch {
             let name = &rec.server.name;
             for c in &rec.clock_corrections {
@@ -295,9 +283,16 @@ impl Store {
             }
         }
         tx.commit().await?;
-        for (name, hash) in seen {
-            known.insert(name.to_string(), hash);
-        }
+        Ok(())
+    }
+
+    /// Writes each server's latest compilation as received (at shutdown: between changes
+    /// of substance only the poller's memory has it).
+    pub async fn save_latest(&self, latest: &[(String, bytes::Bytes)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let latest: Vec<(&str, &bytes::Bytes)> = latest.iter().map(|(n, b)| (n.as_str(), b)).collect();
+        save_latest(&mut tx, &latest).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -368,6 +363,27 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Upserts servers' latest compilations, many rows to a statement.
+async fn save_latest(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    latest: &[(&str, &bytes::Bytes)],
+) -> Result<(), StoreError> {
+    for (at, n) in growth::chunks(latest.len()) {
+        let sql = growth::values_sql(
+            "INSERT INTO latest_compilations (server, body)",
+            2,
+            n,
+            "ON CONFLICT (server) DO UPDATE SET body = excluded.body",
+        );
+        let mut q = sqlx::query(&sql);
+        for (name, body) in &latest[at..at + n] {
+            q = q.bind(*name).bind(String::from_utf8_lossy(body).into_owned());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 enum Msg {

@@ -263,5 +263,6 @@ impl Compilation {
     }
 }
 
+mod substance;
 #[cfg(test)]
 mod tests;

@@ -197,6 +197,7 @@ async fn poller_restart_keeps_levels_and_history_and_adds_no_transition() {
     let before = poller.api.wait_history("gone", "3 polls", |h| h["polls"].as_array().unwrap().len() >= 3).await;
     let gone_before = poller.api.server("gone").await;
     assert_eq!((gone_before["level"].as_str(), gone_before["state"].as_str()), (Some("critical"), Some("unreachable")));
+    poller.api.wait_history("alive", "2 polls", |h| h["polls"].as_array().unwrap().len() >= 2).await;
     let alive_before = poller.api.wait_server("alive", "a clean poll", |s| s["state"] == "ok").await;
     assert_eq!(alive_before["level"], "normal");
     assert_eq!(transition_pairs(&before), [("normal".into(), "critical".into())], "{before:#}");
@@ -222,6 +223,10 @@ async fn poller_restart_keeps_levels_and_history_and_adds_no_transition() {
     assert!(time(&gone_after, "last_poll_at") >= time(&gone_before, "last_poll_at"), "{gone_after:#}");
     let alive_after = api.server("alive").await;
     assert_eq!((alive_after["level"].as_str(), alive_after["state"].as_str()), (Some("normal"), Some("ok")));
+    // The latest compilation as received is kept over a clean stop: at least as new as the
+    // one shown before it (the history only has the first, which never changed in substance).
+    let replied = |s: &serde_json::Value| time(&s["compilation"]["time"], "replied_at");
+    assert!(replied(&alive_after) >= replied(&alive_before), "{alive_after:#}\nbefore: {alive_before:#}");
     let h = api.history("gone").await;
     let polls_at_restart = h["polls"].as_array().unwrap().len();
     assert!(polls_at_restart >= 3, "poll history lost on restart: {h:#}");

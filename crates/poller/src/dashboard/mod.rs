@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use crate::api::Api;
 use crate::fetch::Fetch;
+use crate::fleet::Server;
 use crate::model::{History, ServerState, ServerSummary};
 
 const APP_JS: &str = include_str!("../../assets/app.js");
@@ -187,8 +188,7 @@ async fn server_page<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<
         )
             .into_response();
     };
-    let s = api.fleet.summary(server);
-    let parts = match parts(&api, &s).await {
+    let (s, parts) = match parts(&api, server).await {
         Ok(p) => p,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     };
@@ -206,55 +206,59 @@ async fn server_parts<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path
     let Some(server) = api.fleet.get(&name) else {
         return (StatusCode::NOT_FOUND, "no such server").into_response();
     };
-    let s = api.fleet.summary(server);
-    match parts(&api, &s).await {
-        Ok(p) => Html(p.into_string()).into_response(),
+    match parts(&api, server).await {
+        Ok((_, p)) => Html(p.into_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
 }
 
 /// Everything on a server page that changes with a poll.
-async fn parts<F: Fetch>(api: &Api<F>, s: &ServerSummary) -> Result<Markup, String> {
+async fn parts<F: Fetch>(api: &Api<F>, server: &Server) -> Result<(ServerSummary, Markup), String> {
+    let name = &server.config.name;
     // Include polls still queued for the writer, so the page follows the event it answers.
     api.fleet.writer().flush().await.map_err(|e| e.to_string())?;
-    let history = api.store.history(&s.name, CHART_POLLS.max(HISTORY_ROWS)).await.map_err(|e| {
-        tracing::error!(server = %s.name, error = %e, "cannot read history for the dashboard");
+    let history = api.store.history(name, CHART_POLLS.max(HISTORY_ROWS)).await.map_err(|e| {
+        tracing::error!(server = %name, error = %e, "cannot read history for the dashboard");
         e.to_string()
     })?;
-    let compilation: Option<Value> = match api.store.compilation(&s.name).await {
-        Ok(c) => c.and_then(|t| serde_json::from_str(&t).ok()),
+    let (s, compilation): (ServerSummary, Option<Value>) = match api.latest(server).await {
+        Ok(both) => both,
         Err(e) => {
-            tracing::error!(server = %s.name, error = %e, "cannot read the latest compilation for the dashboard");
-            None
+            tracing::error!(server = %name, error = %e, "cannot read the latest compilation for the dashboard");
+            (api.fleet.summary(server), None)
         }
     };
+    let s = &s;
     let levels = api.fleet.rules().levels();
     let i = levels.iter().position(|l| l.name == s.level).unwrap_or(0);
-    Ok(html! {
-        section.head data-state=(s.state.as_str()) data-level=(s.level) {
-            div.title {
-                h1 { (s.name) }
-                span class=(format!("badge level {}", level_class(i, levels.len()))) { (s.level) }
-                span.state { (state_badge(s.state)) }
-                button.poll-now type="button" data-server=(s.name) { "Poll now" }
+    Ok((
+        s.clone(),
+        html! {
+            section.head data-state=(s.state.as_str()) data-level=(s.level) {
+                div.title {
+                    h1 { (s.name) }
+                    span class=(format!("badge level {}", level_class(i, levels.len()))) { (s.level) }
+                    span.state { (state_badge(s.state)) }
+                    button.poll-now type="button" data-server=(s.name) { "Poll now" }
+                }
+                dl.facts {
+                    div { dt { "Address" } dd { (s.address) } }
+                    div { dt { "Last poll" } dd { (time(s.last_poll_at)) } }
+                    div { dt { "Next poll" } dd { (time(s.next_poll_at)) } }
+                    div { dt { "Clock offset" } dd { (ms(s.clock_offset_ms)) } }
+                    div { dt { "RTT" } dd { (ms(s.rtt_ms)) } }
+                    @if let Some(e) = &s.last_error { div.error { dt { "Last error" } dd { (e) } } }
+                }
+                div.deficiencies { h2 { "Deficiencies" } (deficiency_list(s)) }
             }
-            dl.facts {
-                div { dt { "Address" } dd { (s.address) } }
-                div { dt { "Last poll" } dd { (time(s.last_poll_at)) } }
-                div { dt { "Next poll" } dd { (time(s.next_poll_at)) } }
-                div { dt { "Clock offset" } dd { (ms(s.clock_offset_ms)) } }
-                div { dt { "RTT" } dd { (ms(s.rtt_ms)) } }
-                @if let Some(e) = &s.last_error { div.error { dt { "Last error" } dd { (e) } } }
+            (chart(&history))
+            @match &compilation {
+                Some(c) => (compilation_view(c)),
+                None => section.card { h2 { "Latest compilation" } p.none { "No compilation received yet." } },
             }
-            div.deficiencies { h2 { "Deficiencies" } (deficiency_list(s)) }
-        }
-        (chart(&history))
-        @match &compilation {
-            Some(c) => (compilation_view(c)),
-            None => section.card { h2 { "Latest compilation" } p.none { "No compilation received yet." } },
-        }
-        (history_view(&history))
-    })
+            (history_view(&history))
+        },
+    ))
 }
 
 fn chart(h: &History) -> Markup {

@@ -365,3 +365,53 @@ async fn a_refused_order_is_not_repeated_at_every_poll() {
     assert_eq!(r.script.orders.lock().unwrap().len(), 2, "tried again after the back-off");
     r.stop.cancel();
 }
+
+/// How many compilations the history holds for `name`, after everything queued is written.
+async fn stored_compilations(writer: &Writer, store: &Store, name: &str) -> usize {
+    let (writer, store, name) = (writer.clone(), store.clone(), name.to_string());
+    on_store(async move {
+        writer.flush().await.unwrap();
+        store.compilations(&name, 100).await.unwrap().len()
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_across_a_restart() {
+    let r = rig(&["s"], 600, 600, 1).await;
+    let server = r.fleet.get("s").unwrap().clone();
+    for _ in 0..3 {
+        // Each reply differs in its times, not in substance.
+        r.fleet.poll_now(&server).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(stored_compilations(r.fleet.writer(), &r.store, "s").await, 1);
+    r.script.set("s", Act::Answer(vec![critical("service:mta")]));
+    r.fleet.poll_now(&server).await;
+    r.fleet.poll_now(&server).await;
+    assert_eq!(stored_compilations(r.fleet.writer(), &r.store, "s").await, 2, "one more for the change");
+    // The latest as received is in memory, the newest of the polls.
+    let (summary, latest) = r.fleet.detail(&server);
+    let latest: Compilation = serde_json::from_slice(&latest.expect("a latest compilation")).unwrap();
+    assert_eq!(latest.deficiencies, summary.deficiencies);
+    assert_eq!(r.fleet.latest_compilations().len(), 1);
+    r.stop.cancel();
+
+    let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
+    let stored = on_store(async move { store.load_servers().await.unwrap() }).await;
+    let fleet = Fleet::new(
+        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
+        stored,
+        r.fleet.rules().clone(),
+        r.script.clone(),
+        writer.clone(),
+        FleetOptions {
+            timebase: Timebase::now(),
+            max_in_flight: 4,
+            clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
+        },
+    );
+    assert!(fleet.detail(fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
+    fleet.poll_now(fleet.get("s").unwrap()).await;
+    assert_eq!(stored_compilations(&writer, &r.store, "s").await, 2, "the same substance after a restart");
+}

@@ -2,13 +2,11 @@
 //! substance, rows written many per statement, and old history pruned.
 //!
 //! Rules it keeps:
-//! - A compilation enters the `compilations` history only when its *substance* differs from
-//!   the server's previous one. Substance is what an operator would call a change: the
-//!   attendant's identity, the zone, which services and probes there are with their check
-//!   kind and status, the deficiencies (source and severity), the disks' mounts and sizes and
-//!   the memory size. Not substance: times, durations, messages, details (perfdata) and
-//!   usage figures (load, CPU, memory and disk used), which differ on every poll; the latest
-//!   compilation on the server's row still has them, as received.
+//! - A compilation enters the `compilations` history only when its substance
+//!   ([`rollcall_protocol::Compilation::substance_hash`]) differs from the server's previous
+//!   one; the fleet judges that and hands the store only the changes. The latest compilation
+//!   as received lives in the poller's memory and is written to the server's row with each
+//!   change and at shutdown (see [`crate::fleet`]).
 //! - Rows are written many to a statement (chunks of 64, 32, ... 1, so a handful of
 //!   prepared statements serve any batch): per poll the cost is binding values, not a
 //!   round trip to SQLite's thread.
@@ -16,12 +14,9 @@
 //!   old row is found by bisection), so it never holds the database for long and needs no
 //!   extra index on the write path.
 
-use std::borrow::Cow;
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sqlx::{Row, SqlitePool};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,115 +51,6 @@ pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Rows deleted per statement; each step is a short transaction.
 const PRUNE_STEP: i64 = 5_000;
 
-#[derive(Deserialize)]
-struct Substance<'a> {
-    #[serde(borrow, default)]
-    attendant: Option<Named<'a>>,
-    #[serde(borrow, default)]
-    time: Option<Zone<'a>>,
-    #[serde(borrow, default)]
-    services: Vec<Item<'a>>,
-    #[serde(borrow, default)]
-    probes: Vec<Item<'a>>,
-    #[serde(borrow, default)]
-    deficiencies: Vec<Def<'a>>,
-    #[serde(borrow, default)]
-    host: Option<Host<'a>>,
-}
-
-#[derive(Deserialize, Hash)]
-struct Named<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    hostname: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Hash)]
-struct Zone<'a> {
-    #[serde(default)]
-    utc_offset_seconds: Option<i64>,
-    #[serde(borrow, default)]
-    zone: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Hash)]
-struct Item<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    check: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    status: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize, Hash)]
-struct Def<'a> {
-    #[serde(borrow, default)]
-    source: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    severity: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Host<'a> {
-    #[serde(default)]
-    memory: Option<Total>,
-    #[serde(borrow, default)]
-    disks: Vec<DiskSize<'a>>,
-}
-
-#[derive(Deserialize, Hash)]
-struct Total {
-    #[serde(default)]
-    total: Option<u64>,
-}
-
-#[derive(Deserialize, Hash)]
-struct DiskSize<'a> {
-    #[serde(borrow, default)]
-    mount: Option<Cow<'a, str>>,
-    #[serde(default)]
-    total: Option<u64>,
-}
-
-/// FNV-1a over what the hasher is fed: fixed forever, unlike the standard library's
-/// hasher, so a stored hash still compares equal after an upgrade.
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// The hash of a compilation's substance (see the module rules); `None` when the bytes are
-/// not a JSON object (the compilation is then always stored).
-pub fn substance_hash(raw: &[u8]) -> Option<i64> {
-    let s: Substance<'_> = serde_json::from_slice(raw).ok()?;
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    s.attendant.hash(&mut h);
-    s.time.hash(&mut h);
-    s.services.hash(&mut h);
-    s.probes.hash(&mut h);
-    s.deficiencies.hash(&mut h);
-    if let Some(host) = &s.host {
-        host.memory.hash(&mut h);
-        host.disks.hash(&mut h);
-    }
-    Some(h.finish() as i64)
-}
-
 /// Splits `n` rows into chunks of 64, 32, ... 1 rows: `(start, len)`.
 pub(super) fn chunks(n: usize) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -184,20 +70,6 @@ pub(super) fn chunks(n: usize) -> Vec<(usize, usize)> {
 pub(super) fn values_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
     let one = format!("({})", vec!["?"; cols].join(", "));
     format!("{head} VALUES {} {tail}", vec![one; rows].join(", "))
-}
-
-/// The latest stored substance hash of every server, from the history.
-pub(super) async fn load_hashes(pool: &SqlitePool) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT server, hash FROM compilations WHERE id IN (SELECT max(id) FROM compilations GROUP BY server)",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut out = std::collections::HashMap::with_capacity(rows.len());
-    for r in &rows {
-        out.insert(r.try_get::<String, _>("server")?, r.try_get::<i64, _>("hash")?);
-    }
-    Ok(out)
 }
 
 /// What one pruning pass deleted.
@@ -307,9 +179,19 @@ pub fn spawn_pruner(store: super::Store, retention: Retention, stop: Cancellatio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PollRecord, PollRow, ServerRow, ServerState};
+    use crate::model::{ChangedCompilation, PollRecord, PollRow, ServerRow, ServerState};
 
+    /// A poll whose compilation changed in substance (the fleet judges that; any distinct
+    /// hash per body does here).
     fn record(name: &str, at_ms: i64, body: &str) -> PollRecord {
+        let mut r = unchanged(name, at_ms);
+        let hash = body.bytes().fold(7i64, |h, b| h.wrapping_mul(31).wrapping_add(i64::from(b)));
+        r.compilation = Some(ChangedCompilation { hash, body: bytes::Bytes::from(body.to_string()) });
+        r
+    }
+
+    /// A poll whose compilation is the same in substance as the last stored.
+    fn unchanged(name: &str, at_ms: i64) -> PollRecord {
         let at = DateTime::from_timestamp_millis(at_ms).unwrap();
         PollRecord {
             server: ServerRow {
@@ -323,6 +205,7 @@ mod tests {
                 last_error: None,
                 clock_offset_ms: None,
                 rtt_ms: None,
+                substance: None,
             },
             poll: PollRow {
                 at,
@@ -334,29 +217,36 @@ mod tests {
                 deficiencies: 0,
             },
             transition: None,
-            compilation: Some(bytes::Bytes::from(body.to_string())),
+            compilation: None,
             clock_corrections: vec![],
         }
     }
 
     #[tokio::test]
-    async fn compilations_are_kept_when_they_change_and_pruned_by_age() {
+    async fn changed_compilations_join_the_history_and_are_pruned_by_age() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("g.db").display());
         let store = super::super::Store::open(&url).await.unwrap();
         let ok = |t: &str| format!(r#"{{"time":{{"utc":"{t}"}},"services":[{{"name":"mta","status":"ok"}}]}}"#);
         let bad = r#"{"services":[{"name":"mta","status":"critical"}]}"#;
         let day = 86_400_000;
-        store.write(&[record("a", day, &ok("1")), record("a", 2 * day, &ok("2"))]).await.unwrap();
-        store.write(&[record("a", 3 * day, &ok("3"))]).await.unwrap();
+        store.write(&[record("a", day, &ok("1")), unchanged("a", 2 * day)]).await.unwrap();
+        store.write(&[unchanged("a", 3 * day)]).await.unwrap();
+        assert_eq!(store.compilation("a").await.unwrap(), Some(ok("1")), "an unchanged poll keeps the row's");
         store.write(&[record("a", 40 * day, bad), record("b", 40 * day, bad)]).await.unwrap();
         let a = store.compilations("a", 10).await.unwrap();
         assert_eq!(a.len(), 2, "the first, then the change: {a:?}");
-        assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some(bad), "the latest is always stored");
-        // A reopened store remembers what it stored last.
+        assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some(bad), "a change is the row's latest");
+        // A reopened store tells the fleet the substance it stored last.
+        let hash_of_bad = record("x", 0, bad).compilation.unwrap().hash;
         store.close().await;
         let store = super::super::Store::open(&url).await.unwrap();
-        store.write(&[record("b", 41 * day, bad)]).await.unwrap();
+        let rows = store.load_servers().await.unwrap();
+        assert!(rows.iter().all(|r| r.substance == Some(hash_of_bad)), "{rows:?}");
+        store.write(&[unchanged("b", 41 * day)]).await.unwrap();
+        // What the fleet held at shutdown becomes the row's latest, not the history's.
+        store.save_latest(&[("b".to_string(), bytes::Bytes::from(ok("shutdown")))]).await.unwrap();
+        assert_eq!(store.compilation("b").await.unwrap(), Some(ok("shutdown")));
         assert_eq!(store.compilations("b", 10).await.unwrap().len(), 1);
 
         let now = DateTime::from_timestamp_millis(45 * day).unwrap();
@@ -388,26 +278,6 @@ mod tests {
         assert_eq!(store.compilations("s3", 100).await.unwrap().len(), 1);
         assert_eq!(prune_table(&store.pool, "compilations", cutoff, true, 3).await.unwrap(), 0);
         assert_eq!(prune_table(&store.pool, "polls", cutoff, false, 4).await.unwrap(), 23);
-    }
-
-    #[test]
-    fn substance_ignores_what_changes_every_poll() {
-        let a = br#"{"schema_version":1,"attendant":{"name":"m","version":"1","hostname":"m"},
-            "time":{"utc":"2026-01-01T00:00:00Z","utc_offset_seconds":0,"received_at":"x","replied_at":"y"},
-            "services":[{"name":"mta","check":"smtp","status":"ok","message":"in 3 ms","duration_ms":3,"details":{"t":1}}],
-            "host":{"uptime_s":5,"load":[1,1,1],"cpu_percent":3,"memory":{"total":8,"used":2},"disks":[{"mount":"/","total":9,"used":1}]},
-            "deficiencies":[]}"#;
-        let b = String::from_utf8_lossy(a)
-            .replace("in 3 ms", "in 4 ms")
-            .replace("\"uptime_s\":5", "\"uptime_s\":6")
-            .replace("\"used\":2", "\"used\":3")
-            .replace("2026-01-01", "2026-01-02");
-        assert_eq!(substance_hash(a), substance_hash(b.as_bytes()));
-        let c = String::from_utf8_lossy(a).replace("\"status\":\"ok\"", "\"status\":\"critical\"");
-        assert_ne!(substance_hash(a), substance_hash(c.as_bytes()));
-        let d = String::from_utf8_lossy(a).replace("\"total\":9", "\"total\":10");
-        assert_ne!(substance_hash(a), substance_hash(d.as_bytes()));
-        assert_eq!(substance_hash(b"not json"), None);
     }
 
     #[test]

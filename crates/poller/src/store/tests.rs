@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::ChangedCompilation;
 use rollcall_protocol::{Deficiency, Severity};
 
 fn row(name: &str, level: &str, state: ServerState) -> ServerRow {
@@ -17,6 +18,7 @@ fn row(name: &str, level: &str, state: ServerState) -> ServerRow {
         last_error: Some("connection refused".into()),
         clock_offset_ms: Some(-1.5),
         rtt_ms: Some(0.25),
+        substance: None,
     }
 }
 
@@ -41,7 +43,8 @@ fn record(name: &str, at_ms: i64, level: &str, transition: bool, compilation: Op
             to: level.into(),
             reason: "poll:refused".into(),
         }),
-        compilation: compilation.map(|c| bytes::Bytes::from(c.to_string())),
+        compilation: compilation
+            .map(|c| ChangedCompilation { hash: c.len() as i64, body: bytes::Bytes::from(c.to_string()) }),
         clock_corrections: vec![],
     }
 }
@@ -117,4 +120,29 @@ async fn corrupt_rows_are_named_not_panicked_on() {
     sqlx::query("UPDATE servers SET deficiencies = 'garbage'").execute(&store.pool).await.unwrap();
     let err = store.load_servers().await.unwrap_err().to_string();
     assert!(err.contains("servers.deficiencies of a"), "{err}");
+}
+
+#[tokio::test]
+async fn an_older_database_keeps_its_latest_compilations_when_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    // A database as the release before 0004 left it: the latest compilation on the server row.
+    {
+        let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+        let mut old = sqlx::migrate!("./migrations/sqlite");
+        old.migrations = old.migrations.iter().filter(|m| m.version <= 3).cloned().collect::<Vec<_>>().into();
+        old.run(&pool).await.unwrap();
+        sqlx::query(
+            "INSERT INTO servers (name, address, level, state, compilation) VALUES ('a', 'http://a', 'normal', 'ok', '{\"n\":1}'), ('b', 'http://b', 'normal', 'unknown', NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    }
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some("{\"n\":1}"));
+    assert_eq!(store.compilation("b").await.unwrap(), None);
+    assert_eq!(store.load_servers().await.unwrap().len(), 2);
 }

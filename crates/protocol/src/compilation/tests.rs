@@ -106,3 +106,33 @@ fn worst_status_and_exit_codes() {
     assert_eq!(Status::from_exit_code(42), Status::Unknown);
     assert_eq!(Status::Unknown.severity(), Some(Severity::Warning));
 }
+
+/// The substance hash is stored: its value for a given compilation must never change.
+#[test]
+fn substance_hash_is_pinned_and_ignores_what_changes_every_poll() {
+    let a = r#"{"schema_version":1,"attendant":{"name":"m","version":"1","hostname":"m"},
+        "time":{"utc":"2026-01-01T00:00:00Z","utc_offset_seconds":3600,"zone":"Europe/Berlin","received_at":"2026-01-01T00:00:00.000001Z","replied_at":"2026-01-01T00:00:00.000002Z"},
+        "services":[{"name":"mta","check":"smtp","status":"ok","message":"in 3 ms","observed_at":"2026-01-01T00:00:00Z","duration_ms":3,"details":{"t":1}}],
+        "probes":[{"name":"login","kind":"login","status":"critical","message":"NO","observed_at":"2026-01-01T00:00:00Z"}],
+        "host":{"uptime_s":5,"load":[1,1,1],"cpu_percent":3,"memory":{"total":8,"used":2},"disks":[{"mount":"/","total":9,"used":1}]},
+        "deficiencies":[{"source":"probe:login","severity":"critical","summary":"NO"}]}"#;
+    let hash = |s: &str| Compilation::from_slice(s.as_bytes()).unwrap().substance_hash();
+    // Computed by the first release that stored hashes; changing it re-stores every server.
+    assert_eq!(hash(a), 240_293_809_628_355_226);
+    let same = a
+        .replace("in 3 ms", "in 4 ms")
+        .replace("\"uptime_s\":5", "\"uptime_s\":6")
+        .replace("\"used\":2", "\"used\":3")
+        .replace("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+    assert_eq!(hash(a), hash(&same));
+    for changed in [
+        a.replace("\"status\":\"ok\"", "\"status\":\"warning\""),
+        a.replace("\"total\":9", "\"total\":10"),
+        a.replace("\"total\":8", "\"total\":16"),
+        a.replace("Europe/Berlin", "UTC"),
+        a.replace("\"severity\":\"critical\"", "\"severity\":\"warning\""),
+        a.replace("\"version\":\"1\"", "\"version\":\"2\""),
+    ] {
+        assert_ne!(hash(a), hash(&changed), "{changed}");
+    }
+}
