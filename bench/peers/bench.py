@@ -141,8 +141,10 @@ def measure(name, pid, n, interval, agent, failed_fn):
     perf = None
     if os.environ.get("PERF") and name == "poller":
         # A CPU profile of the window (perf report -i PERF): where the poller's time goes.
-        perf = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "499", "-o", os.environ["PERF"], "-p", str(pid),
-                                 "--", "sleep", str(WINDOW)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # PERF_CALLGRAPH=dwarf unwinds through code built without frame pointers (costly: keep WINDOW short).
+        perf = subprocess.Popen(["perf", "record", "-q", "--call-graph", os.environ.get("PERF_CALLGRAPH", "fp"), "-F",
+                                 "499", "-o", os.environ["PERF"], "-p", str(pid), "--", "sleep", str(WINDOW)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(WINDOW)
     if perf:
         perf.wait()

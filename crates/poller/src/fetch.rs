@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use rollcall_protocol::clock_order::{ClockReply, SignedOrder, CLOCK_PATH};
-use rollcall_protocol::{Compilation, DecodeError, COMPILATION_PATH};
+use rollcall_protocol::{DecodeError, Digest, COMPILATION_PATH};
 
 use crate::config::ServerConfig;
 
@@ -19,7 +19,8 @@ mod plain;
 /// A compilation as received, with the poller's send (T1) and receive (T4) times.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    pub compilation: Compilation,
+    /// What the poller judges the server by; the whole compilation is `raw`.
+    pub digest: Digest,
     /// The reply body exactly as received, kept as the latest compilation.
     pub raw: Bytes,
     pub sent_at: DateTime<Utc>,
@@ -120,11 +121,11 @@ impl HttpFetcher {
         } else {
             self.fetch_tls(server, token).await?
         };
-        let compilation = Compilation::from_slice(&raw).map_err(|e| match e {
+        let digest = Digest::from_slice(&raw).map_err(|e| match e {
             DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
             DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
         })?;
-        Ok(Fetched { compilation, raw, sent_at, received_at })
+        Ok(Fetched { digest, raw, sent_at, received_at })
     }
 
     /// A poll over `https://`, through reqwest (rustls).

@@ -273,16 +273,11 @@ impl<F: Fetch> Fleet<F> {
         let before = server.status();
         let (state, deficiencies, error, estimate, reply, attendant) = match result {
             Ok(f) => {
-                let e = ClockEstimate::from_stamps(
-                    f.sent_at,
-                    f.compilation.time.received_at,
-                    f.compilation.time.replied_at,
-                    f.received_at,
-                );
-                let hash = f.compilation.substance_hash();
-                let d = f.compilation.deficiencies;
+                let e = ClockEstimate::from_stamps(f.sent_at, f.digest.received_at, f.digest.replied_at, f.received_at);
+                let hash = f.digest.substance;
+                let d = f.digest.deficiencies;
                 let state = if d.is_empty() { ServerState::Ok } else { ServerState::Deficient };
-                let attendant = f.compilation.attendant.name;
+                let attendant = f.digest.attendant;
                 (state, d, None, Some(e), Some((hash, f.raw)), Some(attendant))
             }
             Err(e) => {

@@ -263,6 +263,9 @@ impl Compilation {
     }
 }
 
+mod digest;
 mod substance;
+
+pub use digest::Digest;
 #[cfg(test)]
 mod tests;

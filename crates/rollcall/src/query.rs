@@ -28,7 +28,7 @@ pub async fn run(address: &str, token_file: Option<&Path>, json: bool, timeout: 
         let v: serde_json::Value = serde_json::from_slice(&fetched.raw)?;
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", render(&fetched.compilation));
+        print!("{}", render(&Compilation::from_slice(&fetched.raw)?));
     }
     Ok(())
 }

@@ -65,7 +65,8 @@ impl Fetch for Script {
                 let sent_at = Utc::now();
                 let c = compilation(d, *self.offset_ms.lock().unwrap());
                 let raw = bytes::Bytes::from(serde_json::to_vec(&c).unwrap());
-                Ok(Fetched { sent_at, received_at: sent_at, compilation: c, raw })
+                let digest = rollcall_protocol::Digest::from_slice(&raw).unwrap();
+                Ok(Fetched { sent_at, received_at: sent_at, digest, raw })
             }
             Act::Fail(e) => Err(e),
             Act::Hang(d) => {

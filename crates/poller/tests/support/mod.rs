@@ -118,10 +118,12 @@ impl Attendants {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind attendant");
             let addr = listener.local_addr().expect("local_addr");
             let path = dir.join(format!("attendant-{name}.toml"));
+            // The machine's own disk must not make a test server deficient.
             fs::write(
                 &path,
                 format!(
                     "name = \"{name}\"\nlisten = \"{addr}\"\ninsecure = true\nclock = \"virtual\"\n\n\
+                     [host]\ndisk_warning_percent = 100.0\ndisk_critical_percent = 100.0\n\n\
                      [[service]]\nname = \"smtp\"\ncheck = \"tcp\"\naddress = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n",
                     svc.port
                 ),

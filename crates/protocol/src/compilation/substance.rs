@@ -12,7 +12,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use super::Compilation;
+use super::{Compilation, Severity, Status};
 
 #[derive(Hash)]
 struct Named<'a> {
@@ -66,39 +66,58 @@ impl Hasher for Fnv {
     }
 }
 
+/// One service or probe as substance sees it: name, check (services) or kind (probes), status.
+pub(crate) type ItemParts<'a> = (&'a str, &'a str, Status);
+
+/// Hashes the substance from its parts, whoever parsed them (the full [`Compilation`] or
+/// the poller's [`super::Digest`]): one definition, so both always agree.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn hash_parts<'a>(
+    attendant: [&'a str; 3],
+    zone: (i64, Option<&'a str>),
+    services: impl ExactSizeIterator<Item = ItemParts<'a>>,
+    probes: impl ExactSizeIterator<Item = ItemParts<'a>>,
+    deficiencies: impl ExactSizeIterator<Item = (&'a str, Severity)>,
+    memory_total: u64,
+    disks: impl ExactSizeIterator<Item = (&'a str, u64)>,
+) -> i64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let [name, version, hostname] = attendant;
+    Some(Named { name: Some(name), version: Some(version), hostname: Some(hostname) }).hash(&mut h);
+    Some(Zone { utc_offset_seconds: Some(zone.0), zone: zone.1 }).hash(&mut h);
+    // A slice hashes as its length, then each element (what the stored hashes were fed).
+    h.write_usize(services.len());
+    for (name, check, status) in services {
+        Item { name: Some(name), check: Some(check), kind: None, status: Some(status.as_str()) }.hash(&mut h);
+    }
+    h.write_usize(probes.len());
+    for (name, kind, status) in probes {
+        Item { name: Some(name), check: None, kind: Some(kind), status: Some(status.as_str()) }.hash(&mut h);
+    }
+    h.write_usize(deficiencies.len());
+    for (source, severity) in deficiencies {
+        Def { source: Some(source), severity: Some(severity.as_str()) }.hash(&mut h);
+    }
+    Some(Total { total: Some(memory_total) }).hash(&mut h);
+    h.write_usize(disks.len());
+    for (mount, total) in disks {
+        DiskSize { mount: Some(mount), total: Some(total) }.hash(&mut h);
+    }
+    h.finish() as i64
+}
+
 impl Compilation {
     /// The hash of this compilation's substance (see the module doc).
     pub fn substance_hash(&self) -> i64 {
-        let mut h = Fnv(0xcbf2_9ce4_8422_2325);
         let a = &self.attendant;
-        Some(Named { name: Some(&a.name), version: Some(&a.version), hostname: Some(&a.hostname) }).hash(&mut h);
-        Some(Zone {
-            utc_offset_seconds: Some(i64::from(self.time.utc_offset_seconds)),
-            zone: self.time.zone.as_deref(),
-        })
-        .hash(&mut h);
-        let services: Vec<Item> = self
-            .services
-            .iter()
-            .map(|s| Item { name: Some(&s.name), check: Some(&s.check), kind: None, status: Some(s.status.as_str()) })
-            .collect();
-        services.hash(&mut h);
-        let probes: Vec<Item> = self
-            .probes
-            .iter()
-            .map(|p| Item { name: Some(&p.name), check: None, kind: Some(&p.kind), status: Some(p.status.as_str()) })
-            .collect();
-        probes.hash(&mut h);
-        let defs: Vec<Def> = self
-            .deficiencies
-            .iter()
-            .map(|d| Def { source: Some(&d.source), severity: Some(d.severity.as_str()) })
-            .collect();
-        defs.hash(&mut h);
-        Some(Total { total: Some(self.host.memory.total) }).hash(&mut h);
-        let disks: Vec<DiskSize> =
-            self.host.disks.iter().map(|d| DiskSize { mount: Some(&d.mount), total: Some(d.total) }).collect();
-        disks.hash(&mut h);
-        h.finish() as i64
+        hash_parts(
+            [&a.name, &a.version, &a.hostname],
+            (i64::from(self.time.utc_offset_seconds), self.time.zone.as_deref()),
+            self.services.iter().map(|s| (s.name.as_str(), s.check.as_str(), s.status)),
+            self.probes.iter().map(|p| (p.name.as_str(), p.kind.as_str(), p.status)),
+            self.deficiencies.iter().map(|d| (d.source.as_str(), d.severity)),
+            self.host.memory.total,
+            self.host.disks.iter().map(|d| (d.mount.as_str(), d.total)),
+        )
     }
 }

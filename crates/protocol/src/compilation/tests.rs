@@ -136,3 +136,57 @@ fn substance_hash_is_pinned_and_ignores_what_changes_every_poll() {
         assert_ne!(hash(a), hash(&changed), "{changed}");
     }
 }
+
+/// The poller reads digests, the rest of the product whole compilations: both must accept
+/// and refuse the same documents and agree on what they read.
+#[test]
+fn the_digest_agrees_with_the_whole_compilation() {
+    let mut with_probe = sample();
+    with_probe.probes.push(ProbeResult {
+        name: "login".into(),
+        kind: "login".into(),
+        status: Status::Warning,
+        message: "slow \"quoted\" \u{e9}".into(),
+        observed_at: with_probe.time.utc,
+        duration_ms: 3.0,
+        details: serde_json::from_str(r#"{"sessions": 3, "nested": {"a": [1, 2]}}"#).unwrap(),
+    });
+    for c in [sample(), with_probe] {
+        let bytes = serde_json::to_vec(&c).unwrap();
+        let d = Digest::from_slice(&bytes).unwrap();
+        assert_eq!(d.attendant, c.attendant.name);
+        assert_eq!((d.received_at, d.replied_at), (c.time.received_at, c.time.replied_at));
+        assert_eq!(d.deficiencies, c.deficiencies);
+        assert_eq!(d.substance, c.substance_hash());
+    }
+    let good = serde_json::to_value(sample()).unwrap();
+    let broken: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("no attendant", Box::new(|v| v.as_object_mut().unwrap().remove("attendant").map(drop).unwrap())),
+        ("no host", Box::new(|v| v.as_object_mut().unwrap().remove("host").map(drop).unwrap())),
+        (
+            "no observed_at",
+            Box::new(|v| v["services"][0].as_object_mut().unwrap().remove("observed_at").map(drop).unwrap()),
+        ),
+        ("bad status", Box::new(|v| v["services"][0]["status"] = "fine".into())),
+        (
+            "no memory used",
+            Box::new(|v| v["host"]["memory"].as_object_mut().unwrap().remove("used").map(drop).unwrap()),
+        ),
+        ("bad T2", Box::new(|v| v["time"]["received_at"] = "yesterday".into())),
+        ("text total", Box::new(|v| v["host"]["disks"][0]["total"] = "1 TB".into())),
+        ("schema 2", Box::new(|v| v["schema_version"] = 2.into())),
+    ];
+    for (what, spoil) in broken {
+        let mut v = good.clone();
+        spoil(&mut v);
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let whole = Compilation::from_slice(&bytes).unwrap_err().to_string();
+        let digest = Digest::from_slice(&bytes).unwrap_err().to_string();
+        assert_eq!(whole.split(':').next(), digest.split(':').next(), "{what}: {whole} / {digest}");
+    }
+    for bad in [&b"<html>oops</html>"[..], b"{}", b"{\"schema_version\":1}", b"", b"{\"schema_version\": 7}"] {
+        let whole = Compilation::from_slice(bad).unwrap_err().to_string();
+        let digest = Digest::from_slice(bad).unwrap_err().to_string();
+        assert_eq!(whole, digest);
+    }
+}
