@@ -160,7 +160,8 @@ fn the_digest_agrees_with_the_whole_compilation() {
         assert_eq!(d.substance, c.substance_hash());
     }
     let good = serde_json::to_value(sample()).unwrap();
-    let broken: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Spoil = Box<dyn Fn(&mut serde_json::Value)>;
+    let broken: Vec<(&str, Spoil)> = vec![
         ("no attendant", Box::new(|v| v.as_object_mut().unwrap().remove("attendant").map(drop).unwrap())),
         ("no host", Box::new(|v| v.as_object_mut().unwrap().remove("host").map(drop).unwrap())),
         (
