@@ -59,6 +59,10 @@ struct Status {
     /// a few kilobytes per poll cost most of the poller's disk writes (22 kB per poll at
     /// 5,000 polls/s, measured). The store gets it with each change and at shutdown.
     latest: Option<bytes::Bytes>,
+    /// The store's row for this server holds its current level, state and deficiencies.
+    /// The row is written only when they change: time, offset and delay of every poll are
+    /// in its poll row, where the store reads them back from on start.
+    row_written: bool,
 }
 
 /// One server: its config and live state.
@@ -157,6 +161,7 @@ impl<F: Fetch> Fleet<F> {
                         clock_quiet_until: None,
                         substance: row.substance,
                         latest: None,
+                        row_written: row.address == config.address,
                     }
                 }
                 None => Status {
@@ -172,6 +177,7 @@ impl<F: Fetch> Fleet<F> {
                     clock_quiet_until: None,
                     substance: None,
                     latest: None,
+                    row_written: false,
                 },
             };
             by_name.insert(config.name.clone(), servers.len());
@@ -302,9 +308,15 @@ impl<F: Fetch> Fleet<F> {
         if before.state != state && transition.is_none() {
             tracing::info!(server = %name, from = before.state.as_str(), to = state.as_str(), "state changed");
         }
+        let row_changed = !before.row_written
+            || before.level != level
+            || before.state != state
+            || before.deficiencies != deficiencies
+            || before.last_error != error;
         let mut compilation = None;
         let mut substance = before.substance;
         server.update(|s| {
+            s.row_written = true;
             s.level = level;
             s.state = state;
             s.deficiencies = deficiencies.clone();
@@ -343,6 +355,7 @@ impl<F: Fetch> Fleet<F> {
                 rtt_ms: summary.rtt_ms,
                 substance,
             },
+            row_changed,
             poll: PollRow {
                 at,
                 state,

@@ -115,6 +115,9 @@ pub struct History {
 #[derive(Debug, Clone)]
 pub struct PollRecord {
     pub server: ServerRow,
+    /// Level, state, deficiencies or error differ from the stored row (or there is none):
+    /// only then is the row written.
+    pub row_changed: bool,
     pub poll: PollRow,
     pub transition: Option<TransitionRow>,
     /// The reply as received, when its substance changed: it joins the history and

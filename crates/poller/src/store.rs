@@ -67,9 +67,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            // A batch rewrites thousands of rows; with SQLite's 2 MB default the pages spill to
-            // the WAL mid-transaction and are written twice (perf: pagerStress, subjournal).
-            .pragma("cache_size", "-32768");
+            // A batch touches thousands of pages (poll rows and their index); with SQLite's
+            // 2 MB default they spill to the WAL mid-transaction and are written twice
+            // (perf: pagerStress, subjournal).
+            .pragma("cache_size", "-8192");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
@@ -85,9 +86,15 @@ impl Store {
     /// Every server the store knows, as last written.
     pub async fn load_servers(&self) -> Result<Vec<ServerRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms,
-               (SELECT hash FROM compilations c WHERE c.server = servers.name ORDER BY id DESC LIMIT 1) AS substance
-             FROM servers",
+            // The row is written when level or state change; the newest poll row has the
+            // time, offset and delay of the last poll.
+            "SELECT s.name, s.address, s.level, s.calm_streak, s.state, s.deficiencies, s.last_error,
+               max(s.last_poll_at, COALESCE(p.at, 0)) AS last_poll_at,
+               COALESCE(p.clock_offset_ms, s.clock_offset_ms) AS clock_offset_ms,
+               COALESCE(p.rtt_ms, s.rtt_ms) AS rtt_ms,
+               (SELECT hash FROM compilations c WHERE c.server = s.name ORDER BY id DESC LIMIT 1) AS substance
+             FROM servers s
+             LEFT JOIN polls p ON p.id = (SELECT id FROM polls WHERE server = s.name ORDER BY id DESC LIMIT 1)",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -189,11 +196,12 @@ impl Store {
 
     /// Writes a batch of poll results in one transaction, many rows to a statement.
     pub async fn write(&self, batch: &[PollRecord]) -> Result<(), StoreError> {
+        let rows: Vec<&ServerRow> = batch.iter().filter(|r| r.row_changed).map(|r| &r.server).collect();
         // An attendant's reply was parsed as JSON, so it is UTF-8 but for the contents of
         // fields we ignore; those are replaced rather than the reply refused.
         let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
         let mut tx = self.pool.begin().await?;
-        for (at, n) in growth::chunks(batch.len()) {
+        for (at, n) in growth::chunks(rows.len()) {
             let sql = growth::values_sql(
                 "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms)",
                 10,
@@ -204,8 +212,7 @@ impl Store {
                    clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms",
             );
             let mut q = sqlx::query(&sql);
-            for rec in &batch[at..at + n] {
-                let s = &rec.server;
+            for s in &rows[at..at + n] {
                 let defs = serde_json::to_string(&s.deficiencies).unwrap_or_else(|_| "[]".into());
                 q = q
                     .bind(&s.name)
@@ -220,6 +227,8 @@ impl Store {
                     .bind(s.rtt_ms);
             }
             q.execute(&mut *tx).await?;
+        }
+        for (at, n) in growth::chunks(batch.len()) {
             let sql = growth::values_sql(
                 "INSERT INTO polls (server, at, state, level, rtt_ms, clock_offset_ms, error, deficiencies)",
                 8,

@@ -207,6 +207,7 @@ mod tests {
                 rtt_ms: None,
                 substance: None,
             },
+            row_changed: true,
             poll: PollRow {
                 at,
                 state: ServerState::Ok,

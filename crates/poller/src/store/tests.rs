@@ -28,6 +28,7 @@ fn record(name: &str, at_ms: i64, level: &str, transition: bool, compilation: Op
     server.last_poll_at = Some(at);
     PollRecord {
         server,
+        row_changed: true,
         poll: PollRow {
             at,
             state: ServerState::Unreachable,
@@ -145,4 +146,29 @@ async fn an_older_database_keeps_its_latest_compilations_when_upgraded() {
     assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some("{\"n\":1}"));
     assert_eq!(store.compilation("b").await.unwrap(), None);
     assert_eq!(store.load_servers().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_steady_server_keeps_its_row_and_reads_back_its_last_poll() {
+    let (_d, store) = open().await;
+    store.write(&[record("a", 1_000, "normal", false, None)]).await.unwrap();
+    // Later polls that change nothing but time, offset and delay leave the row alone.
+    let mut later = record("a", 5_000, "normal", false, None);
+    later.row_changed = false;
+    later.poll.clock_offset_ms = Some(7.5);
+    later.poll.rtt_ms = Some(0.5);
+    later.server.last_poll_at = Some(from_ms(5_000));
+    store.write(&[later]).await.unwrap();
+    let raw: i64 = sqlx::query_scalar("SELECT last_poll_at FROM servers").fetch_one(&store.pool).await.unwrap();
+    assert_eq!(raw, 1_000, "the row was not rewritten");
+    let rows = store.load_servers().await.unwrap();
+    assert_eq!(rows[0].last_poll_at, Some(from_ms(5_000)), "the newest poll's time");
+    assert_eq!((rows[0].clock_offset_ms, rows[0].rtt_ms), (Some(7.5), Some(0.5)));
+    // A failed poll has no offset: the last known one stays.
+    let mut failed = record("a", 9_000, "normal", false, None);
+    failed.row_changed = false;
+    store.write(&[failed]).await.unwrap();
+    let rows = store.load_servers().await.unwrap();
+    assert_eq!(rows[0].last_poll_at, Some(from_ms(9_000)));
+    assert_eq!(rows[0].clock_offset_ms, Some(-1.5), "the row's last known offset");
 }
