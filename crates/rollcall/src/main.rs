@@ -19,10 +19,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-/// See the workspace manifest: the poller's per-poll buffers made glibc malloc a tenth of its CPU.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "rollcall", version, about = "Server monitoring with one query per server.")]
 struct Cli {
