@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod events;
 pub mod fetch;
 pub mod fleet;
+mod heap_trim;
 pub mod levels;
 pub mod metrics;
 pub mod model;
@@ -84,6 +85,7 @@ pub async fn run(
     .await?;
     fleet.start(&stop, &tracker);
     store::spawn_pruner(store.clone(), config.retention, stop.clone(), &tracker);
+    heap_trim::spawn(stop.clone(), &tracker);
     tracing::info!(
         listen = %listener.local_addr()?,
         servers = config.servers.len(),

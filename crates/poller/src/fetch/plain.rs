@@ -267,10 +267,7 @@ async fn read_exact_body(stream: &mut TcpStream, mut buf: BytesMut, n: usize) ->
     }
     let clean = buf.len() == n;
     buf.truncate(n);
-    // The body outlives the poll as the server's latest compilation: hold exactly its
-    // bytes, not the rest of the first read's buffer (8 kB per server, measured).
-    let body = if buf.capacity() > n + n / 8 { Bytes::copy_from_slice(&buf) } else { buf.freeze() };
-    Ok((body, clean))
+    Ok((buf.freeze(), clean))
 }
 
 /// A body read until the attendant closes the connection, at most `max` bytes.
