@@ -73,7 +73,10 @@ impl Store {
             .pragma("cache_size", "-8192")
             // Each many-row statement keeps a statement journal of the pages it changes; in
             // a file that was 6 % of the poller's CPU (perf: subjournalPageIfRequired).
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoint every 40 MB of WAL rather than 4 MB: the poll index's pages change
+            // many times between checkpoints and are copied into the database once.
+            .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)

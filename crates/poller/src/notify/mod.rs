@@ -347,9 +347,13 @@ impl Decider {
             }
             FleetEvent::Polled(s) => {
                 let at = s.last_poll_at.unwrap_or_else(Utc::now);
-                let mem = self.memory.entry(s.name.clone()).or_insert_with(|| Memory::fresh(&self.first_level));
+                // Looked up before inserting: a poll of a known server allocates nothing here.
+                if !self.memory.contains_key(&s.name) {
+                    self.memory.insert(s.name.clone(), Memory::fresh(&self.first_level));
+                }
+                let Some(mem) = self.memory.get_mut(&s.name) else { return };
                 let (decision, dirty) = self.damping.observe(mem, &s.level, s.state, at, &self.first_level);
-                let reason = self.reasons.remove(&s.name);
+                let reason = if self.reasons.is_empty() { None } else { self.reasons.remove(&s.name) };
                 if dirty {
                     // Persist first: a restart after this point never tells it again.
                     if let Err(e) = self.store.save_notify_memory(&s.name, mem).await {
