@@ -394,11 +394,17 @@ def mode_attendant():
     services = "".join(f'\n[[service]]\nname = "svc-{k}"\ncheck = "tcp"\naddress = "127.0.0.1:{closed}"\n'
                        f'timeout = "1s"\n' for k in range(10))
     results = {}
-    for label, extra in (("attendant (no services)", ""), ("attendant (10 tcp checks)", services)):
+    # rollcall-attendant is what a monitored server runs; `rollcall attendant` is the same
+    # code inside the one binary that also holds the poller.
+    slim = os.path.join(os.path.dirname(ROLLCALL), "rollcall-attendant")
+    runs = (("rollcall-attendant", [slim], ""), ("rollcall-attendant, 10 tcp", [slim], services),
+            ("rollcall attendant", [ROLLCALL, "attendant"], ""),
+            ("rollcall attendant, 10 tcp", [ROLLCALL, "attendant"], services))
+    for label, cmd, extra in runs:
         cfg = os.path.join(tmp, "attendant.toml")
         with open(cfg, "w") as f:
             f.write(f'name = "bench"\nlisten = "127.0.0.1:{PEER_PORT}"\ninsecure = true\nclock = "virtual"\n{extra}')
-        results[label] = serve_and_load("attendant", [ROLLCALL, "attendant", "--config", cfg],
+        results[label] = serve_and_load("attendant", cmd + ["--config", cfg],
                                         f"http://127.0.0.1:{PEER_PORT}/v1/compilation", rate, seconds, tmp)
     results["node_exporter"] = serve_and_load(
         "node_exporter", [NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{PEER_PORT + 1}"],

@@ -6,6 +6,7 @@
 mod check_config;
 mod demo;
 mod keygen;
+mod process;
 mod query;
 mod render;
 mod simulate;
@@ -17,7 +18,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "rollcall", version, about = "Server monitoring with one query per server.")]
@@ -91,39 +91,18 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ROLLCALL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli.command)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    process::main(run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Attendant { config } => {
-            let stop = stop_on_signal();
+            let stop = process::stop_on_signal();
             rollcall_attendant::run(config, stop).await?;
         }
         Command::Poller { config } => {
-            let stop = stop_on_signal();
-            ignore_hangup("poller");
+            let stop = process::stop_on_signal();
+            process::ignore_hangup("poller");
             let cfg = rollcall_poller::PollerConfig::load(&config)?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
@@ -136,59 +115,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keygen { out, force } => keygen::run(&out, force)?,
         Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),
-        Command::Simulate(args) => simulate::run(args, stop_on_signal()).await?,
+        Command::Simulate(args) => simulate::run(args, process::stop_on_signal()).await?,
         Command::Demo { listen, state_dir } => {
-            let stop = stop_on_signal();
-            ignore_hangup("demo");
+            let stop = process::stop_on_signal();
+            process::ignore_hangup("demo");
             demo::run(listen, state_dir, stop).await?
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A token cancelled on SIGINT (Ctrl-C) or SIGTERM, for a clean stop. The handlers are
-/// installed before this returns: a signal arriving during start-up must not take the
-/// default action (killing the process without writing its state).
-fn stop_on_signal() -> CancellationToken {
-    use tokio::signal::unix::{signal, SignalKind};
-    let stop = CancellationToken::new();
-    let streams: Vec<_> = [SignalKind::interrupt(), SignalKind::terminate()]
-        .into_iter()
-        .filter_map(|kind| match signal(kind) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for a stop signal");
-                None
-            }
-        })
-        .collect();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        let waits = streams.into_iter().map(|mut st| Box::pin(async move { st.recv().await }));
-        first_of(waits).await;
-        tracing::info!("stopping");
-        s.cancel();
-    });
-    stop
-}
-
-/// Waits for the first of several signal streams.
-async fn first_of<F: std::future::Future + Unpin>(futs: impl Iterator<Item = F>) {
-    let futs: Vec<F> = futs.collect();
-    if futs.is_empty() {
-        return std::future::pending().await;
-    }
-    let _ = futures::future::select_all(futs).await;
-}
-
-/// The poller has no config reload yet; an operator's `kill -HUP` (or logrotate's) must
-/// not kill it, so SIGHUP is caught and answered with a log line.
-fn ignore_hangup(what: &'static str) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::warn!("SIGHUP ignored: the {what} does not reload its config yet; restart it to apply changes");
-        }
-    });
 }

@@ -447,3 +447,41 @@ async fn insecure_attendant_on_a_public_address_refuses_to_start() {
     .await;
     assert!(query_json(&ok.addr(), None).await["schema_version"] == 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attendant_alone_answers_like_rollcall_attendant_and_names_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let slim = env!("CARGO_BIN_EXE_rollcall-attendant");
+    let bad = write(dir.path(), "bad.toml", "name = \"m\"\nlisten = \"127.0.0.1:1\"\nclok = \"virtual\"\n");
+    let mut p = Proc::spawn_program(
+        slim,
+        "rollcall-attendant",
+        &["--config", bad.to_str().unwrap()],
+        dir.path().join("bad.log"),
+    );
+    assert!(!p.wait_exit(Duration::from_secs(10)).await.success());
+    assert!(p.log_text().contains(&format!("{}:3", bad.display())), "names file and line:\n{}", p.log_text());
+
+    let port = free_port();
+    let cfg = write(dir.path(), "slim.toml", &attendant_toml("slim-01", port, &AttAuth::Insecure, &[]));
+    let mut att = Proc::spawn_program(
+        slim,
+        "rollcall-attendant",
+        &["--config", cfg.to_str().unwrap()],
+        dir.path().join("slim.log"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let start = std::time::Instant::now();
+    let c = loop {
+        let (code, out, _) = run_cli(&["query", "--json", &addr]).await;
+        if code == Some(0) {
+            break serde_json::from_str::<Value>(&out).unwrap();
+        }
+        assert!(att.exited().is_none(), "rollcall-attendant exited:\n{}", att.log_text());
+        assert!(start.elapsed() < DEADLINE, "rollcall-attendant never answered:\n{}", att.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((c["schema_version"].as_u64(), c["attendant"]["name"].as_str()), (Some(1), Some("slim-01")));
+    att.signal("TERM");
+    assert!(att.wait_exit(Duration::from_secs(10)).await.success(), "{}", att.log_text());
+}

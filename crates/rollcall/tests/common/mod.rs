@@ -48,9 +48,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(what: &str, args: &[&str], log: PathBuf) -> Proc {
+        Proc::spawn_program(bin(), what, args, log)
+    }
+
+    /// Like [`Proc::spawn`], for another binary of the package (`rollcall-attendant`).
+    pub fn spawn_program(program: &str, what: &str, args: &[&str], log: PathBuf) -> Proc {
         let out = File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
-        let child = Command::new(bin())
+        let child = Command::new(program)
             .args(args)
             .env("ROLLCALL_LOG", "info")
             .env_remove("ROLLCALL_POLLER")

@@ -1,0 +1,28 @@
+//! `rollcall-attendant --config FILE`: the attendant alone, for the monitored servers.
+//!
+//! The same attendant as `rollcall attendant`, built without the poller, its database,
+//! dashboard and mail notifications: a smaller program on every server of the fleet
+//! (measured in docs/performance.md).
+
+#[path = "../process.rs"]
+mod process;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "rollcall-attendant", version, about = "Rollcall's attendant: answers the poller's one query.")]
+struct Args {
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    process::main(async move {
+        rollcall_attendant::run(args.config, process::stop_on_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
