@@ -509,7 +509,22 @@ struct Packed(std::sync::Arc<[u8]>);
 
 impl Packed {
     fn pack(raw: &[u8]) -> Packed {
-        Packed(lz4_flex::compress_prepend_size(raw).into())
+        thread_local! {
+            /// Room for the worst case, reused: the only allocation per poll is the result.
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        SCRATCH.with_borrow_mut(|out| {
+            let bound = 4 + lz4_flex::block::get_maximum_output_size(raw.len());
+            if out.len() < bound {
+                out.resize(bound, 0);
+            }
+            out[..4].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+            match lz4_flex::block::compress_into(raw, &mut out[4..]) {
+                Ok(n) => Packed(out[..4 + n].into()),
+                // Cannot happen with room for the worst case; kept whole rather than lost.
+                Err(_) => Packed(lz4_flex::compress_prepend_size(raw).into()),
+            }
+        })
     }
 
     fn unpack(&self, server: &str) -> Option<bytes::Bytes> {

@@ -42,12 +42,24 @@ pub(crate) struct PlainClient {
     budget: usize,
 }
 
-/// Where an `http://` address points: what to connect to, the Host header, the path prefix.
+/// Where an `http://` address points: the Host header (what to connect to), the path prefix.
 #[derive(Debug, PartialEq, Eq)]
 struct Target<'a> {
-    connect: String,
     host: &'a str,
     prefix: &'a str,
+}
+
+impl Target<'_> {
+    /// `host:port`, port 80 when the address names none.
+    fn connect(&self) -> std::borrow::Cow<'_, str> {
+        // A port is whatever follows the last ':' after an IPv6 literal's ']'.
+        let after_literal = self.host.rfind(']').map_or(self.host, |i| &self.host[i..]);
+        if after_literal.contains(':') {
+            self.host.into()
+        } else {
+            format!("{}:80", self.host).into()
+        }
+    }
 }
 
 fn target(url: &str) -> Option<Target<'_>> {
@@ -56,10 +68,7 @@ fn target(url: &str) -> Option<Target<'_>> {
     if host.is_empty() {
         return None;
     }
-    // A port is whatever follows the last ':' after an IPv6 literal's ']'.
-    let after_literal = host.rfind(']').map_or(host, |i| &host[i..]);
-    let connect = if after_literal.contains(':') { host.to_string() } else { format!("{host}:80") };
-    Some(Target { connect, host, prefix: prefix.trim_end_matches('/') })
+    Some(Target { host, prefix: prefix.trim_end_matches('/') })
 }
 
 /// How one attempt on one connection ended.
@@ -94,14 +103,17 @@ impl PlainClient {
         }
         request.extend_from_slice(b"\r\n");
 
-        if let Some(stream) = self.take(url) {
+        // The map's key is reused when the connection goes back: no allocation per poll.
+        let mut key = None;
+        if let Some((k, stream)) = self.take(url) {
+            key = Some(k);
             match exchange(stream, &request, max, true).await {
-                Attempt::Done(reply, keep) => return Ok(self.finish(url, reply, keep)),
+                Attempt::Done(reply, keep) => return Ok(self.finish(url, key, reply, keep)),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Stale => {}
             }
         }
-        let stream = TcpStream::connect(&t.connect).await.map_err(|e| {
+        let stream = TcpStream::connect(&*t.connect()).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::ConnectionRefused {
                 PollError::Refused(format!("connection refused by {url}"))
             } else {
@@ -110,29 +122,29 @@ impl PlainClient {
         })?;
         let _ = stream.set_nodelay(true);
         match exchange(stream, &request, max, false).await {
-            Attempt::Done(reply, keep) => Ok(self.finish(url, reply, keep)),
+            Attempt::Done(reply, keep) => Ok(self.finish(url, key, reply, keep)),
             Attempt::Failed(e) => Err(e),
             Attempt::Stale => Err(PollError::Malformed("the attendant closed the connection without a reply".into())),
         }
     }
 
-    fn finish(&self, url: &str, reply: Reply, keep: Option<TcpStream>) -> Reply {
+    fn finish(&self, url: &str, key: Option<Box<str>>, reply: Reply, keep: Option<TcpStream>) -> Reply {
         if let Some(stream) = keep {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.budget {
-                idle.insert(url.into(), stream);
+                idle.insert(key.unwrap_or_else(|| url.into()), stream);
             }
         }
         reply
     }
 
-    /// The server's idle connection, unless the attendant has closed it meanwhile.
-    fn take(&self, url: &str) -> Option<TcpStream> {
-        let stream = self.idle.lock().unwrap_or_else(|p| p.into_inner()).remove(url)?;
+    /// The server's idle connection (with its key), unless the attendant has closed it.
+    fn take(&self, url: &str) -> Option<(Box<str>, TcpStream)> {
+        let (key, stream) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).remove_entry(url)?;
         // Readable while idle means closed (or stray bytes): either way not reusable. Tokio
         // answers from its readiness cache, so a live connection costs no system call.
         match stream.try_read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some((key, stream)),
             _ => None,
         }
     }

@@ -50,12 +50,12 @@ fn with_length(body: &str) -> Vec<u8> {
 #[test]
 fn addresses_split_into_connect_host_and_prefix() {
     let t = target("http://127.0.0.1:7460").unwrap();
-    assert_eq!((t.connect.as_str(), t.host, t.prefix), ("127.0.0.1:7460", "127.0.0.1:7460", ""));
+    assert_eq!((&*t.connect(), t.host, t.prefix), ("127.0.0.1:7460", "127.0.0.1:7460", ""));
     let t = target("http://mail.example.org/s/3/").unwrap();
-    assert_eq!((t.connect.as_str(), t.host, t.prefix), ("mail.example.org:80", "mail.example.org", "/s/3"));
+    assert_eq!((&*t.connect(), t.host, t.prefix), ("mail.example.org:80", "mail.example.org", "/s/3"));
     let t = target("http://[::1]:8080/x").unwrap();
-    assert_eq!((t.connect.as_str(), t.prefix), ("[::1]:8080", "/x"));
-    assert_eq!(target("http://[::1]").unwrap().connect, "[::1]:80");
+    assert_eq!((&*t.connect(), t.prefix), ("[::1]:8080", "/x"));
+    assert_eq!(target("http://[::1]").unwrap().connect(), "[::1]:80");
     assert!(target("https://a:1").is_none());
     assert!(target("http:///v1").is_none());
 }
