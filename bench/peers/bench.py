@@ -276,7 +276,7 @@ def run_poller(tmp, n, interval):
     except sqlite3.Error:
         sizes = {}
     con.close()
-    poll_b = (sizes.get("polls", 0) + sizes.get("polls_by_server", 0)) / max(counts["polls"], 1)
+    poll_b = (sizes.get("polls", 0) + sizes.get("polls_by_server", 0) + sizes.get("poll_heads", 0)) / max(counts["polls"], 1)
     comp_b = ((sizes.get("compilations", 0) + sizes.get("compilations_by_server", 0)) / counts["compilations"]
               if counts["compilations"] else 0)
     # 15 min / 2 min mix: 90 % of a day at normal (96 polls/day), 10 % at critical (720/day);

@@ -48,6 +48,31 @@ pub enum StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// The poll chains' heads and the next poll id, loaded on the first write; only the
+    /// writer task uses them.
+    chains: std::sync::Arc<tokio::sync::Mutex<Option<Chains>>>,
+}
+
+/// Where each server's chain of poll rows ends, and the id the next row gets. Ids are
+/// assigned here, above every id a head ever named, so a pruned id is never reused.
+#[derive(Debug, Clone, Default)]
+struct Chains {
+    heads: std::collections::HashMap<String, i64>,
+    next_id: i64,
+}
+
+impl Chains {
+    async fn load(pool: &SqlitePool) -> Result<Chains, StoreError> {
+        let rows = sqlx::query("SELECT server, last_id FROM poll_heads").fetch_all(pool).await?;
+        let mut heads = std::collections::HashMap::with_capacity(rows.len());
+        for r in &rows {
+            heads.insert(r.try_get::<String, _>("server")?, r.try_get::<i64, _>("last_id")?);
+        }
+        let max_row: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM polls").fetch_one(pool).await?;
+        let max_head = heads.values().copied().max();
+        let next_id = max_row.max(max_head).unwrap_or(0) + 1;
+        Ok(Chains { heads, next_id })
+    }
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -86,7 +111,7 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
-        Ok(Store { pool })
+        Ok(Store { pool, chains: Default::default() })
     }
 
     /// Every server the store knows, as last written.
@@ -100,7 +125,7 @@ impl Store {
                COALESCE(p.rtt_ms, s.rtt_ms) AS rtt_ms,
                (SELECT hash FROM compilations c WHERE c.server = s.name ORDER BY id DESC LIMIT 1) AS substance
              FROM servers s
-             LEFT JOIN polls p ON p.id = (SELECT id FROM polls WHERE server = s.name ORDER BY id DESC LIMIT 1)",
+             LEFT JOIN polls p ON p.id = (SELECT last_id FROM poll_heads h WHERE h.server = s.name)",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -144,24 +169,34 @@ impl Store {
 
     /// Newest first, at most `limit` of each kind.
     pub async fn history(&self, server: &str, limit: u32) -> Result<History, StoreError> {
-        let polls = self
-            .newest(
-                "SELECT at, state, level, rtt_ms, clock_offset_ms, error, deficiencies FROM polls",
-                server,
-                limit,
-                |r| {
-                    Ok(PollRow {
-                        at: from_ms(r.try_get("at")?),
-                        state: ServerState::parse(r.try_get::<&str, _>("state")?),
-                        level: r.try_get("level")?,
-                        rtt_ms: r.try_get("rtt_ms")?,
-                        clock_offset_ms: r.try_get("clock_offset_ms")?,
-                        error: r.try_get("error")?,
-                        deficiencies: r.try_get::<i64, _>("deficiencies")?.max(0) as u32,
-                    })
-                },
-            )
-            .await?;
+        // The server's chain of poll rows, from its head back (see migration 0005).
+        let rows = sqlx::query(
+            "WITH RECURSIVE chain(id, n) AS (
+                 SELECT last_id, 1 FROM poll_heads WHERE server = ?1
+                 UNION ALL
+                 SELECT p.prev_id, c.n + 1 FROM polls p JOIN chain c ON p.id = c.id
+                 WHERE p.prev_id IS NOT NULL AND c.n < ?2)
+             SELECT p.at, p.state, p.level, p.rtt_ms, p.clock_offset_ms, p.error, p.deficiencies
+             FROM chain JOIN polls p ON p.id = chain.id ORDER BY p.id DESC",
+        )
+        .bind(server)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let polls = rows
+            .iter()
+            .map(|r| {
+                Ok(PollRow {
+                    at: from_ms(r.try_get("at")?),
+                    state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                    level: r.try_get("level")?,
+                    rtt_ms: r.try_get("rtt_ms")?,
+                    clock_offset_ms: r.try_get("clock_offset_ms")?,
+                    error: r.try_get("error")?,
+                    deficiencies: r.try_get::<i64, _>("deficiencies")?.max(0) as u32,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let transitions = self
             .newest("SELECT at, from_level, to_level, reason FROM transitions", server, limit, |r| {
                 Ok(TransitionRow {
@@ -234,17 +269,34 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
+        // Chain each poll row to the server's previous one; the in-memory chains change only
+        // once the transaction has committed.
+        let mut chains_guard = self.chains.lock().await;
+        if chains_guard.is_none() {
+            *chains_guard = Some(Chains::load(&self.pool).await?);
+        }
+        let mut chains = chains_guard.clone().unwrap_or_default();
+        let links: Vec<(i64, Option<i64>)> = batch
+            .iter()
+            .map(|rec| {
+                let id = chains.next_id;
+                chains.next_id += 1;
+                (id, chains.heads.insert(rec.server.name.clone(), id))
+            })
+            .collect();
         for (at, n) in growth::chunks(batch.len()) {
             let sql = growth::values_sql(
-                "INSERT INTO polls (server, at, state, level, rtt_ms, clock_offset_ms, error, deficiencies)",
-                8,
+                "INSERT INTO polls (id, prev_id, server, at, state, level, rtt_ms, clock_offset_ms, error, deficiencies)",
+                10,
                 n,
                 "",
             );
             let mut q = sqlx::query(&sql);
-            for rec in &batch[at..at + n] {
+            for (rec, (id, prev)) in batch[at..at + n].iter().zip(&links[at..at + n]) {
                 let p = &rec.poll;
                 q = q
+                    .bind(id)
+                    .bind(prev)
                     .bind(&rec.server.name)
                     .bind(ms(p.at))
                     .bind(p.state.as_str())
@@ -253,6 +305,24 @@ impl Store {
                     .bind(p.clock_offset_ms)
                     .bind(&p.error)
                     .bind(i64::from(p.deficiencies));
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let mut heads: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        for (rec, (id, _)) in batch.iter().zip(&links) {
+            heads.insert(&rec.server.name, *id);
+        }
+        let heads: Vec<(&str, i64)> = heads.into_iter().collect();
+        for (at, n) in growth::chunks(heads.len()) {
+            let sql = growth::values_sql(
+                "INSERT INTO poll_heads (server, last_id)",
+                2,
+                n,
+                "ON CONFLICT (server) DO UPDATE SET last_id = excluded.last_id",
+            );
+            let mut q = sqlx::query(&sql);
+            for (server, id) in &heads[at..at + n] {
+                q = q.bind(*server).bind(id);
             }
             q.execute(&mut *tx).await?;
         }
@@ -298,6 +368,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        *chains_guard = Some(chains);
         Ok(())
     }
 

@@ -172,3 +172,51 @@ async fn a_steady_server_keeps_its_row_and_reads_back_its_last_poll() {
     assert_eq!(rows[0].last_poll_at, Some(from_ms(9_000)));
     assert_eq!(rows[0].clock_offset_ms, Some(-1.5), "the row's last known offset");
 }
+
+#[tokio::test]
+async fn poll_history_survives_the_move_to_chains_and_continues_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("chains.db").display());
+    // A database as release 0004 left it: poll rows found through the per-server index.
+    {
+        let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+        let mut old = sqlx::migrate!("./migrations/sqlite");
+        old.migrations = old.migrations.iter().filter(|m| m.version <= 4).cloned().collect::<Vec<_>>().into();
+        old.run(&pool).await.unwrap();
+        for (i, server) in ["a", "b", "a", "a", "b"].iter().enumerate() {
+            sqlx::query("INSERT INTO polls (server, at, state, level, deficiencies) VALUES (?, ?, 'ok', 'normal', 0)")
+                .bind(server)
+                .bind(1_000 * (i as i64 + 1))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::open(&url).await.unwrap();
+    let at = |h: &History| h.polls.iter().map(|p| p.at.timestamp_millis()).collect::<Vec<_>>();
+    assert_eq!(at(&store.history("a", 10).await.unwrap()), [4_000, 3_000, 1_000]);
+    assert_eq!(at(&store.history("b", 10).await.unwrap()), [5_000, 2_000]);
+    assert_eq!(at(&store.history("a", 2).await.unwrap()), [4_000, 3_000], "the limit holds");
+    store.write(&[record("a", 6_000, "normal", false, None), record("b", 7_000, "normal", false, None)]).await.unwrap();
+    store.write(&[record("a", 8_000, "normal", false, None)]).await.unwrap();
+    assert_eq!(at(&store.history("a", 10).await.unwrap()), [8_000, 6_000, 4_000, 3_000, 1_000]);
+    assert_eq!(at(&store.history("b", 10).await.unwrap()), [7_000, 5_000, 2_000]);
+    assert_eq!(store.history("nobody", 10).await.unwrap().polls, vec![]);
+}
+
+#[tokio::test]
+async fn ids_of_pruned_polls_are_never_given_to_another_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("ids.db").display());
+    let store = Store::open(&url).await.unwrap();
+    // a's head names id 1; once its row is pruned, the table is empty.
+    store.write(&[record("a", 1_000, "normal", false, None)]).await.unwrap();
+    sqlx::query("DELETE FROM polls").execute(&store.pool).await.unwrap();
+    store.close().await;
+    let store = Store::open(&url).await.unwrap();
+    store.write(&[record("b", 3_000, "normal", false, None)]).await.unwrap();
+    assert_eq!(store.history("a", 10).await.unwrap().polls, vec![], "a's pruned history stays empty");
+    assert_eq!(store.history("b", 10).await.unwrap().polls.len(), 1);
+}
