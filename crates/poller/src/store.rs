@@ -275,13 +275,19 @@ impl Store {
         if chains_guard.is_none() {
             *chains_guard = Some(Chains::load(&self.pool).await?);
         }
-        let mut chains = chains_guard.clone().unwrap_or_default();
+        let chains = chains_guard.get_or_insert_with(Chains::default);
+        // This batch's links, over the committed heads: the map itself changes only once
+        // the transaction has committed (and is never copied: it holds the whole fleet).
+        let mut batch_heads: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+        let first_id = chains.next_id;
         let links: Vec<(i64, Option<i64>)> = batch
             .iter()
-            .map(|rec| {
-                let id = chains.next_id;
-                chains.next_id += 1;
-                (id, chains.heads.insert(rec.server.name.clone(), id))
+            .enumerate()
+            .map(|(i, rec)| {
+                let id = first_id + i as i64;
+                let name = rec.server.name.as_str();
+                let prev = batch_heads.insert(name, id).or_else(|| chains.heads.get(name).copied());
+                (id, prev)
             })
             .collect();
         for (at, n) in growth::chunks(batch.len()) {
@@ -308,11 +314,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        let mut heads: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
-        for (rec, (id, _)) in batch.iter().zip(&links) {
-            heads.insert(&rec.server.name, *id);
-        }
-        let heads: Vec<(&str, i64)> = heads.into_iter().collect();
+        let heads: Vec<(&str, i64)> = batch_heads.iter().map(|(k, v)| (*k, *v)).collect();
         for (at, n) in growth::chunks(heads.len()) {
             let sql = growth::values_sql(
                 "INSERT INTO poll_heads (server, last_id)",
@@ -368,7 +370,15 @@ impl Store {
             }
         }
         tx.commit().await?;
-        *chains_guard = Some(chains);
+        chains.next_id = first_id + batch.len() as i64;
+        for (name, id) in batch_heads {
+            match chains.heads.get_mut(name) {
+                Some(head) => *head = id,
+                None => {
+                    chains.heads.insert(name.to_string(), id);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -123,17 +123,23 @@ async fn corrupt_rows_are_named_not_panicked_on() {
     assert!(err.contains("servers.deficiencies of a"), "{err}");
 }
 
+/// A database migrated only up to `version`, as an older release left it.
+async fn database_at_version(url: &str, version: i64) -> SqlitePool {
+    let opts = SqliteConnectOptions::from_str(url).unwrap().create_if_missing(true);
+    let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+    let mut old = sqlx::migrate!("./migrations/sqlite");
+    old.migrations = old.migrations.iter().filter(|m| m.version <= version).cloned().collect::<Vec<_>>().into();
+    old.run(&pool).await.unwrap();
+    pool
+}
+
 #[tokio::test]
 async fn an_older_database_keeps_its_latest_compilations_when_upgraded() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("old.db").display());
     // A database as the release before 0004 left it: the latest compilation on the server row.
     {
-        let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
-        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
-        let mut old = sqlx::migrate!("./migrations/sqlite");
-        old.migrations = old.migrations.iter().filter(|m| m.version <= 3).cloned().collect::<Vec<_>>().into();
-        old.run(&pool).await.unwrap();
+        let pool = database_at_version(&url, 3).await;
         sqlx::query(
             "INSERT INTO servers (name, address, level, state, compilation) VALUES ('a', 'http://a', 'normal', 'ok', '{\"n\":1}'), ('b', 'http://b', 'normal', 'unknown', NULL)",
         )
@@ -179,11 +185,7 @@ async fn poll_history_survives_the_move_to_chains_and_continues_them() {
     let url = format!("sqlite://{}", dir.path().join("chains.db").display());
     // A database as release 0004 left it: poll rows found through the per-server index.
     {
-        let opts = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
-        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
-        let mut old = sqlx::migrate!("./migrations/sqlite");
-        old.migrations = old.migrations.iter().filter(|m| m.version <= 4).cloned().collect::<Vec<_>>().into();
-        old.run(&pool).await.unwrap();
+        let pool = database_at_version(&url, 4).await;
         for (i, server) in ["a", "b", "a", "a", "b"].iter().enumerate() {
             sqlx::query("INSERT INTO polls (server, at, state, level, deficiencies) VALUES (?, ?, 'ok', 'normal', 0)")
                 .bind(server)
