@@ -238,9 +238,6 @@ impl Store {
     /// Writes a batch of poll results in one transaction, many rows to a statement.
     pub async fn write(&self, batch: &[PollRecord]) -> Result<(), StoreError> {
         let rows: Vec<&ServerRow> = batch.iter().filter(|r| r.row_changed).map(|r| &r.server).collect();
-        // An attendant's reply was parsed as JSON, so it is UTF-8 but for the contents of
-        // fields we ignore; those are replaced rather than the reply refused.
-        let text = |b: &bytes::Bytes| String::from_utf8_lossy(b).into_owned();
         let mut tx = self.pool.begin().await?;
         for (at, n) in growth::chunks(rows.len()) {
             let sql = growth::values_sql(
@@ -334,7 +331,7 @@ impl Store {
             let sql = growth::values_sql("INSERT INTO compilations (server, at, hash, body)", 4, n, "");
             let mut q = sqlx::query(&sql);
             for (rec, c) in &changed[at..at + n] {
-                q = q.bind(&rec.server.name).bind(ms(rec.poll.at)).bind(c.hash).bind(text(&c.body));
+                q = q.bind(&rec.server.name).bind(ms(rec.poll.at)).bind(c.hash).bind(body_text(&c.body));
             }
             q.execute(&mut *tx).await?;
         }
@@ -461,6 +458,12 @@ impl Store {
     }
 }
 
+/// A reply as stored text. It was parsed as JSON, so it is UTF-8 but for the contents of
+/// fields the poller skips; those are replaced rather than the reply refused.
+fn body_text(b: &bytes::Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// Upserts servers' latest compilations, many rows to a statement.
 async fn save_latest(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -475,7 +478,7 @@ async fn save_latest(
         );
         let mut q = sqlx::query(&sql);
         for (name, body) in &latest[at..at + n] {
-            q = q.bind(*name).bind(String::from_utf8_lossy(body).into_owned());
+            q = q.bind(*name).bind(body_text(body));
         }
         q.execute(&mut **tx).await?;
     }

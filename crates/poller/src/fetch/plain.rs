@@ -159,7 +159,7 @@ async fn exchange(mut stream: TcpStream, request: &[u8], max: u64, reused: bool)
     }
     let mut buf = BytesMut::with_capacity(FIRST_READ);
     let head = loop {
-        match stream.read_buf(&mut buf).await {
+        match read_more(&mut stream, &mut buf).await {
             Ok(0) | Err(_) if reused && buf.is_empty() => return Attempt::Stale,
             Ok(0) => return Attempt::Failed(cut_short("the connection closed")),
             Err(e) => return Attempt::Failed(lost(&e)),
@@ -170,11 +170,7 @@ async fn exchange(mut stream: TcpStream, request: &[u8], max: u64, reused: bool)
             Ok(None) if buf.len() > MAX_HEAD => {
                 return Attempt::Failed(PollError::Malformed(format!("reply headers longer than {MAX_HEAD} bytes")))
             }
-            Ok(None) => {
-                if buf.capacity() == buf.len() {
-                    buf.reserve(FIRST_READ);
-                }
-            }
+            Ok(None) => {}
             Err(e) => return Attempt::Failed(e),
         }
     };
@@ -200,6 +196,15 @@ async fn exchange(mut stream: TcpStream, request: &[u8], max: u64, reused: bool)
     let received_at = Utc::now();
     let keep = (head.keep_alive && clean).then_some(stream);
     Attempt::Done(Reply { status: head.status, body, sent_at, received_at }, keep)
+}
+
+/// Reads what has arrived into `buf`, growing it by [`FIRST_READ`] when full (the reply's
+/// size is not known yet); `Ok(0)` means the attendant closed the connection.
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(FIRST_READ);
+    }
+    stream.read_buf(buf).await
 }
 
 fn lost(e: &std::io::Error) -> PollError {
@@ -288,10 +293,7 @@ async fn read_to_close(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> R
         if buf.len() as u64 > max {
             return Err(PollError::Oversized(max));
         }
-        if buf.capacity() == buf.len() {
-            buf.reserve(FIRST_READ);
-        }
-        match stream.read_buf(&mut buf).await {
+        match read_more(stream, &mut buf).await {
             Ok(0) => return Ok((buf.freeze(), false)),
             Ok(_) => {}
             Err(e) => return Err(lost(&e)),
@@ -313,10 +315,7 @@ async fn read_chunked(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> Re
         if buf.len() > MAX_HEAD.saturating_add(max as usize) {
             return Err(PollError::Malformed("chunked reply without an end".into()));
         }
-        if buf.capacity() == buf.len() {
-            buf.reserve(FIRST_READ);
-        }
-        match stream.read_buf(&mut buf).await {
+        match read_more(stream, &mut buf).await {
             Ok(0) => return Err(cut_short("the connection closed inside a chunked body")),
             Ok(_) => {}
             Err(e) => return Err(lost(&e)),
