@@ -4,7 +4,6 @@
 //! [`PollError`] kind, which becomes the deficiency `poll:KIND`. The timeout covers connect
 //! to last byte; `max_reply_bytes` is enforced while reading, so a huge reply is never held.
 
-use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -60,17 +59,16 @@ impl PollError {
     }
 }
 
-/// Gets one compilation from one server. The scheduler is generic over this, so its
-/// timing can be tested with a paused clock and scripted replies.
+/// Gets one compilation from one server: the fleet's test seam. The fleet holds one as
+/// `Arc<dyn Fetch>`, so its timing can be tested with a paused clock and scripted replies
+/// while nothing past the fleet (API, dashboard, metrics) knows of the seam. The boxed
+/// future costs one allocation per poll.
+#[async_trait::async_trait]
 pub trait Fetch: Send + Sync + 'static {
-    fn fetch(&self, server: &ServerConfig) -> impl Future<Output = Result<Fetched, PollError>> + Send;
+    async fn fetch(&self, server: &ServerConfig) -> Result<Fetched, PollError>;
 
     /// Sends a signed clock order; a rejection or refusal is an `Ok` reply saying so.
-    fn order_clock(
-        &self,
-        server: &ServerConfig,
-        order: &SignedOrder,
-    ) -> impl Future<Output = Result<ClockReply, PollError>> + Send;
+    async fn order_clock(&self, server: &ServerConfig, order: &SignedOrder) -> Result<ClockReply, PollError>;
 }
 
 /// Largest clock-order reply read (a few hundred bytes in practice).
@@ -175,6 +173,7 @@ fn status_text(status: u16) -> String {
     }
 }
 
+#[async_trait::async_trait]
 impl Fetch for HttpFetcher {
     async fn fetch(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
         match tokio::time::timeout(self.timeout, self.fetch_unbounded(server)).await {

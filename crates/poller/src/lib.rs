@@ -1,29 +1,26 @@
 //! The poller: asks each attendant for its compilation on a schedule set by the server's
 //! level, keeps state and history, and tells the administrators (SPEC section 3).
 //!
-//! Layout: `config` (poller.toml), `levels` (levels, rules, hysteresis: pure logic),
-//! `schedule` (per-server slots spread over the interval), `fetch` (one bounded HTTP poll),
-//! `clock_estimate` (NTP-style offset), `fleet` (live state and per-server loops), `store`
-//! (SQLite state and history), `api` (JSON API), `events` (server-sent events),
-//! `openapi` (the API's OpenAPI document), `metrics` (`/metrics` for Prometheus),
-//! `notify` (webhook, email and Alertmanager notifications with flap damping),
-//! `dashboard` (the HTML fleet and server pages at `/`).
+//! Rooms (docs/architecture.md draws them and says which may import which):
+//! `config` (poller.toml), `model` (the plain value types every room shares), pure logic
+//! in `levels` (levels, rules, hysteresis), `schedule` (slots spread over the interval)
+//! and `clock_estimate` (NTP-style offset), `fetch` (one bounded HTTP poll: the test
+//! seam), `fleet` (live state, the poll path and per-server loops), `store` (the storage
+//! API, its writer and backends), `notify` (webhook, email and Alertmanager with flap
+//! damping), `web` (JSON API, events, OpenAPI, `/metrics`, dashboard). This file only
+//! wires them together.
 
-pub mod api;
 pub mod clock_estimate;
 pub mod config;
-pub mod dashboard;
-pub mod events;
 pub mod fetch;
 pub mod fleet;
 mod heap_trim;
 pub mod levels;
-pub mod metrics;
 pub mod model;
 pub mod notify;
-pub mod openapi;
 pub mod schedule;
 pub mod store;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -41,7 +38,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = store::Store::open(&config.database).await?;
+    let store = store::open(&config.database).await?;
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
     let files = rollcall_netserve::raise_open_file_limit();
@@ -61,7 +58,7 @@ pub async fn run(
         config.servers.clone(),
         stored,
         config.rules.clone(),
-        fetcher,
+        Arc::new(fetcher),
         writer.clone(),
         fleet::FleetOptions {
             timebase: schedule::Timebase::now(),
@@ -93,15 +90,15 @@ pub async fn run(
         database = %config.database,
         "poller started"
     );
-    let api = Arc::new(api::Api {
+    let api = Arc::new(web::api::Api {
         fleet: fleet.clone(),
         store: store.clone(),
         notifier: notifier.clone(),
         stop: stop.clone(),
     });
-    let app = api::router(api.clone())
-        .merge(dashboard::router(api))
-        .merge(metrics::router(Arc::new(metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) })));
+    let app = web::api::router(api.clone()).merge(web::dashboard::router(api)).merge(web::metrics::router(Arc::new(
+        web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) },
+    )));
     let shutdown = stop.clone();
     // Dashboards hold an event stream each, so the cap is higher than the attendant's.
     let limits = rollcall_netserve::Limits { max_connections: 1024, ..Default::default() };

@@ -38,37 +38,69 @@ impl ServerState {
     }
 }
 
-/// A server as `GET /api/v1/servers` shows it (SPEC section 8).
+/// What is known of a server and kept across restarts: the one persisted shape. The live
+/// state ([`crate::fleet`]) holds one of these, the store writes it when it changes, and
+/// the API's [`ServerSummary`] is it plus what only the running poller knows. A new server
+/// fact is a field here and a column in each store backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ServerSummary {
+pub struct ServerFacts {
     pub name: String,
     pub address: String,
+    /// The level's name in poller.toml.
     pub level: String,
+    /// Clean polls in a row counted towards a lower level (see [`crate::levels`]).
+    #[serde(skip)]
+    pub calm_streak: u32,
     pub state: ServerState,
-    #[schema(value_type = Vec<crate::openapi::DeficiencyDoc>)]
+    #[schema(value_type = Vec<crate::web::openapi::DeficiencyDoc>)]
     pub deficiencies: Vec<Deficiency>,
     pub last_poll_at: Option<DateTime<Utc>>,
-    pub next_poll_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The server's clock minus the poller's at the last answered poll (ms, NTP-style).
     pub clock_offset_ms: Option<f64>,
+    /// Network round trip of the last answered poll (ms).
     pub rtt_ms: Option<f64>,
 }
 
-/// What the store keeps of a server between restarts.
+impl ServerFacts {
+    /// A server never polled: at `first_level`, state unknown.
+    pub fn new(name: &str, address: &str, first_level: &str) -> ServerFacts {
+        ServerFacts {
+            name: name.to_string(),
+            address: address.to_string(),
+            level: first_level.to_string(),
+            calm_streak: 0,
+            state: ServerState::Unknown,
+            deficiencies: Vec::new(),
+            last_poll_at: None,
+            last_error: None,
+            clock_offset_ms: None,
+            rtt_ms: None,
+        }
+    }
+}
+
+/// A server as `GET /api/v1/servers` shows it (SPEC section 8): its facts and when it is
+/// polled next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServerSummary {
+    #[serde(flatten)]
+    pub facts: ServerFacts,
+    pub next_poll_at: Option<DateTime<Utc>>,
+}
+
+impl std::ops::Deref for ServerSummary {
+    type Target = ServerFacts;
+    fn deref(&self) -> &ServerFacts {
+        &self.facts
+    }
+}
+
+/// A server as the store read it back on start.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServerRow {
-    pub name: String,
-    pub address: String,
-    pub level: String,
-    pub calm_streak: u32,
-    pub state: ServerState,
-    pub deficiencies: Vec<Deficiency>,
-    pub last_poll_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub clock_offset_ms: Option<f64>,
-    pub rtt_ms: Option<f64>,
-    /// Substance hash of the newest compilation in the history (read back on start; the
-    /// writer ignores it).
+pub struct StoredServer {
+    pub facts: ServerFacts,
+    /// Substance hash of the newest compilation in the history.
     pub substance: Option<i64>,
 }
 
@@ -111,17 +143,18 @@ pub struct History {
     pub clock_corrections: Vec<ClockCorrectionRow>,
 }
 
-/// Everything one poll changes, written to the store in one go.
+/// Everything one poll changes, handed to the store's writer.
 #[derive(Debug, Clone)]
 pub struct PollRecord {
-    pub server: ServerRow,
+    /// The server's facts after this poll.
+    pub facts: ServerFacts,
     /// Level, state, deficiencies or error differ from the stored row (or there is none):
     /// only then is the row written.
-    pub row_changed: bool,
+    pub facts_changed: bool,
     pub poll: PollRow,
     pub transition: Option<TransitionRow>,
     /// The reply as received, when its substance changed: it joins the history and
-    /// becomes the row's latest.
+    /// becomes the server's latest.
     pub compilation: Option<ChangedCompilation>,
     /// Clock orders sent after this poll, and verifications of earlier ones.
     pub clock_corrections: Vec<ClockCorrectionRow>,
@@ -133,4 +166,21 @@ pub struct ChangedCompilation {
     /// [`rollcall_protocol::Compilation::substance_hash`].
     pub hash: i64,
     pub body: bytes::Bytes,
+}
+
+/// What notifications last told about a server, as the store keeps it (see
+/// [`crate::notify::damping::Memory`], which it is converted from and to).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyRow {
+    pub server: String,
+    /// The level last told.
+    pub level: String,
+    /// The state last told.
+    pub state: ServerState,
+    /// Flapping was told and not yet settled.
+    pub flapping: bool,
+    /// The state the last poll found.
+    pub seen_state: ServerState,
+    /// When the state changed, within the flap window.
+    pub changes: Vec<DateTime<Utc>>,
 }

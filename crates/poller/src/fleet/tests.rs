@@ -1,12 +1,18 @@
 //! Scheduler and level behaviour under tokio's paused clock: fast and deterministic.
 
 use super::*;
+use crate::config::SigningKey;
 use crate::fetch::Fetched;
+use crate::fetch::PollError;
 use crate::levels::Level;
-use crate::store::Store;
+use crate::model::ServerState;
+use crate::store::SharedStore;
 use rollcall_protocol::clock_order::{ClockOrder, ClockReply};
+use rollcall_protocol::clock_order::{Outcome, SignedOrder};
 use rollcall_protocol::{AttendantInfo, Compilation, HostUsage, TimeReport};
+use rollcall_protocol::{Deficiency, Severity};
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -56,6 +62,7 @@ fn compilation(deficiencies: Vec<Deficiency>, offset_ms: f64) -> Compilation {
     }
 }
 
+#[async_trait::async_trait]
 impl Fetch for Script {
     async fn fetch(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
         self.calls.lock().unwrap().entry(server.name.clone()).or_default().push(Instant::now());
@@ -99,9 +106,9 @@ fn critical(source: &str) -> Deficiency {
 }
 
 struct Rig {
-    fleet: Arc<Fleet<Script>>,
+    fleet: Arc<Fleet>,
     script: Script,
-    store: Store,
+    store: SharedStore,
     events: broadcast::Receiver<FleetEvent>,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
@@ -124,7 +131,7 @@ async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32)
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let (store, writer) = std::thread::spawn(move || {
         store_runtime().block_on(async move {
-            let store = Store::open(&url).await.unwrap();
+            let store = crate::store::open(&url).await.unwrap();
             let (writer, _) = crate::store::Writer::start(store.clone());
             (store, writer)
         })
@@ -151,7 +158,7 @@ async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32)
         max_in_flight: 64,
         clock: ClockPolicy { key: Some(SigningKey(Arc::new(test_key()))), max_skew: Duration::from_secs(2) },
     };
-    let fleet = Arc::new(Fleet::new(configs, vec![], rules, script.clone(), writer, options));
+    let fleet = Arc::new(Fleet::new(configs, vec![], rules, Arc::new(script.clone()), writer, options));
     let events = fleet.subscribe();
     let stop = CancellationToken::new();
     fleet.start(&stop, &TaskTracker::new());
@@ -163,7 +170,7 @@ fn gaps(calls: &[Instant]) -> Vec<u64> {
 }
 
 fn level(r: &Rig, name: &str) -> String {
-    r.fleet.summary(r.fleet.get(name).unwrap()).level
+    r.fleet.summary(r.fleet.get(name).unwrap()).facts.level
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,7 +316,7 @@ async fn a_restart_resumes_levels_from_the_store() {
         vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
         stored,
         r.fleet.rules().clone(),
-        Script::default(),
+        Arc::new(Script::default()),
         r.fleet.writer().clone(),
         FleetOptions {
             timebase: Timebase::now(),
@@ -368,7 +375,7 @@ async fn a_refused_order_is_not_repeated_at_every_poll() {
 }
 
 /// How many compilations the history holds for `name`, after everything queued is written.
-async fn stored_compilations(writer: &Writer, store: &Store, name: &str) -> usize {
+async fn stored_compilations(writer: &Writer, store: &SharedStore, name: &str) -> usize {
     let (writer, store, name) = (writer.clone(), store.clone(), name.to_string());
     on_store(async move {
         writer.flush().await.unwrap();
@@ -404,7 +411,7 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
         vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
         stored,
         r.fleet.rules().clone(),
-        r.script.clone(),
+        Arc::new(r.script.clone()),
         writer.clone(),
         FleetOptions {
             timebase: Timebase::now(),

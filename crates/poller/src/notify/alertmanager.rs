@@ -14,8 +14,8 @@
 //! keeps alerts alive without telling anything new. Re-sending the same labels is not a
 //! new notification: Alertmanager groups and de-duplicates them.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -93,7 +93,7 @@ impl Alertmanager {
     /// The alerts one notice resolves and fires, applied to the firing set.
     pub fn alerts_for(&self, n: &Notice) -> Vec<Alert> {
         let now = Utc::now();
-        let mut firing = super::lock(&self.firing);
+        let mut firing = self.firing.lock();
         let mut out = Vec::new();
         let description = super::describe(n);
         let (old, new) = match n.kind {
@@ -138,7 +138,7 @@ impl Alertmanager {
     pub async fn refresh(&self) -> Result<(), DeliveryError> {
         let now = Utc::now();
         let alerts: Vec<Alert> = {
-            let mut firing = super::lock(&self.firing);
+            let mut firing = self.firing.lock();
             firing
                 .values_mut()
                 .map(|a| {

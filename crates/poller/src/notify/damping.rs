@@ -15,7 +15,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::ServerState;
+use crate::model::{NotifyRow, ServerState};
 
 /// A server's condition as notices describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -83,6 +83,24 @@ impl Memory {
             seen: ServerState::Ok,
             changes: Vec::new(),
         }
+    }
+
+    /// The memory as the store keeps it.
+    pub fn to_row(&self, server: &str) -> NotifyRow {
+        NotifyRow {
+            server: server.to_string(),
+            level: self.told.level.clone(),
+            state: self.told.state,
+            flapping: self.told.flapping,
+            seen_state: self.seen,
+            changes: self.changes.clone(),
+        }
+    }
+
+    /// The memory the store kept: `(server, memory)`.
+    pub fn from_row(row: NotifyRow) -> (String, Memory) {
+        let told = Condition { level: row.level, state: row.state, flapping: row.flapping };
+        (row.server, Memory { told, seen: row.seen_state, changes: row.changes })
     }
 }
 

@@ -20,7 +20,9 @@ pub mod email;
 pub mod webhook;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{NotifyConfig, NotifyKind};
 use crate::fleet::FleetEvent;
 use crate::model::{ClockCorrectionRow, ServerState};
-use crate::store::Store;
+use crate::store::SharedStore;
 pub use damping::{Condition, Damping, Memory, NoticeKind};
 
 /// One thing to tell about one server. Webhooks receive exactly this as JSON.
@@ -48,7 +50,7 @@ pub struct Notice {
     pub flapping: bool,
     /// The condition told before this notice.
     pub previous: Condition,
-    #[schema(value_type = Vec<crate::openapi::DeficiencyDoc>)]
+    #[schema(value_type = Vec<crate::web::openapi::DeficiencyDoc>)]
     pub deficiencies: Vec<Deficiency>,
     /// Why the level last changed, when a level change led to this notice.
     pub reason: Option<String>,
@@ -127,7 +129,7 @@ pub struct NotifierSetup {
     pub channels: Vec<NotifyConfig>,
     pub damping: Damping,
     pub first_level: String,
-    pub store: Store,
+    pub store: SharedStore,
     pub events: broadcast::Receiver<FleetEvent>,
 }
 
@@ -139,7 +141,8 @@ impl Notifier {
         stop: &CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<Arc<Notifier>, crate::store::StoreError> {
-        let memory = setup.store.load_notify_memory().await?;
+        let memory: HashMap<String, Memory> =
+            setup.store.load_notify_memory().await?.into_iter().map(Memory::from_row).collect();
         let (status_events, _) = broadcast::channel(256);
         let mut channels = Vec::new();
         let mut queues = Vec::new();
@@ -167,6 +170,7 @@ impl Notifier {
             first_level: setup.first_level,
             store: setup.store,
             memory,
+            unsaved: HashMap::new(),
             reasons: HashMap::new(),
             notifier: notifier.clone(),
         };
@@ -176,7 +180,7 @@ impl Notifier {
 
     /// Every channel's health now.
     pub fn channels(&self) -> Vec<ChannelStatus> {
-        self.channels.iter().map(|c| lock(&c.status).clone()).collect()
+        self.channels.iter().map(|c| c.status.lock().clone()).collect()
     }
 
     /// Channel health changes, for live views.
@@ -205,7 +209,7 @@ impl Notifier {
 
     fn update(&self, ch: &Channel, f: impl FnOnce(&mut ChannelStatus)) {
         let snapshot = {
-            let mut s = lock(&ch.status);
+            let mut s = ch.status.lock();
             f(&mut s);
             s.clone()
         };
@@ -282,19 +286,15 @@ impl Notifier {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 /// The task that turns fleet events into notices.
 struct Decider {
     damping: Damping,
     first_level: String,
-    store: Store,
+    store: SharedStore,
     memory: HashMap<String, Memory>,
+    /// Memory the store refused, by server: retried with the next change of any server,
+    /// so a store fault never loses what was told (only the newest row of a server counts).
+    unsaved: HashMap<String, crate::model::NotifyRow>,
     /// The reason of each server's latest level change, until its poll event tells it.
     reasons: HashMap<String, String>,
     notifier: Arc<Notifier>,
@@ -356,9 +356,8 @@ impl Decider {
                 let reason = if self.reasons.is_empty() { None } else { self.reasons.remove(&s.name) };
                 if dirty {
                     // Persist first: a restart after this point never tells it again.
-                    if let Err(e) = self.store.save_notify_memory(&s.name, mem).await {
-                        tracing::error!(server = %s.name, error = %e, "cannot persist notification state");
-                    }
+                    self.unsaved.insert(s.name.clone(), mem.to_row(&s.name));
+                    save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
                 }
                 let Some(d) = decision else { return };
                 let told = mem.told.clone();
@@ -372,13 +371,30 @@ impl Decider {
                     state: told.state,
                     flapping: told.flapping,
                     previous: d.previous,
-                    deficiencies: s.deficiencies,
+                    deficiencies: s.facts.deficiencies,
                     reason,
                     clock: None,
                     summary,
                 });
             }
         }
+    }
+}
+
+/// Saves what the store has not taken yet; what it refuses stays for the next try.
+async fn save_unsaved(store: &dyn crate::store::Store, unsaved: &mut HashMap<String, crate::model::NotifyRow>) {
+    let mut saved = Vec::new();
+    for (server, row) in unsaved.iter() {
+        match store.save_notify_memory(row).await {
+            Ok(()) => saved.push(server.clone()),
+            Err(e) => {
+                tracing::error!(server = %server, error = %e, waiting = unsaved.len(), "cannot persist notification state; kept and retried");
+                break;
+            }
+        }
+    }
+    for server in saved {
+        unsaved.remove(&server);
     }
 }
 

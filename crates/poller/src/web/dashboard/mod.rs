@@ -22,24 +22,23 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::Value;
 
-use crate::api::Api;
-use crate::fetch::Fetch;
 use crate::fleet::Server;
 use crate::model::{History, ServerState, ServerSummary};
+use crate::web::api::Api;
 
-const APP_JS: &str = include_str!("../../assets/app.js");
-const APP_CSS: &str = include_str!("../../assets/app.css");
+const APP_JS: &str = include_str!("../../../assets/app.js");
+const APP_CSS: &str = include_str!("../../../assets/app.css");
 /// Polls drawn in a server page's chart.
 const CHART_POLLS: u32 = 120;
 /// Rows of each history kind on a server page.
 const HISTORY_ROWS: u32 = 50;
 
 /// The dashboard's routes.
-pub fn router<F: Fetch>(api: Arc<Api<F>>) -> Router {
+pub fn router(api: Arc<Api>) -> Router {
     Router::new()
-        .route("/", get(fleet_page::<F>))
-        .route("/servers/{name}", get(server_page::<F>))
-        .route("/servers/{name}/parts", get(server_parts::<F>))
+        .route("/", get(fleet_page))
+        .route("/servers/{name}", get(server_page))
+        .route("/servers/{name}/parts", get(server_parts))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .with_state(api)
@@ -119,7 +118,7 @@ fn deficiency_list(s: &ServerSummary) -> Markup {
     }
 }
 
-fn row<F: Fetch>(api: &Api<F>, s: &ServerSummary) -> Markup {
+fn row(api: &Api, s: &ServerSummary) -> Markup {
     let levels = api.fleet.rules().levels();
     let i = levels.iter().position(|l| l.name == s.level).unwrap_or(0);
     html! {
@@ -137,7 +136,7 @@ fn row<F: Fetch>(api: &Api<F>, s: &ServerSummary) -> Markup {
     }
 }
 
-async fn fleet_page<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Html<String> {
+async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
     let servers: Vec<ServerSummary> = api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect();
     let levels = api.fleet.rules().levels();
     let states = [ServerState::Ok, ServerState::Deficient, ServerState::Unreachable, ServerState::Unknown];
@@ -176,7 +175,7 @@ async fn fleet_page<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Html<String> {
     page("Fleet", "fleet-page", body)
 }
 
-async fn server_page<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+async fn server_page(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return (
             StatusCode::NOT_FOUND,
@@ -202,7 +201,7 @@ async fn server_page<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<
     page(&s.name, "server-page", body).into_response()
 }
 
-async fn server_parts<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+async fn server_parts(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return (StatusCode::NOT_FOUND, "no such server").into_response();
     };
@@ -213,7 +212,7 @@ async fn server_parts<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path
 }
 
 /// Everything on a server page that changes with a poll.
-async fn parts<F: Fetch>(api: &Api<F>, server: &Server) -> Result<(ServerSummary, Markup), String> {
+async fn parts(api: &Api, server: &Server) -> Result<(ServerSummary, Markup), String> {
     let name = &server.config.name;
     // Include polls still queued for the writer, so the page follows the event it answers.
     api.fleet.writer().flush().await.map_err(|e| e.to_string())?;

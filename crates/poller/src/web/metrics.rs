@@ -8,129 +8,16 @@
 //! Everything is read from memory at scrape time: a scrape never touches the store.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use crate::fetch::Fetch;
 use crate::fleet::Fleet;
 use crate::model::ServerState;
 use crate::notify::Notifier;
-
-/// A fixed-bucket histogram of seconds, lock-free.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-/// Poll durations: a healthy attendant answers in milliseconds; a timeout is seconds.
-const DURATION_BOUNDS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-/// Lateness of scheduled polls: should be near zero; seconds mean the poller is overloaded.
-const LATENESS_BOUNDS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0];
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        for (b, bound) in self.buckets.iter().zip(self.bounds) {
-            if s <= *bound {
-                b.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, bound) in self.buckets.iter().zip(self.bounds) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", b.load(Ordering::Relaxed));
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
-}
-
-/// What the fleet counts about its own polls.
-#[derive(Debug)]
-pub struct PollStats {
-    ok: AtomicU64,
-    deficient: AtomicU64,
-    unreachable: AtomicU64,
-    in_flight: AtomicI64,
-    duration: Histogram,
-    lateness: Histogram,
-}
-
-impl Default for PollStats {
-    fn default() -> Self {
-        PollStats {
-            ok: AtomicU64::new(0),
-            deficient: AtomicU64::new(0),
-            unreachable: AtomicU64::new(0),
-            in_flight: AtomicI64::new(0),
-            duration: Histogram::new(DURATION_BOUNDS),
-            lateness: Histogram::new(LATENESS_BOUNDS),
-        }
-    }
-}
-
-/// Counts one poll in flight until dropped (so an abandoned poll is uncounted too).
-pub struct InFlight<'a>(&'a AtomicI64);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl PollStats {
-    /// Marks a poll in flight for as long as the guard lives.
-    pub fn in_flight(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(&self.in_flight)
-    }
-
-    /// Counts a finished poll by the state it found, and how long it took.
-    pub fn polled(&self, state: ServerState, took: Duration) {
-        let c = match state {
-            ServerState::Ok => &self.ok,
-            ServerState::Deficient => &self.deficient,
-            ServerState::Unreachable | ServerState::Unknown => &self.unreachable,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-        self.duration.observe(took);
-    }
-
-    /// Records how late after its slot a scheduled poll started (early counts as 0).
-    pub fn started_late(&self, late: chrono::TimeDelta) {
-        self.lateness.observe(late.to_std().unwrap_or_default());
-    }
-
-    /// Polls finished so far, whatever their outcome.
-    pub fn polls(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-            + self.deficient.load(Ordering::Relaxed)
-            + self.unreachable.load(Ordering::Relaxed)
-    }
-}
 
 /// Escapes a label value as the exposition format requires.
 fn label(v: &str) -> String {
@@ -142,7 +29,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The whole exposition text.
-pub fn render<F: Fetch>(fleet: &Fleet<F>, notifier: Option<&Notifier>) -> String {
+pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
     let now = chrono::Utc::now();
     let summaries: Vec<_> = fleet.servers().iter().map(|s| fleet.summary(s)).collect();
     let levels = fleet.rules().levels();
@@ -224,6 +111,43 @@ pub fn render<F: Fetch>(fleet: &Fleet<F>, notifier: Option<&Notifier>) -> String
     header(&mut out, "rollcall_servers", "gauge", "Servers configured.");
     let _ = writeln!(out, "rollcall_servers {}", summaries.len());
 
+    let w = fleet.writer().stats();
+    let counters = [
+        ("rollcall_store_batches_total", "counter", "Batches of poll results committed to the store.", &w.batches),
+        (
+            "rollcall_store_write_failures_total",
+            "counter",
+            "Batch writes the store refused (each retry counts); the batch is kept and retried.",
+            &w.failures,
+        ),
+        (
+            "rollcall_store_pending_rows",
+            "gauge",
+            "Rows waiting to be written (grows while the store fails).",
+            &w.pending,
+        ),
+    ];
+    for (name, kind, help, v) in counters {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    }
+    header(
+        &mut out,
+        "rollcall_store_dropped_rows_total",
+        "counter",
+        "History rows dropped, oldest first, while the store failed for long (never transitions or clock corrections).",
+    );
+    let _ = writeln!(
+        out,
+        "rollcall_store_dropped_rows_total{{what=\"polls\"}} {}",
+        w.dropped_polls.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "rollcall_store_dropped_rows_total{{what=\"compilations\"}} {}",
+        w.dropped_compilations.load(Ordering::Relaxed)
+    );
+
     if let Some(n) = notifier {
         let channels = n.channels();
         header(&mut out, "rollcall_notifications_total", "counter", "Notifications delivered or given up, by channel.");
@@ -256,17 +180,17 @@ pub fn render<F: Fetch>(fleet: &Fleet<F>, notifier: Option<&Notifier>) -> String
 }
 
 /// What the `/metrics` handler needs.
-pub struct MetricsState<F: Fetch> {
-    pub fleet: Arc<Fleet<F>>,
+pub struct MetricsState {
+    pub fleet: Arc<Fleet>,
     pub notifier: Option<Arc<Notifier>>,
 }
 
 /// `GET /metrics`.
-pub async fn handler<F: Fetch>(State(m): State<Arc<MetricsState<F>>>) -> impl IntoResponse {
+pub async fn handler(State(m): State<Arc<MetricsState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&m.fleet, m.notifier.as_deref()))
 }
 
 /// The `/metrics` route.
-pub fn router<F: Fetch>(state: Arc<MetricsState<F>>) -> axum::Router {
-    axum::Router::new().route("/metrics", axum::routing::get(handler::<F>)).with_state(state)
+pub fn router(state: Arc<MetricsState>) -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(handler)).with_state(state)
 }

@@ -21,11 +21,10 @@ use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::api::Api;
-use crate::fetch::Fetch;
 use crate::fleet::FleetEvent;
 use crate::model::{ClockCorrectionRow, TransitionRow};
 use crate::notify::ChannelStatus;
+use crate::web::api::Api;
 
 /// `data` of a `transition` event.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -83,7 +82,7 @@ fn stream_of<T: Clone + Send + 'static>(
         (TransitionEvent), `clock` (ClockEvent), `notify` (ChannelStatus), `lagged` (LaggedEvent).",
     responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String))
 )]
-pub async fn events<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub async fn events(State(api): State<Arc<Api>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let fleet = stream_of(api.fleet.subscribe(), fleet_event);
     let notify = stream_of(api.notifier.subscribe(), |s: ChannelStatus| event("notify", &s));
     let stop = api.stop.clone();

@@ -10,22 +10,21 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::Fetch;
 use crate::fleet::Fleet;
 use crate::model::ServerSummary;
-use crate::store::Store;
+use crate::store::SharedStore;
 
 /// What the API handlers share.
-pub struct Api<F: Fetch> {
-    pub fleet: Arc<Fleet<F>>,
-    pub store: Store,
+pub struct Api {
+    pub fleet: Arc<Fleet>,
+    pub store: SharedStore,
     /// Notification channels and their health (dashboard, `/api/v1/notifications`).
     pub notifier: Arc<crate::notify::Notifier>,
     /// Cancelled when the poller stops; ends live event streams so shutdown never waits.
     pub stop: tokio_util::sync::CancellationToken,
 }
 
-impl<F: Fetch> Api<F> {
+impl Api {
     /// The server as it stands and its latest compilation: the one received this run, or
     /// before the server's first answer the newest the store has.
     pub async fn latest(
@@ -72,15 +71,15 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Most history rows of each kind one request returns.
 pub const MAX_HISTORY: u32 = 1000;
 
-pub fn router<F: Fetch>(api: Arc<Api<F>>) -> Router {
+pub fn router(api: Arc<Api>) -> Router {
     Router::new()
-        .route("/api/v1/servers", get(list::<F>))
-        .route("/api/v1/servers/{name}", get(detail::<F>))
-        .route("/api/v1/servers/{name}/history", get(history::<F>))
-        .route("/api/v1/servers/{name}/poll", post(poll::<F>))
-        .route("/api/v1/events", get(crate::events::events::<F>))
-        .route("/api/v1/notifications", get(notifications::<F>))
-        .route("/api/v1/openapi.json", get(crate::openapi::document))
+        .route("/api/v1/servers", get(list))
+        .route("/api/v1/servers/{name}", get(detail))
+        .route("/api/v1/servers/{name}/history", get(history))
+        .route("/api/v1/servers/{name}/poll", post(poll))
+        .route("/api/v1/events", get(crate::web::events::events))
+        .route("/api/v1/notifications", get(notifications))
+        .route("/api/v1/openapi.json", get(crate::web::openapi::document))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .with_state(api)
@@ -96,7 +95,7 @@ fn no_such(name: &str) -> Response {
 
 #[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
     responses((status = 200, description = "Every configured server", body = [ServerSummary])))]
-pub(crate) async fn list<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<ServerSummary>> {
+pub(crate) async fn list(State(api): State<Arc<Api>>) -> Json<Vec<ServerSummary>> {
     Json(api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect())
 }
 
@@ -106,7 +105,7 @@ pub(crate) async fn list<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<S
         (status = 200, description = "The server and its latest compilation", body = ServerDetail),
         (status = 404, description = "No such server", body = ApiError),
         (status = 500, description = "The store cannot be read", body = ApiError)))]
-pub(crate) async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+pub(crate) async fn detail(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
@@ -127,8 +126,8 @@ pub(crate) async fn detail<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name):
         (status = 404, description = "No such server", body = ApiError),
         (status = 500, description = "The store cannot be read", body = ApiError),
         (status = 503, description = "The store writer has stopped", body = ApiError)))]
-pub(crate) async fn history<F: Fetch>(
-    State(api): State<Arc<Api<F>>>,
+pub(crate) async fn history(
+    State(api): State<Arc<Api>>,
     Path(name): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
@@ -153,7 +152,7 @@ pub(crate) async fn history<F: Fetch>(
     responses(
         (status = 200, description = "Polled now; the server as it now stands", body = ServerSummary),
         (status = 404, description = "No such server", body = ApiError)))]
-pub(crate) async fn poll<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): Path<String>) -> Response {
+pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
@@ -162,6 +161,6 @@ pub(crate) async fn poll<F: Fetch>(State(api): State<Arc<Api<F>>>, Path(name): P
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",
     responses((status = 200, description = "Every notification channel and its health", body = [crate::notify::ChannelStatus])))]
-pub(crate) async fn notifications<F: Fetch>(State(api): State<Arc<Api<F>>>) -> Json<Vec<crate::notify::ChannelStatus>> {
+pub(crate) async fn notifications(State(api): State<Arc<Api>>) -> Json<Vec<crate::notify::ChannelStatus>> {
     Json(api.notifier.channels())
 }

@@ -1,0 +1,380 @@
+//! The fleet: every server's live state, the poll that updates it, and one loop per server.
+//!
+//! Like Prometheus' scrape loops, each server has its own loop and timer, so one hung or
+//! slow attendant only ever delays itself; a semaphore caps polls in flight. The fetcher
+//! is the fleet's test seam (`Arc<dyn Fetch>`); nothing past the fleet knows of it.
+//!
+//! A poll reads as five steps, each in a room of its own:
+//! ask ([`crate::fetch`]) → judge ([`verdict`], pure) → decide ([`crate::levels`], pure) →
+//! apply (the live state, [`server`]; clock keeping, [`clock_keeping`]) → record (the
+//! store's [`Writer`]) → announce (broadcast [`FleetEvent`]s for live views and the
+//! notifier). Poll statistics are in [`stats`], the packed latest compilations in
+//! [`latest`].
+//!
+//! A loop can run and be stopped again; it must not be reused after it was stopped.
+
+pub mod clock_keeping;
+mod latest;
+mod server;
+pub mod stats;
+pub mod verdict;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::fetch::Fetch;
+use crate::levels::{LevelState, Rules, Transition};
+use crate::model::{
+    ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerFacts, ServerSummary, StoredServer,
+    TransitionRow,
+};
+use crate::schedule::{next_slot, Timebase};
+use crate::store::Writer;
+use clock_keeping::{ClockKeeper, ClockState};
+pub use clock_keeping::{ClockPolicy, ORDER_BACKOFF};
+use latest::Packed;
+pub use server::Server;
+use server::Status;
+use stats::PollStats;
+pub use verdict::poll_deficiency;
+use verdict::Verdict;
+
+/// Something that happened in the fleet, for live views and notifications.
+#[derive(Debug, Clone)]
+pub enum FleetEvent {
+    /// A poll finished; the server as it now stands.
+    Polled(ServerSummary),
+    /// A server changed level.
+    Transition { server: String, transition: TransitionRow },
+    /// A clock order was sent or verified.
+    ClockCorrection { server: String, correction: ClockCorrectionRow },
+}
+
+/// Everything about running the fleet that is not the servers themselves.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    pub timebase: Timebase,
+    pub max_in_flight: usize,
+    pub clock: ClockPolicy,
+}
+
+/// The whole fleet and what it needs to poll.
+pub struct Fleet {
+    servers: Vec<Arc<Server>>,
+    by_name: HashMap<String, usize>,
+    rules: Rules,
+    fetcher: Arc<dyn Fetch>,
+    writer: Writer,
+    timebase: Timebase,
+    in_flight: Semaphore,
+    events: broadcast::Sender<FleetEvent>,
+    clock: ClockKeeper,
+    stats: PollStats,
+}
+
+/// What applying a poll changed, for the record and the announcements.
+struct Applied {
+    facts: ServerFacts,
+    facts_changed: bool,
+    transition: Option<TransitionRow>,
+    compilation: Option<ChangedCompilation>,
+}
+
+impl Fleet {
+    /// Builds the fleet from config, resuming each server from what the store kept.
+    pub fn new(
+        configs: Vec<ServerConfig>,
+        stored: Vec<StoredServer>,
+        rules: Rules,
+        fetcher: Arc<dyn Fetch>,
+        writer: Writer,
+        options: FleetOptions,
+    ) -> Fleet {
+        let mut stored: HashMap<String, StoredServer> = stored.into_iter().map(|r| (r.facts.name.clone(), r)).collect();
+        let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+        let phases = crate::schedule::phases(&names);
+        let first = rules.level(0).name.clone();
+        let mut servers = Vec::with_capacity(configs.len());
+        let mut by_name = HashMap::with_capacity(configs.len());
+        for (config, phase) in configs.into_iter().zip(phases) {
+            let status = match stored.remove(&config.name) {
+                Some(StoredServer { mut facts, substance }) => {
+                    if rules.index_of(&facts.level).is_none() {
+                        tracing::warn!(server = %config.name, level = %facts.level, "stored level no longer exists; starting at the first level");
+                        facts.level = first.clone();
+                        facts.calm_streak = 0;
+                    }
+                    // A moved server's row is rewritten with its new address at the first poll.
+                    let facts_given = facts.address == config.address;
+                    facts.address = config.address.clone();
+                    Status {
+                        facts,
+                        next_poll_at: None,
+                        clock: ClockState::default(),
+                        substance,
+                        latest: None,
+                        facts_given,
+                    }
+                }
+                None => Status {
+                    facts: ServerFacts::new(&config.name, &config.address, &first),
+                    next_poll_at: None,
+                    clock: ClockState::default(),
+                    substance: None,
+                    latest: None,
+                    facts_given: false,
+                },
+            };
+            by_name.insert(config.name.clone(), servers.len());
+            servers.push(Arc::new(Server::new(config, phase, status)));
+        }
+        let (events, _) = broadcast::channel(1024);
+        Fleet {
+            servers,
+            by_name,
+            rules,
+            fetcher,
+            writer,
+            timebase: options.timebase,
+            in_flight: Semaphore::new(options.max_in_flight.max(1)),
+            events,
+            clock: ClockKeeper::new(options.clock, options.timebase),
+            stats: PollStats::default(),
+        }
+    }
+
+    pub fn servers(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Server>> {
+        self.by_name.get(name).map(|&i| &self.servers[i])
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<FleetEvent> {
+        self.events.subscribe()
+    }
+
+    /// Poll counts, durations, lateness and polls in flight (for `/metrics`).
+    pub fn stats(&self) -> &PollStats {
+        &self.stats
+    }
+
+    /// The server as the API shows it.
+    pub fn summary(&self, server: &Server) -> ServerSummary {
+        server.summary()
+    }
+
+    /// The server as the API shows it with its latest compilation as received this run
+    /// (`None` before its first answer), both from the same poll.
+    pub fn detail(&self, server: &Server) -> (ServerSummary, Option<bytes::Bytes>) {
+        let (summary, latest) = server.read(|s| (s.summary(), s.latest.clone()));
+        (summary, latest.and_then(|p| p.unpack(&server.config.name)))
+    }
+
+    /// Every server's latest compilation received this run, for the store at shutdown.
+    pub fn latest_compilations(&self) -> Vec<(String, bytes::Bytes)> {
+        self.servers
+            .iter()
+            .filter_map(|s| Some((s.config.name.clone(), s.read(|st| st.latest.clone())?.unpack(&s.config.name)?)))
+            .collect()
+    }
+
+    /// Polls `server` now, applies the result and records it; answers the server as it
+    /// now stands.
+    pub async fn poll(&self, server: &Server) -> ServerSummary {
+        let _one_at_a_time = server.polling.lock().await;
+        let started = std::time::Instant::now();
+        let result = {
+            let _slot = self.in_flight.acquire().await;
+            let _counted = self.stats.in_flight();
+            self.fetcher.fetch(&server.config).await
+        };
+        let at = self.timebase.wall_now();
+        let verdict = verdict::judge(result);
+        self.stats.polled(verdict.state, started.elapsed());
+        let before = server.read(|s| self.level_state(&s.facts));
+        let (level, change) = self.rules.decide(before, &verdict.deficiencies);
+        let poll = self.poll_row(at, &verdict, level);
+        let (attendant, estimate) = (verdict.reply.as_ref().map(|r| r.attendant.clone()), verdict.estimate);
+        let applied = self.apply(server, at, verdict, level, change);
+        let clock_corrections = match (estimate, attendant) {
+            (Some(e), Some(attendant)) => {
+                let state = server.read(|s| s.clock);
+                let (state, rows) =
+                    self.clock.keep(self.fetcher.as_ref(), &server.config, &attendant, e, at, state).await;
+                server.update(|s| s.clock = state);
+                rows
+            }
+            _ => Vec::new(),
+        };
+        let record = PollRecord {
+            facts: applied.facts,
+            facts_changed: applied.facts_changed,
+            poll,
+            transition: applied.transition.clone(),
+            compilation: applied.compilation,
+            clock_corrections: clock_corrections.clone(),
+        };
+        if let Err(e) = self.writer.record(record).await {
+            tracing::error!(server = %server.config.name, error = %e, "poll result not stored");
+        }
+        self.announce(server, applied.transition, clock_corrections)
+    }
+
+    /// The level and calm streak of `facts` as [`Rules::decide`] takes them.
+    fn level_state(&self, facts: &ServerFacts) -> LevelState {
+        LevelState { level: self.rules.index_of(&facts.level).unwrap_or(0), calm_streak: facts.calm_streak }
+    }
+
+    fn poll_row(&self, at: DateTime<Utc>, v: &Verdict, level: LevelState) -> PollRow {
+        PollRow {
+            at,
+            state: v.state,
+            level: self.rules.level(level.level).name.clone(),
+            rtt_ms: v.estimate.map(|e| e.delay_ms),
+            clock_offset_ms: v.estimate.map(|e| e.offset_ms),
+            error: v.error.as_ref().map(ToString::to_string),
+            deficiencies: v.deficiencies.len() as u32,
+        }
+    }
+
+    /// Applies a verdict and level decision to the server's live state; logs what changed.
+    fn apply(
+        &self,
+        server: &Server,
+        at: DateTime<Utc>,
+        v: Verdict,
+        level: LevelState,
+        change: Option<Transition>,
+    ) -> Applied {
+        let name = &server.config.name;
+        let level_name = &self.rules.level(level.level).name;
+        let transition = change.map(|t| TransitionRow {
+            at,
+            from: self.rules.level(t.from).name.clone(),
+            to: self.rules.level(t.to).name.clone(),
+            reason: t.reason,
+        });
+        let error = v.error.as_ref().map(ToString::to_string);
+        let packed = v.reply.as_ref().map(|r| Packed::pack(&r.raw));
+        let (before_state, before_error, applied) = server.update(|s| {
+            let f = &mut s.facts;
+            let facts_changed = !s.facts_given
+                || f.level != *level_name
+                || f.calm_streak != level.calm_streak
+                || f.state != v.state
+                || f.deficiencies != v.deficiencies
+                || f.last_error != error;
+            let before = (f.state, f.last_error.take());
+            if f.level != *level_name {
+                f.level.clone_from(level_name);
+            }
+            f.calm_streak = level.calm_streak;
+            f.state = v.state;
+            f.deficiencies = v.deficiencies;
+            f.last_poll_at = Some(at);
+            f.last_error = error;
+            if let Some(e) = v.estimate {
+                f.clock_offset_ms = Some(e.offset_ms);
+                f.rtt_ms = Some(e.delay_ms);
+            }
+            s.facts_given = true;
+            let mut compilation = None;
+            if let Some(reply) = v.reply {
+                if s.substance != Some(reply.substance) {
+                    s.substance = Some(reply.substance);
+                    compilation = Some(ChangedCompilation { hash: reply.substance, body: reply.raw });
+                }
+                s.latest = packed;
+            }
+            (before.0, before.1, Applied { facts: s.facts.clone(), facts_changed, transition: None, compilation })
+        });
+        if let Some(e) = &v.error {
+            if before_error.as_deref() != applied.facts.last_error.as_deref() {
+                tracing::warn!(server = %name, kind = e.kind(), error = %e, "poll failed");
+            }
+        }
+        match &transition {
+            Some(t) => tracing::info!(server = %name, from = %t.from, to = %t.to, reason = %t.reason, "level changed"),
+            None if before_state != applied.facts.state => {
+                tracing::info!(server = %name, from = before_state.as_str(), to = applied.facts.state.as_str(), "state changed")
+            }
+            None => {}
+        }
+        Applied { transition, ..applied }
+    }
+
+    /// Tells live views and the notifier; answers the server as it now stands.
+    fn announce(
+        &self,
+        server: &Server,
+        transition: Option<TransitionRow>,
+        clock_corrections: Vec<ClockCorrectionRow>,
+    ) -> ServerSummary {
+        let name = &server.config.name;
+        if let Some(t) = transition {
+            let _ = self.events.send(FleetEvent::Transition { server: name.clone(), transition: t });
+        }
+        for c in clock_corrections {
+            let _ = self.events.send(FleetEvent::ClockCorrection { server: name.clone(), correction: c });
+        }
+        let summary = server.summary();
+        let _ = self.events.send(FleetEvent::Polled(summary.clone()));
+        summary
+    }
+
+    /// Polls `server` now on request and lets its loop pick its next slot again.
+    /// An operator's request also lifts the clock-order back-off: they may have just
+    /// fixed what made the attendant refuse.
+    pub async fn poll_now(&self, server: &Server) -> ServerSummary {
+        server.update(|s| s.clock.quiet_until = None);
+        let summary = self.poll(server).await;
+        server.reschedule.notify_one();
+        summary
+    }
+
+    /// Starts one loop per server; they stop when `stop` is cancelled.
+    pub fn start(self: &Arc<Self>, stop: &CancellationToken, tracker: &TaskTracker) {
+        for server in &self.servers {
+            tracker.spawn(self.clone().run_loop(server.clone(), stop.clone()));
+        }
+    }
+
+    async fn run_loop(self: Arc<Self>, server: Arc<Server>, stop: CancellationToken) {
+        loop {
+            let interval = server.read(|s| self.rules.level(self.level_state(&s.facts).level).interval);
+            let due = next_slot(server.phase, interval, self.timebase.wall_now());
+            server.update(|s| s.next_poll_at = Some(due));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = server.reschedule.notified() => continue,
+                _ = tokio::time::sleep_until(self.timebase.instant(due)) => {}
+            }
+            self.stats.started_late(self.timebase.wall_now() - due);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an
+                // idle loop would otherwise carry it between polls, once per server.
+                _ = Box::pin(self.poll(&server)) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! The storage API: what the poller keeps (servers' facts, their latest compilation, poll,
+//! transition and clock-correction history, what notifications told) behind one trait,
+//! [`Store`], with one module per backend, each with its own migrations
+//! (`crates/poller/migrations/<backend>`). SQLite ([`sqlite`]) is the first backend.
+//!
+//! Rules it keeps:
+//! - Callers (the writer, API, dashboard, notifier, pruner) see [`Store`] and the plain row
+//!   types of [`crate::model`], never a backend's types.
+//! - Poll results reach a backend only through the [`Writer`], which owns what is stored:
+//!   it batches records into one transaction per burst, keeps a failed batch and retries
+//!   it, and sheds only poll rows and compilation history under a long fault (see
+//!   [`batch::Batch`]).
+//! - Every backend passes the same test suite (`suite`), unchanged.
+//! - History stays bounded: compilations are kept when they change in substance, and
+//!   rows older than `[retention]` are pruned hourly ([`spawn_pruner`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::model::{History, NotifyRow, StoredServer};
+
+pub mod batch;
+pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod suite;
+pub mod writer;
+
+pub use batch::Batch;
+pub use writer::{Writer, WriterStats};
+
+/// What went wrong with the store. Messages name the database and, for unreadable
+/// values, the table, column and server.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database {url}: migration failed: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database {url}: no store backend for this URL (sqlite://PATH)")]
+    Unsupported { url: String },
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("database holds an unreadable value in {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("the store writer has stopped")]
+    WriterGone,
+    /// The writer keeps what could not be written and retries; reads may be behind.
+    #[error("the store is failing, {pending} records wait to be written: {last_error}")]
+    Failing { pending: usize, last_error: String },
+}
+
+/// A store backend. Every method is one short transaction or read; a failed write
+/// leaves the store as it was (the caller keeps the batch).
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Every server the store knows, as last written, with the time, offset and delay of
+    /// its newest poll row and the substance hash of its newest stored compilation.
+    async fn load_servers(&self) -> Result<Vec<StoredServer>, StoreError>;
+
+    /// Writes a batch in one transaction: all of it or nothing.
+    async fn write(&self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Writes each server's latest compilation as received (at shutdown: between changes
+    /// of substance only the poller's memory has it). `(server, body)`.
+    async fn save_latest(&self, latest: &[(String, bytes::Bytes)]) -> Result<(), StoreError>;
+
+    /// The latest compilation of `server` the store has: the last one that changed in
+    /// substance, or the one in memory at the last shutdown, whichever came later.
+    async fn compilation(&self, server: &str) -> Result<Option<String>, StoreError>;
+
+    /// Compilations of `server` in the history (changes only), newest first: `(at, body)`.
+    async fn compilations(&self, server: &str, limit: u32) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
+
+    /// Polls, transitions and clock corrections of `server`, each newest first, at most
+    /// `limit` of each.
+    async fn history(&self, server: &str, limit: u32) -> Result<History, StoreError>;
+
+    /// Deletes history older than `retention` at `now`; each server's newest compilation
+    /// is kept however old.
+    async fn prune(&self, retention: &Retention, now: DateTime<Utc>) -> Result<Pruned, StoreError>;
+
+    /// What notifications last told about every server.
+    async fn load_notify_memory(&self) -> Result<Vec<NotifyRow>, StoreError>;
+
+    /// Persists what notifications told about one server (before the notice is sent).
+    async fn save_notify_memory(&self, row: &NotifyRow) -> Result<(), StoreError>;
+
+    /// Closes the connections; pending reads finish first.
+    async fn close(&self);
+}
+
+/// A store shared by the poller's parts.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens (creating when missing) and migrates the database at `url`, choosing the backend
+/// by the URL's scheme: `sqlite://PATH`.
+pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Unsupported { url: url.to_string() })
+    }
+}
+
+/// How long history is kept (`[retention]` in poller.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Per-poll rows.
+    pub polls: Duration,
+    /// Compilations in the history (the latest of each server is always kept).
+    pub compilations: Duration,
+    /// Level transitions and clock corrections: rare, so kept much longer.
+    pub transitions: Duration,
+}
+
+const DAY: u64 = 24 * 3600;
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            polls: Duration::from_secs(30 * DAY),
+            compilations: Duration::from_secs(30 * DAY),
+            transitions: Duration::from_secs(400 * DAY),
+        }
+    }
+}
+
+/// What one pruning pass deleted, in rows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub polls: u64,
+    pub compilations: u64,
+    pub transitions: u64,
+    pub clock_corrections: u64,
+}
+
+/// How often the pruner runs (and once at start-up).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes at start-up and every [`PRUNE_EVERY`] until `stop`.
+pub fn spawn_pruner(store: SharedStore, retention: Retention, stop: CancellationToken, tracker: &TaskTracker) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match store.prune(&retention, Utc::now()).await {
+                Ok(p) if p == Pruned::default() => tracing::debug!("nothing to prune"),
+                Ok(p) => tracing::info!(
+                    polls = p.polls,
+                    compilations = p.compilations,
+                    transitions = p.transitions,
+                    clock_corrections = p.clock_corrections,
+                    "pruned history beyond its retention"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot prune history"),
+            }
+        }
+    });
+}

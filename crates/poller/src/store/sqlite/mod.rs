@@ -1,0 +1,462 @@
+//! The SQLite backend: a file, nothing to install; migrations in
+//! `crates/poller/migrations/sqlite`, embedded in the binary.
+//!
+//! Rules it keeps:
+//! - WAL journal, `synchronous = NORMAL`: a commit survives a crash of the poller; a power
+//!   cut may lose the last commits, never the database.
+//! - Rows are written many to a statement ([`insert_rows`]: chunks of 64, 32, ... 1, so a
+//!   handful of prepared statements serve any batch).
+//! - Each server's poll rows form a chain (migration 0005): a row names the previous row
+//!   of its server, and `poll_heads` names the newest, so a server's history is read by
+//!   following links instead of keeping an index on every poll row. Ids are assigned
+//!   here ([`chains`]), above every id a head ever named, so a pruned id is never reused.
+//! - Times are stored as Unix milliseconds (UTC).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::{Batch, Pruned, Retention, StoreError};
+use crate::model::{
+    ClockCorrectionRow, History, NotifyRow, PollRow, ServerFacts, ServerState, StoredServer, TransitionRow,
+};
+
+mod chains;
+mod prune;
+
+use chains::Chains;
+
+/// The SQLite store. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The poll chains' heads and the next poll id, loaded on the first write; only the
+    /// writer task uses them.
+    chains: std::sync::Arc<tokio::sync::Mutex<Option<Chains>>>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+/// Most rows in one statement.
+const CHUNK: usize = 64;
+
+/// Splits `n` rows into chunks of 64, 32, ... 1 rows: `(start, len)`. Few distinct
+/// statement texts, so sqlx's statement cache serves every batch.
+fn chunks(n: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut size = CHUNK;
+    while at < n {
+        while size > n - at {
+            size /= 2;
+        }
+        out.push((at, size));
+        at += size;
+    }
+    out
+}
+
+/// `head VALUES (...), (...) tail` for each chunk of `rows`, each row's values bound by
+/// `bind`, executed on `tx`.
+async fn insert_rows<'r, T>(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    head: &str,
+    tail: &str,
+    rows: &'r [T],
+    mut bind: impl FnMut(sqlx::query_builder::Separated<'_, 'r, Sqlite, &'static str>, &'r T),
+) -> Result<(), StoreError> {
+    for (at, n) in chunks(rows.len()) {
+        let mut q: QueryBuilder<'r, Sqlite> = QueryBuilder::new(head);
+        q.push(" ");
+        q.push_values(&rows[at..at + n], &mut bind);
+        q.push(" ");
+        q.push(tail);
+        q.build().persistent(true).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) and migrates the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            // A batch touches thousands of pages (poll rows and their index); with SQLite's
+            // 2 MB default they spill to the WAL mid-transaction and are written twice
+            // (perf: pagerStress, subjournal).
+            .pragma("cache_size", "-8192")
+            // Each many-row statement keeps a statement journal of the pages it changes; in
+            // a file that was 6 % of the poller's CPU (perf: subjournalPageIfRequired).
+            .pragma("temp_store", "memory")
+            // Checkpoint every 40 MB of WAL rather than 4 MB: the poll index's pages change
+            // many times between checkpoints and are copied into the database once.
+            .pragma("wal_autocheckpoint", "10000");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open { url: url.to_string(), source })?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
+        Ok(SqliteStore { pool, chains: Default::default() })
+    }
+
+    /// The newest `limit` rows of one server from a history table (`select` names the
+    /// columns and table; every history table has `server` and a growing `id`).
+    async fn newest<T>(
+        &self,
+        select: &str,
+        server: &str,
+        limit: u32,
+        row: impl Fn(&sqlx::sqlite::SqliteRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = format!("{select} WHERE server = ? ORDER BY id DESC LIMIT ?");
+        let rows = sqlx::query(&sql).bind(server).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(row).collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    /// The pool, for tests that reach under the API (corrupting a row, injecting a fault).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait::async_trait]
+impl super::Store for SqliteStore {
+    async fn load_servers(&self) -> Result<Vec<StoredServer>, StoreError> {
+        let rows = sqlx::query(
+            // The row is written when level or state change; the newest poll row has the
+            // time, offset and delay of the last poll.
+            "SELECT s.name, s.address, s.level, s.calm_streak, s.state, s.deficiencies, s.last_error,
+               max(s.last_poll_at, COALESCE(p.at, 0)) AS last_poll_at,
+               COALESCE(p.clock_offset_ms, s.clock_offset_ms) AS clock_offset_ms,
+               COALESCE(p.rtt_ms, s.rtt_ms) AS rtt_ms,
+               (SELECT hash FROM compilations c WHERE c.server = s.name ORDER BY id DESC LIMIT 1) AS substance
+             FROM servers s
+             LEFT JOIN polls p ON p.id = (SELECT last_id FROM poll_heads h WHERE h.server = s.name)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let name: String = r.try_get("name")?;
+                let defs: String = r.try_get("deficiencies")?;
+                let deficiencies = serde_json::from_str(&defs).map_err(|e| StoreError::Corrupt {
+                    what: format!("servers.deficiencies of {name}"),
+                    detail: e.to_string(),
+                })?;
+                Ok(StoredServer {
+                    facts: ServerFacts {
+                        address: r.try_get("address")?,
+                        level: r.try_get("level")?,
+                        calm_streak: r.try_get::<i64, _>("calm_streak")?.clamp(0, i64::from(u32::MAX)) as u32,
+                        state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                        deficiencies,
+                        last_poll_at: r.try_get::<Option<i64>, _>("last_poll_at")?.map(from_ms),
+                        last_error: r.try_get("last_error")?,
+                        clock_offset_ms: r.try_get("clock_offset_ms")?,
+                        rtt_ms: r.try_get("rtt_ms")?,
+                        name,
+                    },
+                    substance: r.try_get("substance")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut defs = Vec::with_capacity(batch.facts.len());
+        for f in &batch.facts {
+            defs.push(serde_json::to_string(&f.deficiencies).map_err(|e| StoreError::Corrupt {
+                what: format!("the deficiencies of {}", f.name),
+                detail: e.to_string(),
+            })?);
+        }
+        let facts: Vec<(&ServerFacts, &String)> = batch.facts.iter().zip(&defs).collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms)",
+            "ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
+               calm_streak = excluded.calm_streak, state = excluded.state, deficiencies = excluded.deficiencies,
+               last_poll_at = excluded.last_poll_at, last_error = excluded.last_error,
+               clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms",
+            &facts,
+            |mut b, (f, defs)| {
+                b.push_bind(&f.name)
+                    .push_bind(&f.address)
+                    .push_bind(&f.level)
+                    .push_bind(i64::from(f.calm_streak))
+                    .push_bind(f.state.as_str())
+                    .push_bind(defs.as_str())
+                    .push_bind(f.last_poll_at.map(ms))
+                    .push_bind(&f.last_error)
+                    .push_bind(f.clock_offset_ms)
+                    .push_bind(f.rtt_ms);
+            },
+        )
+        .await?;
+
+        // Chain each poll row to the server's previous one; the in-memory chains change only
+        // once the transaction has committed, so a failed batch is retried over the same heads.
+        let mut chains_guard = self.chains.lock().await;
+        if chains_guard.is_none() {
+            *chains_guard = Some(Chains::load(&self.pool).await?);
+        }
+        let chains = chains_guard.get_or_insert_with(Chains::default);
+        let links = chains.link(batch.polls.iter().map(|(server, _)| server.as_str()));
+        let polls: Vec<(&(String, PollRow), &(i64, Option<i64>))> = batch.polls.iter().zip(&links.rows).collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO polls (id, prev_id, server, at, state, level, rtt_ms, clock_offset_ms, error, deficiencies)",
+            "",
+            &polls,
+            |mut b, ((server, p), (id, prev))| {
+                b.push_bind(*id)
+                    .push_bind(*prev)
+                    .push_bind(server)
+                    .push_bind(ms(p.at))
+                    .push_bind(p.state.as_str())
+                    .push_bind(&p.level)
+                    .push_bind(p.rtt_ms)
+                    .push_bind(p.clock_offset_ms)
+                    .push_bind(&p.error)
+                    .push_bind(i64::from(p.deficiencies));
+            },
+        )
+        .await?;
+        let heads: Vec<(&str, i64)> = links.heads.iter().map(|(k, v)| (*k, *v)).collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO poll_heads (server, last_id)",
+            "ON CONFLICT (server) DO UPDATE SET last_id = excluded.last_id",
+            &heads,
+            |mut b, (server, id)| {
+                b.push_bind(*server).push_bind(*id);
+            },
+        )
+        .await?;
+        let bodies: Vec<String> = batch.compilations.iter().map(|(_, _, c)| body_text(&c.body)).collect();
+        let compilations: Vec<_> = batch.compilations.iter().zip(&bodies).collect();
+        insert_rows(
+            &mut tx,
+            "INSERT INTO compilations (server, at, hash, body)",
+            "",
+            &compilations,
+            |mut b, ((server, at, c), body)| {
+                b.push_bind(server).push_bind(ms(*at)).push_bind(c.hash).push_bind(body.as_str());
+            },
+        )
+        .await?;
+        save_latest(&mut tx, &batch.latest_compilations()).await?;
+        insert_rows(
+            &mut tx,
+            "INSERT INTO clock_corrections (server, at, offset_ms, correction_ms, outcome, detail)",
+            "",
+            &batch.clock_corrections,
+            |mut b, (server, c)| {
+                b.push_bind(server)
+                    .push_bind(ms(c.at))
+                    .push_bind(c.offset_ms)
+                    .push_bind(c.correction_ms)
+                    .push_bind(&c.outcome)
+                    .push_bind(&c.detail);
+            },
+        )
+        .await?;
+        insert_rows(
+            &mut tx,
+            "INSERT INTO transitions (server, at, from_level, to_level, reason)",
+            "",
+            &batch.transitions,
+            |mut b, (server, t)| {
+                b.push_bind(server).push_bind(ms(t.at)).push_bind(&t.from).push_bind(&t.to).push_bind(&t.reason);
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        chains.commit(links);
+        Ok(())
+    }
+
+    async fn save_latest(&self, latest: &[(String, bytes::Bytes)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let latest: Vec<(&str, &bytes::Bytes)> = latest.iter().map(|(n, b)| (n.as_str(), b)).collect();
+        save_latest(&mut tx, &latest).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn compilation(&self, server: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT body FROM latest_compilations WHERE server = ?")
+            .bind(server)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get("body")?),
+            None => None,
+        })
+    }
+
+    async fn compilations(&self, server: &str, limit: u32) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
+        let rows = sqlx::query("SELECT at, body FROM compilations WHERE server = ? ORDER BY id DESC LIMIT ?")
+            .bind(server)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((from_ms(r.try_get("at")?), r.try_get("body")?))).collect()
+    }
+
+    async fn history(&self, server: &str, limit: u32) -> Result<History, StoreError> {
+        // The server's chain of poll rows, from its head back (see migration 0005).
+        let rows = sqlx::query(
+            "WITH RECURSIVE chain(id, n) AS (
+                 SELECT last_id, 1 FROM poll_heads WHERE server = ?1
+                 UNION ALL
+                 SELECT p.prev_id, c.n + 1 FROM polls p JOIN chain c ON p.id = c.id
+                 WHERE p.prev_id IS NOT NULL AND c.n < ?2)
+             SELECT p.at, p.state, p.level, p.rtt_ms, p.clock_offset_ms, p.error, p.deficiencies
+             FROM chain JOIN polls p ON p.id = chain.id ORDER BY p.id DESC",
+        )
+        .bind(server)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let polls = rows
+            .iter()
+            .map(|r| {
+                Ok(PollRow {
+                    at: from_ms(r.try_get("at")?),
+                    state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                    level: r.try_get("level")?,
+                    rtt_ms: r.try_get("rtt_ms")?,
+                    clock_offset_ms: r.try_get("clock_offset_ms")?,
+                    error: r.try_get("error")?,
+                    deficiencies: r.try_get::<i64, _>("deficiencies")?.max(0) as u32,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let transitions = self
+            .newest("SELECT at, from_level, to_level, reason FROM transitions", server, limit, |r| {
+                Ok(TransitionRow {
+                    at: from_ms(r.try_get("at")?),
+                    from: r.try_get("from_level")?,
+                    to: r.try_get("to_level")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .await?;
+        let clock_corrections = self
+            .newest("SELECT at, offset_ms, correction_ms, outcome, detail FROM clock_corrections", server, limit, |r| {
+                Ok(ClockCorrectionRow {
+                    at: from_ms(r.try_get("at")?),
+                    offset_ms: r.try_get("offset_ms")?,
+                    correction_ms: r.try_get("correction_ms")?,
+                    outcome: r.try_get("outcome")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .await?;
+        Ok(History { polls, transitions, clock_corrections })
+    }
+
+    async fn prune(&self, retention: &Retention, now: DateTime<Utc>) -> Result<Pruned, StoreError> {
+        prune::prune(&self.pool, retention, now).await
+    }
+
+    async fn load_notify_memory(&self) -> Result<Vec<NotifyRow>, StoreError> {
+        let rows = sqlx::query("SELECT server, level, state, flapping, seen_state, changes FROM notify_state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let server: String = r.try_get("server")?;
+            let changes: Vec<i64> = serde_json::from_str(r.try_get::<&str, _>("changes")?).map_err(|e| {
+                StoreError::Corrupt { what: format!("notify_state.changes of {server}"), detail: e.to_string() }
+            })?;
+            out.push(NotifyRow {
+                level: r.try_get("level")?,
+                state: ServerState::parse(r.try_get::<&str, _>("state")?),
+                flapping: r.try_get::<i64, _>("flapping")? != 0,
+                seen_state: ServerState::parse(r.try_get::<&str, _>("seen_state")?),
+                changes: changes.into_iter().map(from_ms).collect(),
+                server,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn save_notify_memory(&self, m: &NotifyRow) -> Result<(), StoreError> {
+        let changes: Vec<i64> = m.changes.iter().map(|t| ms(*t)).collect();
+        let changes = serde_json::to_string(&changes).map_err(|e| StoreError::Corrupt {
+            what: format!("notify changes of {}", m.server),
+            detail: e.to_string(),
+        })?;
+        sqlx::query(
+            "INSERT INTO notify_state (server, level, state, flapping, seen_state, changes, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (server) DO UPDATE SET level = excluded.level, state = excluded.state,
+               flapping = excluded.flapping, seen_state = excluded.seen_state, changes = excluded.changes,
+               updated_at = excluded.updated_at",
+        )
+        .bind(&m.server)
+        .bind(&m.level)
+        .bind(m.state.as_str())
+        .bind(i64::from(m.flapping))
+        .bind(m.seen_state.as_str())
+        .bind(changes)
+        .bind(ms(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A reply as stored text. It was parsed as JSON, so it is UTF-8 but for the contents of
+/// fields the poller skips; those are replaced rather than the reply refused.
+fn body_text(b: &bytes::Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Upserts servers' latest compilations, many rows to a statement; `latest` names each
+/// server once.
+async fn save_latest(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    latest: &[(&str, &bytes::Bytes)],
+) -> Result<(), StoreError> {
+    let bodies: Vec<String> = latest.iter().map(|(_, b)| body_text(b)).collect();
+    let rows: Vec<(&str, &String)> = latest.iter().map(|(n, _)| *n).zip(&bodies).collect();
+    insert_rows(
+        tx,
+        "INSERT INTO latest_compilations (server, body)",
+        "ON CONFLICT (server) DO UPDATE SET body = excluded.body",
+        &rows,
+        |mut b, (name, body)| {
+            b.push_bind(*name).push_bind(body.as_str());
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests;

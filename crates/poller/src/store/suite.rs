@@ -1,0 +1,277 @@
+//! The storage test suite: what every backend must do, written against [`Store`] and the
+//! [`Writer`] only, so another backend runs it unchanged. A backend's tests provide a
+//! [`Harness`] and expand [`store_suite!`](crate::store_suite) once.
+
+use chrono::{DateTime, Utc};
+use rollcall_protocol::{Deficiency, Severity};
+
+use super::{Batch, Retention, SharedStore, Writer};
+use crate::model::{
+    ChangedCompilation, ClockCorrectionRow, History, NotifyRow, PollRecord, PollRow, ServerFacts, ServerState,
+    TransitionRow,
+};
+
+/// What a backend gives the suite.
+#[async_trait::async_trait]
+pub(crate) trait Harness: Send + Sync + Sized {
+    /// A harness on a new, empty database.
+    async fn new() -> Self;
+    /// A store on this harness's database (a second call reopens the same database).
+    async fn open(&self) -> SharedStore;
+    /// Makes every write fail until [`Harness::heal`], as a full disk or a read-only
+    /// database would.
+    async fn break_writes(&self);
+    async fn heal(&self);
+}
+
+/// Expands the suite into one test per case for `$harness`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! store_suite {
+    ($harness:ty: $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                let h = <$harness as $crate::store::suite::Harness>::new().await;
+                $crate::store::suite::$case(&h).await;
+            }
+        )*
+    };
+    ($harness:ty) => {
+        $crate::store_suite!($harness:
+            state_survives_reopening,
+            history_is_newest_first_and_a_failed_poll_keeps_the_last_compilation,
+            a_steady_server_reads_back_its_last_poll,
+            changed_compilations_join_the_history_and_are_pruned_by_age,
+            notification_memory_survives_reopening,
+            writer_batches_and_flush_waits_for_everything_before_it,
+            a_failed_write_is_kept_and_stored_once_the_store_works_again,
+        );
+    };
+}
+
+pub(crate) fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+/// One poll of `name` at `at_ms` that finds it unreachable at `level`; with a transition
+/// to `level` when `transition`, and a changed compilation when given.
+pub(crate) fn record(name: &str, at_ms: i64, level: &str, transition: bool, compilation: Option<&str>) -> PollRecord {
+    let mut facts = ServerFacts::new(name, &format!("http://{name}:7460"), level);
+    facts.calm_streak = 1;
+    facts.state = ServerState::Unreachable;
+    facts.deficiencies =
+        vec![Deficiency { source: "poll:refused".into(), severity: Severity::Critical, summary: "x".into() }];
+    facts.last_poll_at = Some(at(at_ms));
+    facts.last_error = Some("connection refused".into());
+    facts.clock_offset_ms = Some(-1.5);
+    facts.rtt_ms = Some(0.25);
+    PollRecord {
+        facts,
+        facts_changed: true,
+        poll: PollRow {
+            at: at(at_ms),
+            state: ServerState::Unreachable,
+            level: level.into(),
+            rtt_ms: None,
+            clock_offset_ms: None,
+            error: Some("connection refused".into()),
+            deficiencies: 1,
+        },
+        transition: transition.then(|| TransitionRow {
+            at: at(at_ms),
+            from: "normal".into(),
+            to: level.into(),
+            reason: "poll:refused".into(),
+        }),
+        compilation: compilation.map(|c| ChangedCompilation {
+            hash: c.bytes().fold(7i64, |h, b| h.wrapping_mul(31).wrapping_add(i64::from(b))),
+            body: bytes::Bytes::from(c.to_string()),
+        }),
+        clock_corrections: vec![],
+    }
+}
+
+/// The records as one batch.
+pub(crate) fn batch(records: impl IntoIterator<Item = PollRecord>) -> Batch {
+    let mut b = Batch::default();
+    for r in records {
+        b.push(r);
+    }
+    b
+}
+
+fn poll_times(h: &History) -> Vec<i64> {
+    h.polls.iter().map(|p| p.at.timestamp_millis()).collect()
+}
+
+pub(crate) async fn state_survives_reopening(h: &impl Harness) {
+    let store = h.open().await;
+    store.write(&batch([record("mail-01", 1_000, "critical", true, Some("{\"a\":1}"))])).await.unwrap();
+    store.close().await;
+    let store = h.open().await;
+    let rows = store.load_servers().await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let f = &rows[0].facts;
+    assert_eq!((f.level.as_str(), f.state, f.calm_streak), ("critical", ServerState::Unreachable, 1));
+    assert_eq!(f.deficiencies[0].source, "poll:refused");
+    assert_eq!(f.last_poll_at, Some(at(1_000)));
+    assert_eq!(f.last_error.as_deref(), Some("connection refused"));
+    assert_eq!(rows[0].substance, record("x", 0, "n", false, Some("{\"a\":1}")).compilation.map(|c| c.hash));
+    assert_eq!(store.compilation("mail-01").await.unwrap().as_deref(), Some("{\"a\":1}"));
+}
+
+pub(crate) async fn history_is_newest_first_and_a_failed_poll_keeps_the_last_compilation(h: &impl Harness) {
+    let store = h.open().await;
+    store.write(&batch([record("a", 1_000, "normal", false, Some("{\"n\":1}"))])).await.unwrap();
+    store
+        .write(&batch([record("a", 2_000, "critical", true, None), record("b", 2_500, "normal", false, None)]))
+        .await
+        .unwrap();
+    let mut third = record("a", 3_000, "critical", false, None);
+    third.clock_corrections.push(ClockCorrectionRow {
+        at: at(3_000),
+        offset_ms: 45_000.0,
+        correction_ms: -45_000.0,
+        outcome: "applied".into(),
+        detail: "stepped".into(),
+    });
+    store.write(&batch([third])).await.unwrap();
+    let hist = store.history("a", 10).await.unwrap();
+    assert_eq!(poll_times(&hist), [3_000, 2_000, 1_000]);
+    assert_eq!(hist.transitions.len(), 1);
+    assert_eq!((hist.transitions[0].from.as_str(), hist.transitions[0].to.as_str()), ("normal", "critical"));
+    assert_eq!(hist.clock_corrections.len(), 1);
+    assert_eq!(hist.clock_corrections[0].correction_ms, -45_000.0);
+    assert_eq!(poll_times(&store.history("a", 2).await.unwrap()), [3_000, 2_000], "the limit holds");
+    assert_eq!(poll_times(&store.history("b", 10).await.unwrap()), [2_500]);
+    assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some("{\"n\":1}"));
+    assert_eq!(store.compilation("nobody").await.unwrap(), None);
+    assert_eq!(store.history("nobody", 10).await.unwrap(), History::default());
+}
+
+pub(crate) async fn a_steady_server_reads_back_its_last_poll(h: &impl Harness) {
+    let store = h.open().await;
+    store.write(&batch([record("a", 1_000, "normal", false, None)])).await.unwrap();
+    // Later polls that change nothing but time, offset and delay leave the facts alone.
+    let mut later = record("a", 5_000, "normal", false, None);
+    later.facts_changed = false;
+    later.poll.clock_offset_ms = Some(7.5);
+    later.poll.rtt_ms = Some(0.5);
+    store.write(&batch([later])).await.unwrap();
+    let rows = store.load_servers().await.unwrap();
+    assert_eq!(rows[0].facts.last_poll_at, Some(at(5_000)), "the newest poll's time");
+    assert_eq!((rows[0].facts.clock_offset_ms, rows[0].facts.rtt_ms), (Some(7.5), Some(0.5)));
+    // A failed poll has no offset: the one in the facts last written stays.
+    let mut failed = record("a", 9_000, "normal", false, None);
+    failed.facts_changed = false;
+    store.write(&batch([failed])).await.unwrap();
+    let rows = store.load_servers().await.unwrap();
+    assert_eq!(rows[0].facts.last_poll_at, Some(at(9_000)));
+    assert_eq!(rows[0].facts.clock_offset_ms, Some(-1.5), "the facts' offset");
+}
+
+pub(crate) async fn changed_compilations_join_the_history_and_are_pruned_by_age(h: &impl Harness) {
+    let store = h.open().await;
+    let ok = |t: &str| format!(r#"{{"time":{{"utc":"{t}"}},"services":[{{"name":"mta","status":"ok"}}]}}"#);
+    let bad = r#"{"services":[{"name":"mta","status":"critical"}]}"#;
+    let day = 86_400_000;
+    let unchanged = |name: &str, t: i64| record(name, t, "normal", false, None);
+    store.write(&batch([record("a", day, "normal", false, Some(&ok("1"))), unchanged("a", 2 * day)])).await.unwrap();
+    store.write(&batch([unchanged("a", 3 * day)])).await.unwrap();
+    assert_eq!(store.compilation("a").await.unwrap(), Some(ok("1")), "an unchanged poll keeps the latest");
+    store
+        .write(&batch([
+            record("a", 40 * day, "normal", false, Some(bad)),
+            record("b", 40 * day, "normal", false, Some(bad)),
+        ]))
+        .await
+        .unwrap();
+    let a = store.compilations("a", 10).await.unwrap();
+    assert_eq!(a.len(), 2, "the first, then the change: {a:?}");
+    assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some(bad), "a change is the latest");
+    // A reopened store tells the fleet the substance it stored last.
+    let hash_of_bad = record("x", 0, "normal", false, Some(bad)).compilation.unwrap().hash;
+    store.close().await;
+    let store = h.open().await;
+    let rows = store.load_servers().await.unwrap();
+    assert!(rows.iter().all(|r| r.substance == Some(hash_of_bad)), "{rows:?}");
+    store.write(&batch([unchanged("b", 41 * day)])).await.unwrap();
+    // What the fleet held at shutdown becomes the latest, not history.
+    store.save_latest(&[("b".to_string(), bytes::Bytes::from(ok("shutdown")))]).await.unwrap();
+    assert_eq!(store.compilation("b").await.unwrap(), Some(ok("shutdown")));
+    assert_eq!(store.compilations("b", 10).await.unwrap().len(), 1);
+
+    let p = store.prune(&Retention::default(), at(45 * day)).await.unwrap();
+    assert_eq!((p.polls, p.compilations), (3, 1), "older than 30 days: 3 polls, a's first compilation");
+    assert_eq!(store.history("a", 10).await.unwrap().polls.len(), 1);
+    store.prune(&Retention::default(), at(400 * day)).await.unwrap();
+    assert_eq!(store.compilations("a", 10).await.unwrap().len(), 1, "each server's newest is spared");
+}
+
+pub(crate) async fn notification_memory_survives_reopening(h: &impl Harness) {
+    let store = h.open().await;
+    let row = NotifyRow {
+        server: "mail-01".into(),
+        level: "critical".into(),
+        state: ServerState::Unreachable,
+        flapping: true,
+        seen_state: ServerState::Deficient,
+        changes: vec![at(1_000), at(2_000)],
+    };
+    store.save_notify_memory(&row).await.unwrap();
+    let mut newer = row.clone();
+    newer.flapping = false;
+    store.save_notify_memory(&newer).await.unwrap();
+    store.close().await;
+    let store = h.open().await;
+    assert_eq!(store.load_notify_memory().await.unwrap(), [newer]);
+}
+
+pub(crate) async fn writer_batches_and_flush_waits_for_everything_before_it(h: &impl Harness) {
+    let store = h.open().await;
+    let (writer, task) = Writer::start(store.clone());
+    for i in 0..500 {
+        writer.record(record("a", 1_000 + i, "normal", false, None)).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    assert_eq!(store.history("a", 1000).await.unwrap().polls.len(), 500);
+    assert!(writer.stats().batches.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    drop(writer);
+    task.await.unwrap();
+}
+
+pub(crate) async fn a_failed_write_is_kept_and_stored_once_the_store_works_again(h: &impl Harness) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let store = h.open().await;
+    let (writer, task) = Writer::start(store.clone());
+    writer.record(record("a", 1_000, "normal", false, Some("{\"n\":1}"))).await.unwrap();
+    writer.flush().await.unwrap();
+    h.break_writes().await;
+    writer.record(record("a", 2_000, "critical", true, Some("{\"n\":2}"))).await.unwrap();
+    writer.record(record("b", 2_100, "critical", true, None)).await.unwrap();
+    let err = writer.flush().await.expect_err("the store is failing");
+    assert!(err.to_string().contains("records wait to be written"), "{err}");
+    assert!(writer.stats().failures.load(Relaxed) >= 1);
+    assert!(writer.stats().pending.load(Relaxed) > 0);
+    // More polls while it fails join the kept batch.
+    writer.record(record("a", 3_000, "critical", false, None)).await.unwrap();
+    h.heal().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while writer.flush().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the writer never wrote the kept batch");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let a = store.history("a", 10).await.unwrap();
+    assert_eq!(poll_times(&a), [3_000, 2_000, 1_000], "every poll, once");
+    assert_eq!(a.transitions.len(), 1, "the transition, once");
+    assert_eq!(store.history("b", 10).await.unwrap().transitions.len(), 1);
+    assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some("{\"n\":2}"));
+    assert_eq!(store.compilations("a", 10).await.unwrap().len(), 2);
+    let rows = store.load_servers().await.unwrap();
+    let a_row = rows.iter().find(|r| r.facts.name == "a").unwrap();
+    assert_eq!(a_row.facts.level, "critical", "the facts of the failed batch");
+    assert_eq!(writer.stats().pending.load(Relaxed), 0);
+    drop(writer);
+    task.await.unwrap();
+}
