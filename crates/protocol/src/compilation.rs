@@ -135,6 +135,7 @@ pub struct ResultView<'a> {
     pub kind: &'a str,
     pub status: Status,
     pub message: &'a str,
+    pub observed_at: DateTime<Utc>,
     pub duration_ms: f64,
 }
 
@@ -146,6 +147,7 @@ impl CheckResult {
             kind: &self.check,
             status: self.status,
             message: &self.message,
+            observed_at: self.observed_at,
             duration_ms: self.duration_ms,
         }
     }
@@ -159,6 +161,7 @@ impl ProbeResult {
             kind: &self.kind,
             status: self.status,
             message: &self.message,
+            observed_at: self.observed_at,
             duration_ms: self.duration_ms,
         }
     }

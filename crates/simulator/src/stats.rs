@@ -8,7 +8,9 @@
 //! when each server was last asked, so the first gap after a reset is still a true gap.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 use std::time::Instant;
 
 use serde_json::{json, Value};
@@ -67,15 +69,10 @@ impl Stats {
     pub fn client(&self, agent: &str) -> Arc<Client> {
         let agent = if agent.is_empty() { "unknown" } else { agent };
         let agent: String = agent.chars().take(100).collect();
-        if let Ok(list) = self.clients.read() {
-            if let Some(c) = list.iter().find(|c| c.agent == agent) {
-                return c.clone();
-            }
+        if let Some(c) = self.clients.read().iter().find(|c| c.agent == agent) {
+            return c.clone();
         }
-        let mut list = match self.clients.write() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
+        let mut list = self.clients.write();
         if let Some(c) = list.iter().find(|c| c.agent == agent) {
             return c.clone();
         }
@@ -119,31 +116,23 @@ impl Stats {
 
     /// Starts a new measurement window: counters and gaps from zero.
     pub fn reset(&self) {
-        if let Ok(list) = self.clients.read() {
-            for c in list.iter() {
-                for a in [&c.requests, &c.compilations, &c.metrics, &c.unanswered] {
-                    a.store(0, Ordering::Relaxed);
-                }
-                for g in c.gaps.iter() {
-                    g.store(0, Ordering::Relaxed);
-                }
+        for c in self.clients.read().iter() {
+            for a in [&c.requests, &c.compilations, &c.metrics, &c.unanswered] {
+                a.store(0, Ordering::Relaxed);
+            }
+            for g in c.gaps.iter() {
+                g.store(0, Ordering::Relaxed);
             }
         }
         self.refused.store(0, Ordering::Relaxed);
-        if let Ok(mut w) = self.window_start.write() {
-            *w = Instant::now();
-        }
+        *self.window_start.write() = Instant::now();
     }
 
     /// Everything counted since the last reset, as JSON. With `interval_ms`, each client's
     /// lateness: how far the gaps between its requests to one server stray from the interval.
     pub fn report(&self, interval_ms: Option<u64>) -> Value {
-        let window = self.window_start.read().map(|w| w.elapsed().as_secs_f64()).unwrap_or(0.0);
-        let clients: Vec<Value> = self
-            .clients
-            .read()
-            .map(|list| list.iter().map(|c| c.report(window, interval_ms)).collect())
-            .unwrap_or_default();
+        let window = self.window_start.read().elapsed().as_secs_f64();
+        let clients: Vec<Value> = self.clients.read().iter().map(|c| c.report(window, interval_ms)).collect();
         json!({
             "servers": self.servers,
             "window_s": window,
@@ -221,6 +210,6 @@ mod tests {
         for i in 0..20 {
             s.client(&format!("c{i}"));
         }
-        assert!(s.clients.read().unwrap().len() <= MAX_CLIENTS);
+        assert!(s.clients.read().len() <= MAX_CLIENTS);
     }
 }

@@ -8,8 +8,8 @@
 //! a seventh of the poller's CPU at 5,000 polls/s. HTTPS polls and clock orders still go
 //! through reqwest; header parsing is `httparse`, hyper's own parser.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use bytes::{Buf, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
@@ -130,7 +130,7 @@ impl PlainClient {
 
     fn finish(&self, url: &str, key: Option<Box<str>>, reply: Reply, keep: Option<TcpStream>) -> Reply {
         if let Some(stream) = keep {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = self.idle.lock();
             if idle.len() < self.budget {
                 idle.insert(key.unwrap_or_else(|| url.into()), stream);
             }
@@ -140,7 +140,7 @@ impl PlainClient {
 
     /// The server's idle connection (with its key), unless the attendant has closed it.
     fn take(&self, url: &str) -> Option<(Box<str>, TcpStream)> {
-        let (key, stream) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).remove_entry(url)?;
+        let (key, stream) = self.idle.lock().remove_entry(url)?;
         // Readable while idle means closed (or stray bytes): either way not reusable. Tokio
         // answers from its readiness cache, so a live connection costs no system call.
         match stream.try_read(&mut [0u8; 1]) {

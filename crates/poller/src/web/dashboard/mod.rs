@@ -20,6 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
+use rollcall_protocol::{CheckResult, Compilation, ProbeResult, ResultView, Status};
 use serde_json::Value;
 
 use crate::fleet::Server;
@@ -220,8 +221,10 @@ async fn parts(api: &Api, server: &Server) -> Result<(ServerSummary, Markup), St
         tracing::error!(server = %name, error = %e, "cannot read history for the dashboard");
         e.to_string()
     })?;
-    let (s, compilation): (ServerSummary, Option<Value>) = match api.latest(server).await {
-        Ok(both) => both,
+    type Typed = Option<Result<Compilation, String>>;
+    let (s, compilation): (ServerSummary, Typed) = match api.latest(server).await {
+        // The dashboard reads the typed compilation; one it cannot read is shown as such.
+        Ok((s, raw)) => (s, raw.map(|v| serde_json::from_value(v).map_err(|e| e.to_string()))),
         Err(e) => {
             tracing::error!(server = %name, error = %e, "cannot read the latest compilation for the dashboard");
             (api.fleet.summary(server), None)
@@ -252,7 +255,8 @@ async fn parts(api: &Api, server: &Server) -> Result<(ServerSummary, Markup), St
             }
             (chart(&history))
             @match &compilation {
-                Some(c) => (compilation_view(c)),
+                Some(Ok(c)) => (compilation_view(c)),
+                Some(Err(e)) => section.card { h2 { "Latest compilation" } p.none { "Received, but this poller cannot read it: " (e) } },
                 None => section.card { h2 { "Latest compilation" } p.none { "No compilation received yet." } },
             }
             (history_view(&history))
@@ -284,40 +288,27 @@ fn chart(h: &History) -> Markup {
     }
 }
 
-fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
+fn status_badge(s: Status) -> Markup {
+    html! { span class=(format!("badge cs-{}", s.as_str())) { (s.as_str()) } }
 }
 
-fn status_badge(s: &str) -> Markup {
-    let class = match s {
-        "ok" | "warning" | "critical" => s,
-        _ => "unknown",
-    };
-    html! { span class=(format!("badge cs-{class}")) { (s) } }
-}
-
-fn checks_table(title: &str, items: &[Value], kind_key: &str) -> Markup {
+fn checks_table<'a>(title: &str, kind_title: &str, items: impl ExactSizeIterator<Item = ResultView<'a>>) -> Markup {
     html! {
         section.card {
             h2 { (title) }
-            @if items.is_empty() { p.none { "None reported." } }
+            @if items.len() == 0 { p.none { "None reported." } }
             @else {
                 table.checks {
-                    thead { tr { th { "Name" } th { (if kind_key == "check" { "Check" } else { "Kind" }) } th { "Status" } th { "Message" } th { "Observed" } th { "Took" } } }
+                    thead { tr { th { "Name" } th { (kind_title) } th { "Status" } th { "Message" } th { "Observed" } th { "Took" } } }
                     tbody {
                         @for c in items {
-                            tr data-status=(str_of(c, "status")) {
-                                td data-label="Name" { (str_of(c, "name")) }
-                                td data-label="Kind" { (str_of(c, kind_key)) }
-                                td data-label="Status" { (status_badge(str_of(c, "status"))) }
-                                td.msg data-label="Message" { (str_of(c, "message")) }
-                                td data-label="Observed" {
-                                    @match c.get("observed_at").and_then(Value::as_str).and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
-                                        Some(t) => (time(Some(t.with_timezone(&Utc)))),
-                                        None => span.none { "—" },
-                                    }
-                                }
-                                td data-label="Took" { (c.get("duration_ms").and_then(Value::as_f64).map(|d| format!("{d:.0} ms")).unwrap_or_default()) }
+                            tr data-status=(c.status.as_str()) {
+                                td data-label="Name" { (c.name) }
+                                td data-label="Kind" { (c.kind) }
+                                td data-label="Status" { (status_badge(c.status)) }
+                                td.msg data-label="Message" { (c.message) }
+                                td data-label="Observed" { (time(Some(c.observed_at))) }
+                                td data-label="Took" { (format!("{:.0} ms", c.duration_ms)) }
                             }
                         }
                     }
@@ -352,49 +343,34 @@ fn usage(used: f64, total: f64) -> Markup {
     }
 }
 
-fn compilation_view(c: &Value) -> Markup {
-    let empty = Vec::new();
-    let services = c.get("services").and_then(Value::as_array).unwrap_or(&empty);
-    let probes = c.get("probes").and_then(Value::as_array).unwrap_or(&empty);
-    let host = c.get("host").cloned().unwrap_or(Value::Null);
-    let att = c.get("attendant").cloned().unwrap_or(Value::Null);
-    let t = c.get("time").cloned().unwrap_or(Value::Null);
-    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-    let load: Vec<String> = host
-        .get("load")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-        .iter()
-        .filter_map(Value::as_f64)
-        .map(|l| format!("{l:.2}"))
-        .collect();
-    let mem = host.get("memory").cloned().unwrap_or(Value::Null);
-    let disks = host.get("disks").and_then(Value::as_array).unwrap_or(&empty);
-    let uptime = f(&host, "uptime_s") as u64;
+fn compilation_view(c: &Compilation) -> Markup {
+    let (att, t, host) = (&c.attendant, &c.time, &c.host);
+    let load: Vec<String> = host.load.iter().map(|l| format!("{l:.2}")).collect();
+    let uptime = host.uptime_s;
     html! {
         section.card.compilation #compilation {
             h2 { "Latest compilation" }
             dl.facts {
-                div { dt { "Attendant" } dd { (str_of(&att, "name")) " " small { (str_of(&att, "version")) } } }
-                div { dt { "Hostname" } dd { (str_of(&att, "hostname")) } }
-                div { dt { "Server time" } dd { (str_of(&t, "utc")) } }
-                div { dt { "Zone" } dd { (t.get("zone").and_then(Value::as_str).unwrap_or("?")) " (UTC" (format!("{:+}", f(&t, "utc_offset_seconds") as i64 / 3600)) "h)" } }
+                div { dt { "Attendant" } dd { (att.name) " " small { (att.version) } } }
+                div { dt { "Hostname" } dd { (att.hostname) } }
+                div { dt { "Server time" } dd { (t.utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)) } }
+                div { dt { "Zone" } dd { (t.zone.as_deref().unwrap_or("?")) " (UTC" (format!("{:+}", t.utc_offset_seconds / 3600)) "h)" } }
             }
         }
-        (checks_table("Services", services, "check"))
-        (checks_table("Probes", probes, "kind"))
+        (checks_table("Services", "Check", c.services.iter().map(CheckResult::view)))
+        (checks_table("Probes", "Kind", c.probes.iter().map(ProbeResult::view)))
         section.card.host {
             h2 { "Host usage" }
             dl.facts {
                 div { dt { "Uptime" } dd { (format!("{}d {}h {}m", uptime / 86400, uptime % 86400 / 3600, uptime % 3600 / 60)) } }
                 div { dt { "Load" } dd { (load.join(" · ")) } }
-                div { dt { "CPU" } dd { (format!("{:.0} %", f(&host, "cpu_percent"))) } }
-                div { dt { "Memory" } dd { (usage(f(&mem, "used"), f(&mem, "total"))) } }
+                div { dt { "CPU" } dd { (format!("{:.0} %", host.cpu_percent)) } }
+                div { dt { "Memory" } dd { (usage(host.memory.used as f64, host.memory.total as f64)) } }
             }
-            @if !disks.is_empty() {
+            @if !host.disks.is_empty() {
                 table.disks {
                     thead { tr { th { "Mount" } th { "Used" } } }
-                    tbody { @for d in disks { tr { td data-label="Mount" { (str_of(d, "mount")) } td data-label="Used" { (usage(f(d, "used"), f(d, "total"))) } } } }
+                    tbody { @for d in &host.disks { tr { td data-label="Mount" { (d.mount) } td data-label="Used" { (usage(d.used as f64, d.total as f64)) } } } }
                 }
             }
         }
