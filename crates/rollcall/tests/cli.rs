@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rollcall_testkit::TcpService;
 use serde_json::Value;
 
 /// Names of the services in a compilation.

@@ -29,16 +29,12 @@ pub const LDAP_PROBE_PASSWORD: &str = "ldap-probe-pw";
 
 /// True (after saying why) when the environment asks to skip the mail tests.
 pub fn skip() -> bool {
-    if std::env::var("ROLLCALL_SKIP_MAIL_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("ROLLCALL_SKIP_MAIL_TESTS=1: skipping a test that needs Dovecot, Postfix and slapd");
-        return true;
-    }
-    false
+    rollcall_testkit::skip("MAIL", "Dovecot, Postfix and slapd")
 }
 
 /// Fails the test with the package to install when `path` is missing.
 fn require(path: &str, package: &str) {
-    rollcall_testkit::require(path, package, "ROLLCALL_SKIP_MAIL_TESTS");
+    rollcall_testkit::require(path, package, "MAIL");
 }
 
 pub use rollcall_testkit::free_port;

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: the real `rollcall` binary as child processes
-//! (killed when dropped), config writers, a client for the poller's JSON API with
-//! wait-until loops, tcp "services" the tests stop and start, and fake attendants that
-//! answer the poller's query with whatever a test wants to inject.
+//! (killed when dropped), config writers, and fake attendants that answer the poller's
+//! query with whatever a test wants to inject. The client for the poller's JSON API and
+//! the tcp "services" the tests stop and start are rollcall-testkit's.
 //!
 //! Every test gets its own temporary folder and its own loopback ports.
 
@@ -18,7 +18,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long any wait-until loop waits before the test fails.
@@ -29,7 +28,7 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rollcall")
 }
 
-pub use rollcall_testkit::free_port;
+pub use rollcall_testkit::{free_port, Api};
 
 /// Writes `text` to `dir/name` and answers the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -329,7 +328,7 @@ pub async fn spawn_poller(dir: &Path, config: &Path, port: u16) -> Result<Poller
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let mut proc =
         Proc::spawn("poller", &["poller", "--config", config.to_str().unwrap()], dir.join(format!("poller-{n}.log")));
-    let api = Api::new(&format!("http://127.0.0.1:{port}"));
+    let api = Api::new(&format!("http://127.0.0.1:{port}")).with_deadline(DEADLINE);
     let start = Instant::now();
     loop {
         if proc.exited().is_some() {
@@ -344,86 +343,6 @@ pub async fn spawn_poller(dir: &Path, config: &Path, port: u16) -> Result<Poller
             panic!("poller never answered its API; log:\n{}", proc.log_text());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A client for the poller's JSON API.
-pub struct Api {
-    pub base: String,
-    pub http: reqwest::Client,
-}
-
-impl Api {
-    pub fn new(base: &str) -> Api {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-        Api { base: base.to_string(), http }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let url = format!("{}{path}", self.base);
-        let r = self.http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = r.status();
-        let body = r.text().await.unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
-        assert!(status.is_success(), "GET {url}: HTTP {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
-    }
-
-    /// `GET /api/v1/servers`.
-    pub async fn servers(&self) -> Vec<Value> {
-        match self.get("/api/v1/servers").await {
-            Value::Array(a) => a,
-            other => panic!("GET /api/v1/servers is not an array: {other}"),
-        }
-    }
-
-    /// `GET /api/v1/servers/{name}`.
-    pub async fn server(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/servers/{name}")).await
-    }
-
-    /// `GET /api/v1/servers/{name}/history?limit=1000`.
-    pub async fn history(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/servers/{name}/history?limit=1000")).await
-    }
-
-    /// `POST /api/v1/servers/{name}/poll`: the new server object.
-    pub async fn poll_now(&self, name: &str) -> Value {
-        let url = format!("{}/api/v1/servers/{name}/poll", self.base);
-        let r = self.http.post(&url).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = r.status();
-        let body = r.text().await.expect("body");
-        assert!(status.is_success(), "POST {url}: HTTP {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {body}"))
-    }
-
-    /// Polls `GET /api/v1/servers/{name}` until `ok(server)`; fails with the last answer.
-    pub async fn wait_server(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.server(name).await;
-            if ok(&s) {
-                return s;
-            }
-            if start.elapsed() > DEADLINE {
-                panic!("{name}: waited {DEADLINE:?} for {what}; last answer: {s:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Polls the history of `name` until `ok(history)`; fails with the last answer.
-    pub async fn wait_history(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let h = self.history(name).await;
-            if ok(&h) {
-                return h;
-            }
-            if start.elapsed() > DEADLINE {
-                panic!("{name}: waited {DEADLINE:?} for {what}; last history: {h:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }
 
@@ -463,68 +382,6 @@ pub fn transition_pairs(history: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|t| (text(t, "from").to_string(), text(t, "to").to_string()))
         .collect()
-}
-
-// ----------------------------------------------------------------------------------------
-// A tcp service the test owns
-
-/// A tcp "service" on a fixed loopback port that accepts and closes connections; the test
-/// stops it (the port then refuses) and starts it again on the same port.
-pub struct TcpService {
-    pub port: u16,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl TcpService {
-    pub async fn start() -> TcpService {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = l.local_addr().unwrap().port();
-        let mut s = TcpService { port, running: None };
-        s.serve(l);
-        s
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn serve(&mut self, l: TcpListener) {
-        let (tx, mut rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    r = l.accept() => if let Ok((mut c, _)) = r {
-                        let _ = c.shutdown().await;
-                    },
-                }
-            }
-            drop(l);
-        });
-        self.running = Some((tx, task));
-    }
-
-    /// Stops listening; returns once the port is closed.
-    pub async fn stop(&mut self) {
-        if let Some((tx, task)) = self.running.take() {
-            let _ = tx.send(());
-            task.await.expect("service task");
-        }
-    }
-
-    /// Listens again on the same port.
-    pub async fn restart(&mut self) {
-        assert!(self.running.is_none(), "already running");
-        let start = Instant::now();
-        let l = loop {
-            match TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(l) => break l,
-                Err(e) if start.elapsed() > DEADLINE => panic!("cannot bind port {} again: {e}", self.port),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        self.serve(l);
-    }
 }
 
 // ----------------------------------------------------------------------------------------
