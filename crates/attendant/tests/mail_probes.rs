@@ -1,21 +1,19 @@
 //! Scenario tests of the synthetic user against a real Dovecot, Postfix and slapd
-//! (tests/mailstack): each asserts the compilation a poller would receive from
+//! (rollcall_testkit::mailstack): each asserts the compilation a poller would receive from
 //! `GET /v1/compilation`.
 //!
 //! Rules: every test owns its daemons, ports and temp dir, so tests run in parallel;
 //! intervals are short ("300ms"); every wait is bounded and a failure prints the last
 //! compilation and the daemons' logs.
 
-mod mailstack;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rollcall_attendant::AttendantConfig;
 use rollcall_protocol::{Compilation, ProbeResult, Status};
+use rollcall_testkit::free_port;
+use rollcall_testkit::mailstack::{self, Dovecot, Postfix, Slapd};
 use tokio_util::sync::CancellationToken;
-
-use mailstack::{Dovecot, Postfix, Slapd};
 
 /// Longest any wait-until loop waits.
 const DEADLINE: Duration = Duration::from_secs(40);
@@ -446,7 +444,7 @@ async fn silent_imap_server_is_bounded_and_never_delays_the_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_restarts_changed_probes_and_forgets_removed_ones() {
     // No daemon needed: a refused connection is enough to see the probe run.
-    let closed = mailstack::free_port();
+    let closed = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pw"), "x").expect("pw");
     let path = dir.path().join("attendant.toml");
@@ -465,7 +463,7 @@ async fn reload_restarts_changed_probes_and_forgets_removed_ones() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A changed [probe] table restarts the probe against the new server.
-    let other = mailstack::free_port();
+    let other = free_port();
     std::fs::write(&path, text(other)).expect("write");
     attendant.replace_config(AttendantConfig::load(&path).expect("config"));
     while !login(&attendant).is_some_and(|m| m.contains(&other.to_string())) {

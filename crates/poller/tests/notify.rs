@@ -3,8 +3,6 @@
 //! restart), a real Prometheus Alertmanager (the alert shows with labels server, level and
 //! state, then resolves), and a real mailbox (Postfix delivering to Dovecot).
 
-#[path = "../../attendant/tests/mailstack/mod.rs"]
-mod mailstack;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use rollcall_testkit::{free_port, skip, wait_for, wait_for_within};
+use rollcall_testkit::{free_port, mailstack, skip, wait_for, wait_for_within};
 use serde_json::Value;
 use support::{Attendants, Poller};
 

@@ -3,6 +3,7 @@
 //! - [`wait`]: waiting until something holds ([`wait_for`], [`wait_until`]), always bounded;
 //! - [`Daemon`]: outside programs (Dovecot, Postfix, slapd, Prometheus, Alertmanager,
 //!   chromedriver...) started for real, on loopback, and stopped;
+//! - [`mailstack`]: a real mail stack (Dovecot, Postfix, slapd) built from [`Daemon`]s;
 //! - [`TcpService`]: a tcp "service" the test stops and starts under an attendant's check;
 //! - [`Api`]: a client for the poller's JSON API, with waits on what it answers;
 //! - [`skip`] and [`require`]: what a test does when an outside program is missing.
@@ -15,6 +16,7 @@
 //! its log.
 
 pub mod api;
+pub mod mailstack;
 pub mod service;
 pub mod wait;
 

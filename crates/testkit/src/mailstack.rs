@@ -1,13 +1,12 @@
-//! A real mail stack for the mail-probe tests: Dovecot (IMAP + LMTP), Postfix delivering
-//! to it over LMTP, and OpenLDAP's slapd, each from the Debian packages, each on free
-//! loopback ports with its own config and state in a temp dir, each stopped on drop.
+//! A real mail stack for the attendant's mail-probe tests and the poller's mail-notification
+//! tests: Dovecot (IMAP + LMTP), Postfix delivering to it over LMTP, and OpenLDAP's slapd,
+//! each from the Debian packages, each on free loopback ports with its own config and state
+//! in a temp dir, each stopped on drop.
 //!
 //! Rules: nothing system-wide is touched (no /etc edits, no system service, no port the
 //! machine uses); a missing daemon fails the test naming the package to install, unless
 //! ROLLCALL_SKIP_MAIL_TESTS=1 says to skip (and the test prints why); every wait is
 //! bounded and a failure shows the daemon's log.
-
-#![allow(dead_code)] // each test uses its own part of the stack
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -27,17 +26,15 @@ pub const LDAP_BASE: &str = "dc=example,dc=test";
 pub const LDAP_PROBE_DN: &str = "cn=rollcall-probe,dc=example,dc=test";
 pub const LDAP_PROBE_PASSWORD: &str = "ldap-probe-pw";
 
-/// True (after saying why) when the environment asks to skip the mail tests.
+/// True (after saying why) when `ROLLCALL_SKIP_MAIL_TESTS=1` asks to skip the mail tests.
 pub fn skip() -> bool {
-    rollcall_testkit::skip("MAIL", "Dovecot, Postfix and slapd")
+    crate::skip("MAIL", "Dovecot, Postfix and slapd")
 }
 
 /// Fails the test with the package to install when `path` is missing.
 fn require(path: &str, package: &str) {
-    rollcall_testkit::require(path, package, "MAIL");
+    crate::require(path, package, "MAIL");
 }
-
-pub use rollcall_testkit::free_port;
 
 fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -54,7 +51,7 @@ fn uid_of(user: &str) -> u32 {
         .unwrap_or_else(|| panic!("no system user {user:?} (its package creates it)"))
 }
 
-use rollcall_testkit::Daemon;
+use crate::{free_port, Daemon};
 
 /// Dovecot serving IMAP (and LMTP for the MTA) for one user with a Maildir in `dir`.
 pub struct Dovecot {
