@@ -22,7 +22,7 @@ pub mod wait;
 
 pub use api::Api;
 pub use service::TcpService;
-pub use wait::{wait_for, wait_for_within, wait_until, DEADLINE};
+pub use wait::{wait_for, wait_for_within, wait_until, LogFile, DEADLINE};
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -124,11 +124,11 @@ impl Daemon {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("{} exited ({st}) before answering {url}:\n{}", self.name, self.log_text());
             }
-            let log = self.log.clone();
+            let log = LogFile(self.log.clone());
             async move {
                 match reqwest::get(url).await {
                     Ok(r) if r.status().is_success() => Ok(()),
-                    _ => Err(format!("its log:\n{}", fs::read_to_string(log).unwrap_or_default())),
+                    _ => Err(log),
                 }
             }
         })

@@ -3,8 +3,9 @@
 //! Rules: every wait is bounded by a deadline; a wait that runs out fails the test saying
 //! what it waited for and, where the check can tell, what it saw instead the last time.
 
-use std::fmt::Display;
+use std::fmt::{self, Display};
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long a wait waits when the test names no deadline of its own.
@@ -52,4 +53,14 @@ pub async fn wait_for_within<T, Fut: Future<Output = Option<T>>>(
         async move { answer.await.ok_or("") }
     })
     .await
+}
+
+/// A log file as what a wait saw: its text, read only when a failed wait shows it.
+pub struct LogFile(pub PathBuf);
+
+impl Display for LogFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        write!(f, "--- {}\n{text}", self.0.display())
+    }
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
@@ -29,6 +29,7 @@ pub fn bin() -> &'static str {
 }
 
 pub use rollcall_testkit::{free_port, Api};
+use rollcall_testkit::{wait_until, LogFile};
 
 /// Writes `text` to `dir/name` and answers the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -87,27 +88,48 @@ impl Proc {
 
     /// Waits (without blocking the runtime) until the process exits.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.exited() {
-                return st;
-            }
-            if start.elapsed() > within {
-                panic!("{} did not exit within {within:?}; log:\n{}", self.what, self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{} to exit", self.what);
+        wait_until(&what, within, || {
+            let exited = self.exited().ok_or_else(|| LogFile(self.log.clone()));
+            async move { exited }
+        })
+        .await
     }
 
     /// Waits until `needle` shows up in the process's log.
     pub async fn wait_log(&self, needle: &str) {
-        let start = Instant::now();
-        while !self.log_text().contains(needle) {
-            if start.elapsed() > DEADLINE {
-                panic!("{}: {needle:?} never appeared in its log:\n{}", self.what, self.log_text());
+        let what = format!("{}: {needle:?} in its log", self.what);
+        wait_until(&what, DEADLINE, || async {
+            if self.log_text().contains(needle) {
+                Ok(())
+            } else {
+                Err(LogFile(self.log.clone()))
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
+    }
+
+    /// Waits until `url` answers with a status `answered` accepts; false if the process
+    /// exited first.
+    pub async fn wait_http(&mut self, url: &str, answered: impl Fn(reqwest::StatusCode) -> bool) -> bool {
+        let http = reqwest::Client::new();
+        let what = format!("{} to answer {url}", self.what);
+        let answered = &answered;
+        wait_until(&what, DEADLINE, || {
+            let gone = self.exited().is_some();
+            let log = LogFile(self.log.clone());
+            let reply = http.get(url).timeout(Duration::from_secs(2)).send();
+            async move {
+                if gone {
+                    return Ok(false);
+                }
+                match reply.await {
+                    Ok(r) if answered(r.status()) => Ok(true),
+                    _ => Err(log),
+                }
+            }
+        })
+        .await
     }
 
     /// Kills (SIGKILL) and reaps the process now.
@@ -208,7 +230,7 @@ pub async fn start_attendant(dir: &Path, name: &str, make: impl Fn(u16) -> Strin
             &["attendant", "--config", config.to_str().unwrap()],
             dir.join(format!("{name}.log")),
         );
-        if wait_http(&mut proc, &format!("http://127.0.0.1:{port}/v1/compilation")).await {
+        if proc.wait_http(&format!("http://127.0.0.1:{port}/v1/compilation"), |_| true).await {
             return Attendant { proc, port, config };
         }
         if !proc.log_text().contains("cannot listen") {
@@ -216,24 +238,6 @@ pub async fn start_attendant(dir: &Path, name: &str, make: impl Fn(u16) -> Strin
         }
     }
     panic!("attendant {name}: no free port after 5 tries");
-}
-
-/// Waits until `url` answers any HTTP status; false if the process exited first.
-async fn wait_http(proc: &mut Proc, url: &str) -> bool {
-    let http = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        if proc.exited().is_some() {
-            return false;
-        }
-        if http.get(url).timeout(Duration::from_secs(2)).send().await.is_ok() {
-            return true;
-        }
-        if start.elapsed() > DEADLINE {
-            panic!("{} never answered {url}; log:\n{}", proc.what, proc.log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -329,20 +333,10 @@ pub async fn spawn_poller(dir: &Path, config: &Path, port: u16) -> Result<Poller
     let mut proc =
         Proc::spawn("poller", &["poller", "--config", config.to_str().unwrap()], dir.join(format!("poller-{n}.log")));
     let api = Api::new(&format!("http://127.0.0.1:{port}")).with_deadline(DEADLINE);
-    let start = Instant::now();
-    loop {
-        if proc.exited().is_some() {
-            return Err(proc);
-        }
-        if let Ok(r) = api.http.get(format!("{}/api/v1/servers", api.base)).send().await {
-            if r.status().is_success() {
-                return Ok(Poller { proc, port, config: config.to_path_buf(), api });
-            }
-        }
-        if start.elapsed() > DEADLINE {
-            panic!("poller never answered its API; log:\n{}", proc.log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if proc.wait_http(&format!("{}/api/v1/servers", api.base), |s| s.is_success()).await {
+        Ok(Poller { proc, port, config: config.to_path_buf(), api })
+    } else {
+        Err(proc)
     }
 }
 
