@@ -89,6 +89,16 @@ impl Daemon {
         Daemon { name: name.to_string(), log: log.to_path_buf(), child }
     }
 
+    /// Starts `cmd` as [`Daemon::spawn`] does and waits until it listens on every one of
+    /// `ports` ([`Daemon::wait_for`]).
+    pub fn listening(name: &str, cmd: &mut Command, log: &Path, ports: &[u16], more_logs: &[&Path]) -> Daemon {
+        let mut d = Daemon::spawn(name, cmd, log);
+        for &port in ports {
+            d.wait_for(port, more_logs);
+        }
+        d
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

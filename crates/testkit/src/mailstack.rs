@@ -156,17 +156,14 @@ service lmtp {{
         self.stop();
         let mut cmd = Command::new("/usr/sbin/dovecot");
         cmd.arg("-F").arg("-c").arg(self.dir.join("dovecot.conf"));
-        let mut daemon = Daemon::spawn("dovecot", &mut cmd, &self.dir.join("dovecot.out"));
-        daemon.wait_for(self.imap_port, &[&self.dir.join("dovecot.log")]);
-        daemon.wait_for(self.lmtp_port, &[&self.dir.join("dovecot.log")]);
-        self.daemon = Some(daemon);
+        let ports = [self.imap_port, self.lmtp_port];
+        let log = self.dir.join("dovecot.log");
+        self.daemon = Some(Daemon::listening("dovecot", &mut cmd, &self.dir.join("dovecot.out"), &ports, &[&log]));
     }
 
     /// Stops it (its sessions end with it: `shutdown_clients` is on by default).
     pub fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
+        self.daemon = None; // dropping a Daemon stops it
     }
 
     /// Sets the probe user's password (Dovecot rereads the passwd-file when it changes).
@@ -286,15 +283,11 @@ postlog   unix-dgram n - n - 1 postlogd
         self.stop();
         let mut cmd = Command::new("/usr/lib/postfix/sbin/master");
         cmd.arg("-c").arg(self.dir.join("conf")).arg("-d");
-        let mut daemon = Daemon::spawn("postfix", &mut cmd, &self.dir.join("maillog"));
-        daemon.wait_for(self.smtp_port, &[]);
-        self.daemon = Some(daemon);
+        self.daemon = Some(Daemon::listening("postfix", &mut cmd, &self.dir.join("maillog"), &[self.smtp_port], &[]));
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
+        self.daemon = None; // dropping a Daemon stops it
     }
 
     pub fn log(&self) -> String {
@@ -371,14 +364,10 @@ userPassword: {LDAP_PROBE_PASSWORD}
             .arg("-h")
             .arg(format!("ldap://127.0.0.1:{}/", self.port))
             .args(["-d", "0"]);
-        let mut daemon = Daemon::spawn("slapd", &mut cmd, &self.dir.join("slapd.out"));
-        daemon.wait_for(self.port, &[]);
-        self.daemon = Some(daemon);
+        self.daemon = Some(Daemon::listening("slapd", &mut cmd, &self.dir.join("slapd.out"), &[self.port], &[]));
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
+        self.daemon = None; // dropping a Daemon stops it
     }
 }
