@@ -141,46 +141,43 @@ impl Drop for Poller {
 /// Prometheus (Debian `prometheus`) scraping `target` (host:port) every second.
 pub async fn prometheus(dir: &Path, target: &str) -> (Daemon, String) {
     require("/usr/bin/prometheus", "prometheus", "PROMETHEUS");
-    let port = free_port();
-    let cfg = dir.join("prometheus.yml");
-    fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: rollcall\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .expect("write prometheus.yml");
-    let mut d = Daemon::spawn(
-        "prometheus",
-        Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
-        &dir.join("prometheus.log"),
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: rollcall\n    static_configs:\n      - targets: ['{target}']\n"
     );
-    let base = format!("http://127.0.0.1:{port}");
-    d.wait_http(&format!("{base}/-/ready")).await;
-    (d, base)
+    prometheus_program(dir, "prometheus", "/usr/bin/prometheus", &config, "--storage.tsdb.path", &[]).await
 }
 
 /// Alertmanager (Debian `prometheus-alertmanager`) with a receiver that sends nowhere.
 pub async fn alertmanager(dir: &Path) -> (Daemon, String) {
     require("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager", "ALERTMANAGER");
+    let config = "route:\n  receiver: nowhere\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: nowhere\n";
+    let no_cluster = ["--cluster.listen-address="];
+    prometheus_program(dir, "alertmanager", "/usr/bin/prometheus-alertmanager", config, "--storage.path", &no_cluster)
+        .await
+}
+
+/// A program of the Prometheus project (their flags alike): `config` in `dir/NAME.yml`,
+/// state in `dir/NAME-data` (given with `storage_flag`), the web interface on a free
+/// loopback port; answers it once `/-/ready`, with its base URL.
+async fn prometheus_program(
+    dir: &Path,
+    name: &str,
+    program: &str,
+    config: &str,
+    storage_flag: &str,
+    more_args: &[&str],
+) -> (Daemon, String) {
     let port = free_port();
-    let cfg = dir.join("alertmanager.yml");
-    fs::write(
-        &cfg,
-        "route:\n  receiver: nowhere\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: nowhere\n",
-    )
-    .expect("write alertmanager.yml");
+    let cfg = dir.join(format!("{name}.yml"));
+    fs::write(&cfg, config).unwrap_or_else(|e| panic!("write {}: {e}", cfg.display()));
     let mut d = Daemon::spawn(
-        "alertmanager",
-        Command::new("/usr/bin/prometheus-alertmanager")
+        name,
+        Command::new(program)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.path={}", dir.join("alertmanager-data").display()))
+            .arg(format!("{storage_flag}={}", dir.join(format!("{name}-data")).display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address="),
-        &dir.join("alertmanager.log"),
+            .args(more_args),
+        &dir.join(format!("{name}.log")),
     );
     let base = format!("http://127.0.0.1:{port}");
     d.wait_http(&format!("{base}/-/ready")).await;
