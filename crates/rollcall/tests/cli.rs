@@ -12,12 +12,7 @@ use serde_json::Value;
 
 /// Names of the services in a compilation.
 fn service_names(c: &Value) -> Vec<String> {
-    c["services"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no services in {c:#}"))
-        .iter()
-        .map(|s| text(s, "name").to_string())
-        .collect()
+    texts(c, "services", "name")
 }
 
 /// `rollcall query ADDR --json [--token-file F]`, which must succeed: the compilation.

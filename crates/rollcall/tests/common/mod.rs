@@ -353,14 +353,19 @@ pub fn time(v: &Value, key: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The text `key` of every item of the array `list` in `v`, in order.
+pub fn texts(v: &Value, list: &str, key: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} array in {v:#}"))
+        .iter()
+        .map(|item| text(item, key).to_string())
+        .collect()
+}
+
 /// The sources of a server's `deficiencies`.
 pub fn sources(server: &Value) -> Vec<String> {
-    server["deficiencies"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no deficiencies array in {server:#}"))
-        .iter()
-        .map(|d| text(d, "source").to_string())
-        .collect()
+    texts(server, "deficiencies", "source")
 }
 
 /// A history list (`polls`, `transitions`), oldest first.
