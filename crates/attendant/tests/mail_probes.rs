@@ -1,21 +1,20 @@
 //! Scenario tests of the synthetic user against a real Dovecot, Postfix and slapd
-//! (tests/mailstack): each asserts the compilation a poller would receive from
+//! (rollcall_testkit::mailstack): each asserts the compilation a poller would receive from
 //! `GET /v1/compilation`.
 //!
 //! Rules: every test owns its daemons, ports and temp dir, so tests run in parallel;
 //! intervals are short ("300ms"); every wait is bounded and a failure prints the last
 //! compilation and the daemons' logs.
 
-mod mailstack;
-
+use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rollcall_attendant::AttendantConfig;
 use rollcall_protocol::{Compilation, ProbeResult, Status};
+use rollcall_testkit::mailstack::{self, Dovecot, Postfix, Slapd};
+use rollcall_testkit::{free_port, wait_for_within, wait_until};
 use tokio_util::sync::CancellationToken;
-
-use mailstack::{Dovecot, Postfix, Slapd};
 
 /// Longest any wait-until loop waits.
 const DEADLINE: Duration = Duration::from_secs(40);
@@ -76,21 +75,33 @@ async fn wait_for(
     logs: &dyn Fn() -> String,
     pred: impl Fn(&Compilation) -> bool,
 ) -> Compilation {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    wait_until(what, DEADLINE, || async {
         let c = compilation(&run.url).await;
         if pred(&c) {
-            return c;
+            Ok(c)
+        } else {
+            Err(Seen { c, logs })
         }
-        if Instant::now() > deadline {
-            panic!(
-                "waited {DEADLINE:?} for: {what}\nlast compilation probes and services:\n{}\n{}\nlogs:\n{}",
-                serde_json::to_string_pretty(&c.probes).unwrap_or_default(),
-                serde_json::to_string_pretty(&c.services).unwrap_or_default(),
-                logs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    })
+    .await
+}
+
+/// What a wait saw last: the compilation's probes and services, then the daemons' logs
+/// (read only when a wait fails).
+struct Seen<'a> {
+    c: Compilation,
+    logs: &'a dyn Fn() -> String,
+}
+
+impl fmt::Display for Seen<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the compilation's probes and services:\n{}\n{}\nlogs:\n{}",
+            serde_json::to_string_pretty(&self.c.probes).unwrap_or_default(),
+            serde_json::to_string_pretty(&self.c.services).unwrap_or_default(),
+            (self.logs)()
+        )
     }
 }
 
@@ -446,7 +457,7 @@ async fn silent_imap_server_is_bounded_and_never_delays_the_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_restarts_changed_probes_and_forgets_removed_ones() {
     // No daemon needed: a refused connection is enough to see the probe run.
-    let closed = mailstack::free_port();
+    let closed = free_port();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pw"), "x").expect("pw");
     let path = dir.path().join("attendant.toml");
@@ -458,26 +469,23 @@ async fn reload_restarts_changed_probes_and_forgets_removed_ones() {
     std::fs::write(&path, text(closed)).expect("write");
     let stop = CancellationToken::new();
     let attendant = rollcall_attendant::start(AttendantConfig::load(&path).expect("config"), stop.clone());
+    // The three waits share one deadline.
     let deadline = Instant::now() + DEADLINE;
+    let left = || deadline.saturating_duration_since(Instant::now());
     let login = |a: &rollcall_attendant::Attendant| a.probes.get("login").map(|p| p.message);
-    while !login(&attendant).is_some_and(|m| m.contains(&closed.to_string())) {
-        assert!(Instant::now() < deadline, "no login result for port {closed}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let shows = |port: u16| login(&attendant).is_some_and(|m| m.contains(&port.to_string())).then_some(());
+    wait_for_within(&format!("a login result for port {closed}"), left(), || async { shows(closed) }).await;
     // A changed [probe] table restarts the probe against the new server.
-    let other = mailstack::free_port();
+    let other = free_port();
     std::fs::write(&path, text(other)).expect("write");
     attendant.replace_config(AttendantConfig::load(&path).expect("config"));
-    while !login(&attendant).is_some_and(|m| m.contains(&other.to_string())) {
-        assert!(Instant::now() < deadline, "probe not restarted for port {other}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_within(&format!("the probe restarted for port {other}"), left(), || async { shows(other) }).await;
     // Removing it removes its results from the compilation.
     std::fs::write(&path, "name = \"r\"\nlisten = \"127.0.0.1:0\"\ninsecure = true\n").expect("write");
     attendant.replace_config(AttendantConfig::load(&path).expect("config"));
-    while attendant.probes.get("login").is_some() {
-        assert!(Instant::now() < deadline, "removed probe still reported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_within("the removed probe to leave the compilation", left(), || async {
+        attendant.probes.get("login").is_none().then_some(())
+    })
+    .await;
     stop.cancel();
 }

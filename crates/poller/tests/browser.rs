@@ -12,6 +12,7 @@ mod support;
 use std::path::PathBuf;
 
 use fantoccini::{Client, Locator};
+use rollcall_testkit::{skip, wait_for};
 use support::{Attendants, Poller};
 
 fn screenshots() -> PathBuf {
@@ -41,7 +42,7 @@ async fn shot(c: &Client, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
-    if support::skip("BROWSER", "Chromium and chromedriver") {
+    if skip("BROWSER", "Chromium and chromedriver") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +50,7 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     let mut att = Attendants::start(dir.path(), &["mail-01", "web-01", "db-01"]).await;
     let mut poller = Poller::start(dir.path(), &att, "", "").await;
     for n in ["mail-01", "web-01", "db-01"] {
-        poller.wait_server(n, "first poll", |s| s["state"] == "ok").await;
+        poller.api.wait_server(n, "first poll", |s| s["state"] == "ok").await;
     }
 
     let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 760).await;
@@ -61,13 +62,13 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     }
     names.sort();
     assert_eq!(names, ["db-01", "mail-01", "web-01"]);
-    support::wait_for("the live indicator", || async { text(&c, "#live").await.filter(|t| t == "live") }).await;
+    wait_for("the live indicator", || async { text(&c, "#live").await.filter(|t| t == "live") }).await;
     assert_eq!(text(&c, "#level-counts .count[data-level=\"normal\"] b").await.as_deref(), Some("3"));
 
     // Stop mail-01's service: its row turns critical through the event stream, no reload.
     c.execute("window.__rollcallNoReload = 42;", vec![]).await.unwrap();
-    att.service("mail-01").stop();
-    support::wait_for("mail-01's row to turn critical", || async {
+    att.service("mail-01").stop().await;
+    wait_for("mail-01's row to turn critical", || async {
         attr(&c, "#server-mail-01", "data-level").await.filter(|l| l == "critical")
     })
     .await;
@@ -88,9 +89,9 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     c.find(Locator::Css(".filter[data-state=\"all\"]")).await.unwrap().click().await.unwrap();
 
     // "Poll now" on web-01 (normal: next scheduled poll is seconds away) polls at once.
-    let before = poller.server("web-01").await["last_poll_at"].clone();
+    let before = poller.api.server("web-01").await["last_poll_at"].clone();
     c.find(Locator::Css("#server-web-01 button.poll-now")).await.unwrap().click().await.unwrap();
-    poller.wait_server("web-01", "a poll on request", |s| s["last_poll_at"] != before).await;
+    poller.api.wait_server("web-01", "a poll on request", |s| s["last_poll_at"] != before).await;
     shot(&c, "fleet.png").await;
 
     // The phone-sized fleet view: rows become cards.
@@ -107,9 +108,9 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     assert!(c.find(Locator::Css("#chart-rtt polyline")).await.is_ok(), "the RTT chart is drawn");
     assert!(text(&c, ".host").await.unwrap_or_default().to_lowercase().contains("load"), "host usage shown");
     // The service comes back: the page follows without a reload.
-    att.service("mail-01").start().await;
+    att.service("mail-01").restart().await;
     c.find(Locator::Css("#live-parts button.poll-now")).await.unwrap().click().await.unwrap();
-    support::wait_for("mail-01's page to show it ok again", || async {
+    wait_for("mail-01's page to show it ok again", || async {
         attr(&c, "section.head", "data-state").await.filter(|s| s == "ok")
     })
     .await;

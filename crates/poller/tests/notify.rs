@@ -3,8 +3,6 @@
 //! restart), a real Prometheus Alertmanager (the alert shows with labels server, level and
 //! state, then resolves), and a real mailbox (Postfix delivering to Dovecot).
 
-#[path = "../../attendant/tests/mailstack/mod.rs"]
-mod mailstack;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +11,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use rollcall_testkit::{free_port, mailstack, skip, wait_for, wait_for_within};
 use serde_json::Value;
 use support::{Attendants, Poller};
 
@@ -55,17 +54,11 @@ impl Hook {
     }
 
     async fn wait_kinds(&self, want: &[&str]) {
-        support::wait_for(&format!("webhook notices {want:?} (have {:?})", self.kinds()), || async {
+        wait_for(&format!("webhook notices {want:?} (have {:?})", self.kinds()), || async {
             (self.kinds() == want).then_some(())
         })
         .await;
     }
-}
-
-async fn poll_now(p: &Poller, name: &str) -> Value {
-    let r = reqwest::Client::new().post(format!("{}/api/v1/servers/{name}/poll", p.base)).send().await.unwrap();
-    assert!(r.status().is_success());
-    r.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,11 +70,11 @@ async fn webhook_gets_a_damped_sequence_with_retries_and_no_repeat_after_restart
     let tables =
         format!("[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\nbackoff = \"100ms\"\ntimeout = \"2s\"\n", hook.url);
     let mut poller = Poller::start(dir.path(), &att, top, &tables).await;
-    assert_eq!(poll_now(&poller, "mail-01").await["state"], "ok");
+    assert_eq!(poller.api.poll_now("mail-01").await["state"], "ok");
 
     // A real problem: the first two attempts fail (HTTP 500), the third delivers.
-    att.service("mail-01").stop();
-    assert_eq!(poll_now(&poller, "mail-01").await["state"], "deficient");
+    att.service("mail-01").stop().await;
+    assert_eq!(poller.api.poll_now("mail-01").await["state"], "deficient");
     hook.wait_kinds(&["problem"]).await;
     let first = hook.got.lock().unwrap()[0].clone();
     assert_eq!(
@@ -93,26 +86,23 @@ async fn webhook_gets_a_damped_sequence_with_retries_and_no_repeat_after_restart
     assert_eq!(first["deficiencies"][0]["source"], "service:smtp");
     assert!(first["reason"].as_str().unwrap_or("").contains("service:smtp"), "{first:#}");
     assert_eq!(hook.attempts.load(Ordering::SeqCst), 3, "two failures, then delivered");
-    let ch = poller.get("/api/v1/notifications").await;
+    let ch = poller.api.get("/api/v1/notifications").await;
     assert_eq!((ch[0]["sent"].as_u64(), ch[0]["attempt_failures"].as_u64()), (Some(1), Some(2)), "{ch:#}");
 
     // Flapping: the fourth state change within the window sends one "flapping" notice.
-    att.service("mail-01").start().await;
-    poll_now(&poller, "mail-01").await; // 2: recovery
-    att.service("mail-01").stop();
-    poll_now(&poller, "mail-01").await; // 3: problem
-    att.service("mail-01").start().await;
-    poll_now(&poller, "mail-01").await; // 4: flapping
-    att.service("mail-01").stop();
-    poll_now(&poller, "mail-01").await; // damped
-    att.service("mail-01").start().await;
-    poll_now(&poller, "mail-01").await; // damped
+    att.service("mail-01").restart().await;
+    poller.api.poll_now("mail-01").await; // 2: recovery
+    att.service("mail-01").stop().await;
+    poller.api.poll_now("mail-01").await; // 3: problem
+    att.service("mail-01").restart().await;
+    poller.api.poll_now("mail-01").await; // 4: flapping
+    att.service("mail-01").stop().await;
+    poller.api.poll_now("mail-01").await; // damped
+    att.service("mail-01").restart().await;
+    poller.api.poll_now("mail-01").await; // damped
     hook.wait_kinds(&["problem", "recovery", "problem", "flapping"]).await;
     // A whole window without a state change: one "settled" notice, in the state it settled.
-    support::wait_for_within("settled", Duration::from_secs(20), &mut || async {
-        (hook.kinds().len() == 5).then_some(())
-    })
-    .await;
+    wait_for_within("settled", Duration::from_secs(20), || async { (hook.kinds().len() == 5).then_some(()) }).await;
     assert_eq!(hook.kinds(), ["problem", "recovery", "problem", "flapping", "settled"]);
     let settled = hook.got.lock().unwrap()[4].clone();
     assert_eq!(
@@ -124,13 +114,13 @@ async fn webhook_gets_a_damped_sequence_with_retries_and_no_repeat_after_restart
     // A restart tells nothing again: polls of an unchanged server are silent.
     poller.stop().await;
     let poller = Poller::start(dir.path(), &att, top, &tables).await;
-    poll_now(&poller, "mail-01").await;
-    poll_now(&poller, "mail-01").await;
+    poller.api.poll_now("mail-01").await;
+    poller.api.poll_now("mail-01").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(hook.kinds().len(), 5, "a restart repeated a notice: {:?}", hook.kinds());
     // ... while a real change after the restart is still told.
-    att.service("mail-01").stop();
-    poll_now(&poller, "mail-01").await;
+    att.service("mail-01").stop().await;
+    poller.api.poll_now("mail-01").await;
     hook.wait_kinds(&["problem", "recovery", "problem", "flapping", "settled", "problem"]).await;
 }
 
@@ -139,16 +129,16 @@ async fn a_failing_channel_is_shown_and_never_blocks_polling() {
     let dir = tempfile::tempdir().unwrap();
     let mut att = Attendants::start(dir.path(), &["mail-01"]).await;
     // Nothing listens there: every attempt is refused.
-    let dead = format!("http://127.0.0.1:{}/hook", support::free_port());
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
     let tables =
         format!("[[notify]]\nkind = \"webhook\"\nname = \"chat\"\nurl = \"{dead}\"\nretries = 1\nbackoff = \"50ms\"\n");
     let poller = Poller::start(dir.path(), &att, "", &tables).await;
-    att.service("mail-01").stop();
+    att.service("mail-01").stop().await;
     let started = std::time::Instant::now();
-    assert_eq!(poll_now(&poller, "mail-01").await["state"], "deficient");
+    assert_eq!(poller.api.poll_now("mail-01").await["state"], "deficient");
     assert!(started.elapsed() < Duration::from_secs(2), "a poll waited on notifications");
-    let ch = support::wait_for("the channel to show its failure", || async {
-        let ch = poller.get("/api/v1/notifications").await;
+    let ch = wait_for("the channel to show its failure", || async {
+        let ch = poller.api.get("/api/v1/notifications").await;
         (ch[0]["failed"] == 1).then_some(ch)
     })
     .await;
@@ -161,7 +151,7 @@ async fn a_failing_channel_is_shown_and_never_blocks_polling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alertmanager_shows_the_alert_and_resolves_it_on_recovery() {
-    if support::skip("ALERTMANAGER", "Prometheus Alertmanager (Debian prometheus-alertmanager)") {
+    if skip("ALERTMANAGER", "Prometheus Alertmanager (Debian prometheus-alertmanager)") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -169,7 +159,7 @@ async fn alertmanager_shows_the_alert_and_resolves_it_on_recovery() {
     let mut att = Attendants::start(dir.path(), &["mail-01"]).await;
     let tables = format!("[[notify]]\nkind = \"alertmanager\"\nurl = \"{am_url}\"\nresend = \"2s\"\n");
     let poller = Poller::start(dir.path(), &att, "", &tables).await;
-    poll_now(&poller, "mail-01").await;
+    poller.api.poll_now("mail-01").await;
     let active = |am_url: String| async move {
         let r: Value = reqwest::Client::new()
             .get(format!("{am_url}/api/v2/alerts"))
@@ -182,12 +172,11 @@ async fn alertmanager_shows_the_alert_and_resolves_it_on_recovery() {
             .ok()?;
         Some(r.as_array()?.iter().filter(|a| a["status"]["state"] == "active").cloned().collect::<Vec<_>>())
     };
-    att.service("mail-01").stop();
-    poll_now(&poller, "mail-01").await;
-    let alerts = support::wait_for("the alert in Alertmanager", || async {
-        active(am_url.clone()).await.filter(|a| !a.is_empty())
-    })
-    .await;
+    att.service("mail-01").stop().await;
+    poller.api.poll_now("mail-01").await;
+    let alerts =
+        wait_for("the alert in Alertmanager", || async { active(am_url.clone()).await.filter(|a| !a.is_empty()) })
+            .await;
     assert_eq!(alerts.len(), 1, "{alerts:#?}\n{}", am.log_text());
     let l = &alerts[0]["labels"];
     assert_eq!(
@@ -197,9 +186,9 @@ async fn alertmanager_shows_the_alert_and_resolves_it_on_recovery() {
     );
     assert!(alerts[0]["annotations"]["summary"].as_str().unwrap_or("").contains("mail-01"));
     // Recovery resolves it.
-    att.service("mail-01").start().await;
-    poll_now(&poller, "mail-01").await;
-    support::wait_for("the alert to resolve", || async { active(am_url.clone()).await.filter(|a| a.is_empty()) }).await;
+    att.service("mail-01").restart().await;
+    poller.api.poll_now("mail-01").await;
+    wait_for("the alert to resolve", || async { active(am_url.clone()).await.filter(|a| a.is_empty()) }).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,11 +206,11 @@ async fn email_arrives_in_a_real_mailbox() {
         mailstack::USER
     );
     let poller = Poller::start(dir.path(), &att, "", &tables).await;
-    poll_now(&poller, "mail-01").await;
-    att.service("mail-01").stop();
-    poll_now(&poller, "mail-01").await;
+    poller.api.poll_now("mail-01").await;
+    att.service("mail-01").stop().await;
+    poller.api.poll_now("mail-01").await;
     let new = dovecot.maildir().join("new");
-    let text = support::wait_for("the notice in the probe mailbox", || async {
+    let text = wait_for("the notice in the probe mailbox", || async {
         let entries = std::fs::read_dir(&new).ok()?;
         entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).find(|t| t.contains("[rollcall]"))
     })
@@ -229,6 +218,6 @@ async fn email_arrives_in_a_real_mailbox() {
     assert!(text.contains("Subject: [rollcall] mail-01 is deficient at level critical"), "{text}\n{}", postfix.log());
     assert!(text.contains("service:smtp"), "{text}");
     assert!(text.contains("From: rollcall@example.test"), "{text}");
-    let ch = poller.get("/api/v1/notifications").await;
+    let ch = poller.api.get("/api/v1/notifications").await;
     assert_eq!(ch[0]["sent"], 1, "{ch:#}");
 }

@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use rollcall_testkit::{skip, wait_for};
 use serde_json::{json, Value};
 use support::{Attendants, Poller};
 
@@ -32,9 +33,9 @@ fn ok_schema(doc: &Value, method: &str, path: &str) -> Value {
 async fn openapi_covers_every_route_and_real_answers_validate() {
     let dir = tempfile::tempdir().unwrap();
     let mut att = Attendants::start(dir.path(), &["mail-01", "web-01"]).await;
-    att.service("mail-01").stop();
+    att.service("mail-01").stop().await;
     let mut poller = Poller::start(dir.path(), &att, "", "").await;
-    let doc = poller.get("/api/v1/openapi.json").await;
+    let doc = poller.api.get("/api/v1/openapi.json").await;
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{doc:#}");
 
     // Every route the API serves is in the document (SPEC section 5 plus notifications).
@@ -59,17 +60,17 @@ async fn openapi_covers_every_route_and_real_answers_validate() {
         let body: Value = r.json().await.unwrap();
         validate(&doc, ok_schema(&doc, "post", "/api/v1/servers/{name}/poll"), &body, "POST poll");
     }
-    let list = poller.get("/api/v1/servers").await;
+    let list = poller.api.get("/api/v1/servers").await;
     assert_eq!(list.as_array().map(Vec::len), Some(2));
     validate(&doc, ok_schema(&doc, "get", "/api/v1/servers"), &list, "GET servers");
-    let mail = poller.server("mail-01").await;
+    let mail = poller.api.server("mail-01").await;
     assert_eq!(mail["state"], "deficient", "{mail:#}");
     assert!(mail["compilation"]["services"].is_array(), "{mail:#}");
     validate(&doc, ok_schema(&doc, "get", "/api/v1/servers/{name}"), &mail, "GET server");
-    let hist = poller.get("/api/v1/servers/mail-01/history").await;
+    let hist = poller.api.get("/api/v1/servers/mail-01/history").await;
     assert_eq!(hist["transitions"][0]["to"], "critical", "{hist:#}");
     validate(&doc, ok_schema(&doc, "get", "/api/v1/servers/{name}/history"), &hist, "GET history");
-    let n = poller.get("/api/v1/notifications").await;
+    let n = poller.api.get("/api/v1/notifications").await;
     validate(&doc, ok_schema(&doc, "get", "/api/v1/notifications"), &n, "GET notifications");
 
     // Errors have their documented shape too.
@@ -133,7 +134,7 @@ async fn events_stream_polls_and_transitions_live() {
     let mut buf = String::new();
     let (_, ok) = next_event(&mut stream, &mut buf, |n, v| n == "poll" && v["state"] == "ok").await;
     assert_eq!(ok["name"], "mail-01");
-    att.service("mail-01").stop();
+    att.service("mail-01").stop().await;
     let (_, t) = next_event(&mut stream, &mut buf, |n, _| n == "transition").await;
     assert_eq!(
         (t["server"].as_str(), t["from"].as_str(), t["to"].as_str()),
@@ -148,15 +149,15 @@ async fn events_stream_polls_and_transitions_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_metrics_and_a_per_server_query_answers() {
-    if support::skip("PROMETHEUS", "Prometheus (Debian prometheus)") {
+    if skip("PROMETHEUS", "Prometheus (Debian prometheus)") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut att = Attendants::start(dir.path(), &["mail-01", "web-01"]).await;
-    att.service("mail-01").stop();
+    att.service("mail-01").stop().await;
     let mut poller = Poller::start(dir.path(), &att, "", "").await;
-    poller.wait_server("mail-01", "critical", |s| s["level"] == "critical").await;
-    poller.wait_server("web-01", "polled", |s| s["state"] == "ok").await;
+    poller.api.wait_server("mail-01", "critical", |s| s["level"] == "critical").await;
+    poller.api.wait_server("web-01", "polled", |s| s["state"] == "ok").await;
 
     let text = reqwest::get(format!("{}/metrics", poller.base)).await.unwrap().text().await.unwrap();
     for needle in [
@@ -188,7 +189,7 @@ async fn prometheus_scrapes_metrics_and_a_per_server_query_answers() {
             Some(v)
         }
     };
-    let level = support::wait_for("Prometheus to scrape mail-01's level", || async {
+    let level = wait_for("Prometheus to scrape mail-01's level", || async {
         query("rollcall_server_level{server=\"mail-01\"}").await
     })
     .await;

@@ -6,7 +6,6 @@
 mod check_config;
 mod demo;
 mod keygen;
-mod process;
 mod query;
 mod render;
 mod simulate;
@@ -18,6 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rollcall::process;
 
 #[derive(Parser)]
 #[command(name = "rollcall", version, about = "Server monitoring with one query per server.")]

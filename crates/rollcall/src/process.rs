@@ -69,7 +69,6 @@ async fn first_of<F: std::future::Future + Unpin>(futs: impl Iterator<Item = F>)
 
 /// The poller has no config reload yet; an operator's `kill -HUP` (or logrotate's) must
 /// not kill it, so SIGHUP is caught and answered with a log line.
-#[allow(dead_code)] // rollcall-attendant reloads on SIGHUP itself
 pub fn ignore_hangup(what: &'static str) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else { return };

@@ -7,16 +7,12 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use rollcall_testkit::{wait_until, LogFile, TcpService};
 use serde_json::Value;
 
 /// Names of the services in a compilation.
 fn service_names(c: &Value) -> Vec<String> {
-    c["services"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no services in {c:#}"))
-        .iter()
-        .map(|s| text(s, "name").to_string())
-        .collect()
+    texts(c, "services", "name")
 }
 
 /// `rollcall query ADDR --json [--token-file F]`, which must succeed: the compilation.
@@ -131,16 +127,16 @@ async fn sighup_reloads_the_services_list_and_refuses_an_invalid_config() {
     );
     std::fs::write(&att.config, &two).unwrap();
     att.proc.signal("HUP");
-    let start = Instant::now();
-    loop {
+    let c = wait_until("SIGHUP to add beta", DEADLINE, || async {
         let c = query_json(&att.addr(), None).await;
         if service_names(&c) == ["alpha", "beta"] {
-            assert_eq!(c["services"][1]["status"], "ok", "{c:#}");
-            break;
+            Ok(c)
+        } else {
+            Err(format!("{c:#}\nlog:\n{}", att.proc.log_text()))
         }
-        assert!(start.elapsed() < DEADLINE, "SIGHUP did not add beta: {c:#}\nlog:\n{}", att.proc.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(c["services"][1]["status"], "ok", "{c:#}");
     att.proc.wait_log("config reloaded").await;
 
     // An invalid file (an unknown key) is refused; the running services stay.
@@ -158,15 +154,15 @@ async fn sighup_reloads_the_services_list_and_refuses_an_invalid_config() {
     let one = attendant_toml("mail-01", att.port, &AttAuth::Insecure, &[TcpCheck { name: "beta", address: b.addr() }]);
     std::fs::write(&att.config, one).unwrap();
     att.proc.signal("HUP");
-    let start = Instant::now();
-    loop {
+    wait_until("SIGHUP to drop alpha", DEADLINE, || async {
         let c = query_json(&att.addr(), None).await;
         if service_names(&c) == ["beta"] {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{c:#}"))
         }
-        assert!(start.elapsed() < DEADLINE, "SIGHUP did not drop alpha: {c:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,16 +467,22 @@ async fn the_attendant_alone_answers_like_rollcall_attendant_and_names_config_er
         dir.path().join("slim.log"),
     );
     let addr = format!("127.0.0.1:{port}");
-    let start = std::time::Instant::now();
-    let c = loop {
-        let (code, out, _) = run_cli(&["query", "--json", &addr]).await;
-        if code == Some(0) {
-            break serde_json::from_str::<Value>(&out).unwrap();
+    let addr = &addr;
+    let c = wait_until("rollcall-attendant to answer a query", DEADLINE, || {
+        let exited = att.exited().map(|st| format!("rollcall-attendant exited ({st}):\n{}", att.log_text()));
+        let log = LogFile(att.log.clone());
+        async move {
+            let (code, out, _) = run_cli(&["query", "--json", addr]).await;
+            if code == Some(0) {
+                return Ok(serde_json::from_str::<Value>(&out).unwrap());
+            }
+            if let Some(exited) = exited {
+                panic!("{exited}");
+            }
+            Err(log)
         }
-        assert!(att.exited().is_none(), "rollcall-attendant exited:\n{}", att.log_text());
-        assert!(start.elapsed() < DEADLINE, "rollcall-attendant never answered:\n{}", att.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     assert_eq!((c["schema_version"].as_u64(), c["attendant"]["name"].as_str()), (Some(1), Some("slim-01")));
     att.signal("TERM");
     assert!(att.wait_exit(Duration::from_secs(10)).await.success(), "{}", att.log_text());

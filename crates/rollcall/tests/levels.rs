@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use rollcall_testkit::TcpService;
 use serde_json::Value;
 
 /// normal 4s, critical 1s, timeout 500ms.

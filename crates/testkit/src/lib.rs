@@ -1,9 +1,28 @@
-//! Test support shared by every crate's tests: outside programs (Dovecot, Postfix, slapd,
-//! Prometheus, Alertmanager, chromedriver...) started for real, on loopback, and stopped.
+//! Test support shared by every crate's tests, one copy of each helper:
 //!
-//! Rules it keeps: each program runs in its own process group, so stopping it stops its
-//! children too; a program is always stopped when its [`Daemon`] is dropped, even when
-//! the test panics; a program that exits or never listens fails the test with its log.
+//! - [`wait`]: waiting until something holds ([`wait_for`], [`wait_until`]), always bounded;
+//! - [`Daemon`]: outside programs (Dovecot, Postfix, slapd, Prometheus, Alertmanager,
+//!   chromedriver...) started for real, on loopback, and stopped;
+//! - [`mailstack`]: a real mail stack (Dovecot, Postfix, slapd) built from [`Daemon`]s;
+//! - [`TcpService`]: a tcp "service" the test stops and starts under an attendant's check;
+//! - [`Api`]: a client for the poller's JSON API, with waits on what it answers;
+//! - [`skip`] and [`require`]: what a test does when an outside program is missing.
+//!
+//! Rules it keeps: every wait is bounded, and a wait that runs out fails the test saying
+//! what it waited for (and what it saw instead, or the program's log); nothing
+//! system-wide is touched; each program runs in its own process group, so stopping it
+//! stops its children too; a program is always stopped when its [`Daemon`] is dropped,
+//! even when the test panics; a program that exits or never listens fails the test with
+//! its log.
+
+pub mod api;
+pub mod mailstack;
+pub mod service;
+pub mod wait;
+
+pub use api::Api;
+pub use service::TcpService;
+pub use wait::{wait_for, wait_for_within, wait_until, LogFile, DEADLINE};
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -21,12 +40,30 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
-/// Fails the test naming the Debian package to install when `path` is missing.
-pub fn require(path: &str, package: &str, skip_var: &str) {
+/// The variable that skips the tests needing `what`: `ROLLCALL_SKIP_{what}_TESTS`.
+pub fn skip_var(what: &str) -> String {
+    format!("ROLLCALL_SKIP_{what}_TESTS")
+}
+
+/// True (after saying why) when `ROLLCALL_SKIP_{what}_TESTS=1` asks to skip the tests that
+/// need `needs`; the test then returns at once.
+pub fn skip(what: &str, needs: &str) -> bool {
+    let var = skip_var(what);
+    if std::env::var(&var).is_ok_and(|v| v == "1") {
+        eprintln!("{var}=1: skipping a test that needs {needs}");
+        return true;
+    }
+    false
+}
+
+/// Fails the test naming the Debian package to install when `path` is missing, and the
+/// variable (`ROLLCALL_SKIP_{what}_TESTS`) that skips such tests instead.
+pub fn require(path: &str, package: &str, what: &str) {
     assert!(
         Path::new(path).exists(),
         "{path} is missing: install the Debian package {package} (scripts/install-test-deps does, as root), \
-         or set {skip_var}=1 to skip these tests"
+         or set {}=1 to skip these tests",
+        skip_var(what)
     );
 }
 
@@ -50,6 +87,16 @@ impl Daemon {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Daemon { name: name.to_string(), log: log.to_path_buf(), child }
+    }
+
+    /// Starts `cmd` as [`Daemon::spawn`] does and waits until it listens on every one of
+    /// `ports` ([`Daemon::wait_for`]).
+    pub fn listening(name: &str, cmd: &mut Command, log: &Path, ports: &[u16], more_logs: &[&Path]) -> Daemon {
+        let mut d = Daemon::spawn(name, cmd, log);
+        for &port in ports {
+            d.wait_for(port, more_logs);
+        }
+        d
     }
 
     pub fn log_text(&self) -> String {
@@ -80,26 +127,22 @@ impl Daemon {
         panic!("{} did not listen on {port} within {START_DEADLINE:?}:\n{}", self.name, self.logs_with(more_logs));
     }
 
-    /// Waits until `url` answers 2xx.
+    /// Waits until `url` answers 2xx; fails with the log if the program exits first.
     pub async fn wait_http(&mut self, url: &str) {
-        let end = Instant::now() + START_DEADLINE;
-        loop {
-            if let Ok(r) = reqwest::get(url).await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
+        let what = format!("{} to answer {url}", self.name);
+        wait_until(&what, START_DEADLINE, || {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("{} exited ({st}) before answering {url}:\n{}", self.name, self.log_text());
             }
-            assert!(
-                Instant::now() < end,
-                "{} did not answer {url} within {START_DEADLINE:?}:\n{}",
-                self.name,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            let log = LogFile(self.log.clone());
+            async move {
+                match reqwest::get(url).await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    _ => Err(log),
+                }
+            }
+        })
+        .await
     }
 
     /// SIGTERM to the group, up to 5 s to exit, then SIGKILL to whatever is left.

@@ -6,7 +6,9 @@
 //!
 //! Rules: nothing system-wide is touched; a missing program fails the test naming the
 //! package to install, unless `ROLLCALL_SKIP_<WHAT>_TESTS=1` says to skip (and the test
-//! prints why); every wait is bounded and a failure shows the program's log.
+//! prints why); every wait is bounded and a failure shows the program's log. What other
+//! crates' tests need too (waits, the tcp service, the API client, the mail stack) is in
+//! rollcall-testkit.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
@@ -14,95 +16,19 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// How long any wait-until loop waits before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// True (after saying why) when `ROLLCALL_SKIP_{what}_TESTS=1` asks to skip.
-pub fn skip(what: &str, needs: &str) -> bool {
-    let var = format!("ROLLCALL_SKIP_{what}_TESTS");
-    if std::env::var(&var).is_ok_and(|v| v == "1") {
-        eprintln!("{var}=1: skipping a test that needs {needs}");
-        return true;
-    }
-    false
-}
-
-/// Fails the test with the package to install when `path` is missing.
-pub fn require(path: &str, package: &str, skip_var: &str) {
-    rollcall_testkit::require(path, package, &format!("ROLLCALL_SKIP_{skip_var}_TESTS"));
-}
-
-pub use rollcall_testkit::free_port;
-
-/// Polls `f` every 100 ms until it answers `Some`, or fails the test saying what it waited for.
-pub async fn wait_for<T, Fut: std::future::Future<Output = Option<T>>>(what: &str, mut f: impl FnMut() -> Fut) -> T {
-    wait_for_within(what, DEADLINE, &mut f).await
-}
-
-pub async fn wait_for_within<T, Fut: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    deadline: Duration,
-    f: &mut impl FnMut() -> Fut,
-) -> T {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "gave up after {deadline:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A tcp "service" an attendant checks: accepting while started, refused while stopped.
-pub struct Service {
-    pub port: u16,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Service {
-    pub async fn start_new() -> Service {
-        let mut s = Service { port: free_port(), task: None };
-        s.start().await;
-        s
-    }
-
-    pub async fn start(&mut self) {
-        if self.task.is_some() {
-            return;
-        }
-        let l = TcpListener::bind(("127.0.0.1", self.port)).await.expect("rebind service port");
-        self.task = Some(tokio::spawn(async move {
-            while let Ok((sock, _)) = l.accept().await {
-                drop(sock);
-            }
-        }));
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use rollcall_testkit::{free_port, require, wait_for, Api, Daemon, TcpService};
 
 /// Attendants (in this process, virtual clocks, insecure on loopback), one per name, each
 /// watching its own tcp service named `smtp`.
 pub struct Attendants {
     pub addresses: Vec<(String, String)>,
-    pub services: HashMap<String, Service>,
+    pub services: HashMap<String, TcpService>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
@@ -114,7 +40,7 @@ impl Attendants {
         let mut services = HashMap::new();
         let mut tasks = Vec::new();
         for name in names {
-            let svc = Service::start_new().await;
+            let svc = TcpService::start().await;
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind attendant");
             let addr = listener.local_addr().expect("local_addr");
             let path = dir.join(format!("attendant-{name}.toml"));
@@ -137,7 +63,7 @@ impl Attendants {
         Attendants { addresses, services, stop, tasks }
     }
 
-    pub fn service(&mut self, name: &str) -> &mut Service {
+    pub fn service(&mut self, name: &str) -> &mut TcpService {
         self.services.get_mut(name).expect("no such service")
     }
 
@@ -159,6 +85,7 @@ impl Drop for Attendants {
 /// The real poller in this process, on its own port, with its database in `dir`.
 pub struct Poller {
     pub base: String,
+    pub api: Api,
     stop: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -181,7 +108,7 @@ impl Poller {
         let base = format!("http://{}", listener.local_addr().expect("local_addr"));
         let stop = CancellationToken::new();
         let task = tokio::spawn(rollcall_poller::run(config, listener, stop.clone()));
-        let p = Poller { base, stop, task: Some(task) };
+        let p = Poller { api: Api::new(&base), base, stop, task: Some(task) };
         let url = format!("{}/api/v1/servers", p.base);
         wait_for("the poller's API", || async { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()) })
             .await;
@@ -200,31 +127,6 @@ impl Poller {
             }
         }
     }
-
-    pub async fn get(&self, path: &str) -> serde_json::Value {
-        let url = format!("{}{path}", self.base);
-        let r = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        assert!(r.status().is_success(), "GET {url}: {}", r.status());
-        r.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
-    }
-
-    pub async fn server(&self, name: &str) -> serde_json::Value {
-        self.get(&format!("/api/v1/servers/{name}")).await
-    }
-
-    /// Waits until `name`'s summary satisfies `ok`.
-    pub async fn wait_server(
-        &self,
-        name: &str,
-        what: &str,
-        ok: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        wait_for(&format!("{name}: {what}"), || async {
-            let s = self.server(name).await;
-            ok(&s).then_some(s)
-        })
-        .await
-    }
 }
 
 impl Drop for Poller {
@@ -236,51 +138,46 @@ impl Drop for Poller {
     }
 }
 
-pub use rollcall_testkit::Daemon;
-
 /// Prometheus (Debian `prometheus`) scraping `target` (host:port) every second.
 pub async fn prometheus(dir: &Path, target: &str) -> (Daemon, String) {
     require("/usr/bin/prometheus", "prometheus", "PROMETHEUS");
-    let port = free_port();
-    let cfg = dir.join("prometheus.yml");
-    fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: rollcall\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .expect("write prometheus.yml");
-    let mut d = Daemon::spawn(
-        "prometheus",
-        Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("prometheus-data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
-        &dir.join("prometheus.log"),
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: rollcall\n    static_configs:\n      - targets: ['{target}']\n"
     );
-    let base = format!("http://127.0.0.1:{port}");
-    d.wait_http(&format!("{base}/-/ready")).await;
-    (d, base)
+    prometheus_program(dir, "prometheus", "/usr/bin/prometheus", &config, "--storage.tsdb.path", &[]).await
 }
 
 /// Alertmanager (Debian `prometheus-alertmanager`) with a receiver that sends nowhere.
 pub async fn alertmanager(dir: &Path) -> (Daemon, String) {
     require("/usr/bin/prometheus-alertmanager", "prometheus-alertmanager", "ALERTMANAGER");
+    let config = "route:\n  receiver: nowhere\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: nowhere\n";
+    let no_cluster = ["--cluster.listen-address="];
+    prometheus_program(dir, "alertmanager", "/usr/bin/prometheus-alertmanager", config, "--storage.path", &no_cluster)
+        .await
+}
+
+/// A program of the Prometheus project (their flags alike): `config` in `dir/NAME.yml`,
+/// state in `dir/NAME-data` (given with `storage_flag`), the web interface on a free
+/// loopback port; answers it once `/-/ready`, with its base URL.
+async fn prometheus_program(
+    dir: &Path,
+    name: &str,
+    program: &str,
+    config: &str,
+    storage_flag: &str,
+    more_args: &[&str],
+) -> (Daemon, String) {
     let port = free_port();
-    let cfg = dir.join("alertmanager.yml");
-    fs::write(
-        &cfg,
-        "route:\n  receiver: nowhere\n  group_wait: 0s\n  group_interval: 1s\nreceivers:\n  - name: nowhere\n",
-    )
-    .expect("write alertmanager.yml");
+    let cfg = dir.join(format!("{name}.yml"));
+    fs::write(&cfg, config).unwrap_or_else(|e| panic!("write {}: {e}", cfg.display()));
     let mut d = Daemon::spawn(
-        "alertmanager",
-        Command::new("/usr/bin/prometheus-alertmanager")
+        name,
+        Command::new(program)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.path={}", dir.join("alertmanager-data").display()))
+            .arg(format!("{storage_flag}={}", dir.join(format!("{name}-data")).display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address="),
-        &dir.join("alertmanager.log"),
+            .args(more_args),
+        &dir.join(format!("{name}.log")),
     );
     let base = format!("http://127.0.0.1:{port}");
     d.wait_http(&format!("{base}/-/ready")).await;

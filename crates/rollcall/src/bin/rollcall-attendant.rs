@@ -4,13 +4,11 @@
 //! dashboard and mail notifications: a smaller program on every server of the fleet
 //! (measured in docs/performance.md).
 
-#[path = "../process.rs"]
-mod process;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use rollcall::process;
 
 #[derive(Parser)]
 #[command(name = "rollcall-attendant", version, about = "Rollcall's attendant: answers the poller's one query.")]

@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: the real `rollcall` binary as child processes
-//! (killed when dropped), config writers, a client for the poller's JSON API with
-//! wait-until loops, tcp "services" the tests stop and start, and fake attendants that
-//! answer the poller's query with whatever a test wants to inject.
+//! (killed when dropped), config writers, and fake attendants that answer the poller's
+//! query with whatever a test wants to inject. The client for the poller's JSON API and
+//! the tcp "services" the tests stop and start are rollcall-testkit's.
 //!
 //! Every test gets its own temporary folder and its own loopback ports.
 
@@ -12,13 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// How long any wait-until loop waits before the test fails.
@@ -29,7 +28,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_rollcall")
 }
 
-pub use rollcall_testkit::free_port;
+pub use rollcall_testkit::{free_port, Api};
+use rollcall_testkit::{wait_until, LogFile};
 
 /// Writes `text` to `dir/name` and answers the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -88,27 +88,48 @@ impl Proc {
 
     /// Waits (without blocking the runtime) until the process exits.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(st) = self.exited() {
-                return st;
-            }
-            if start.elapsed() > within {
-                panic!("{} did not exit within {within:?}; log:\n{}", self.what, self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{} to exit", self.what);
+        wait_until(&what, within, || {
+            let exited = self.exited().ok_or_else(|| LogFile(self.log.clone()));
+            async move { exited }
+        })
+        .await
     }
 
     /// Waits until `needle` shows up in the process's log.
     pub async fn wait_log(&self, needle: &str) {
-        let start = Instant::now();
-        while !self.log_text().contains(needle) {
-            if start.elapsed() > DEADLINE {
-                panic!("{}: {needle:?} never appeared in its log:\n{}", self.what, self.log_text());
+        let what = format!("{}: {needle:?} in its log", self.what);
+        wait_until(&what, DEADLINE, || async {
+            if self.log_text().contains(needle) {
+                Ok(())
+            } else {
+                Err(LogFile(self.log.clone()))
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
+    }
+
+    /// Waits until `url` answers with a status `answered` accepts; false if the process
+    /// exited first.
+    pub async fn wait_http(&mut self, url: &str, answered: impl Fn(reqwest::StatusCode) -> bool) -> bool {
+        let http = reqwest::Client::new();
+        let what = format!("{} to answer {url}", self.what);
+        let answered = &answered;
+        wait_until(&what, DEADLINE, || {
+            let gone = self.exited().is_some();
+            let log = LogFile(self.log.clone());
+            let reply = http.get(url).timeout(Duration::from_secs(2)).send();
+            async move {
+                if gone {
+                    return Ok(false);
+                }
+                match reply.await {
+                    Ok(r) if answered(r.status()) => Ok(true),
+                    _ => Err(log),
+                }
+            }
+        })
+        .await
     }
 
     /// Kills (SIGKILL) and reaps the process now.
@@ -209,7 +230,7 @@ pub async fn start_attendant(dir: &Path, name: &str, make: impl Fn(u16) -> Strin
             &["attendant", "--config", config.to_str().unwrap()],
             dir.join(format!("{name}.log")),
         );
-        if wait_http(&mut proc, &format!("http://127.0.0.1:{port}/v1/compilation")).await {
+        if proc.wait_http(&format!("http://127.0.0.1:{port}/v1/compilation"), |_| true).await {
             return Attendant { proc, port, config };
         }
         if !proc.log_text().contains("cannot listen") {
@@ -217,24 +238,6 @@ pub async fn start_attendant(dir: &Path, name: &str, make: impl Fn(u16) -> Strin
         }
     }
     panic!("attendant {name}: no free port after 5 tries");
-}
-
-/// Waits until `url` answers any HTTP status; false if the process exited first.
-async fn wait_http(proc: &mut Proc, url: &str) -> bool {
-    let http = reqwest::Client::new();
-    let start = Instant::now();
-    loop {
-        if proc.exited().is_some() {
-            return false;
-        }
-        if http.get(url).timeout(Duration::from_secs(2)).send().await.is_ok() {
-            return true;
-        }
-        if start.elapsed() > DEADLINE {
-            panic!("{} never answered {url}; log:\n{}", proc.what, proc.log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 // ----------------------------------------------------------------------------------------
@@ -329,101 +332,11 @@ pub async fn spawn_poller(dir: &Path, config: &Path, port: u16) -> Result<Poller
     let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
     let mut proc =
         Proc::spawn("poller", &["poller", "--config", config.to_str().unwrap()], dir.join(format!("poller-{n}.log")));
-    let api = Api::new(&format!("http://127.0.0.1:{port}"));
-    let start = Instant::now();
-    loop {
-        if proc.exited().is_some() {
-            return Err(proc);
-        }
-        if let Ok(r) = api.http.get(format!("{}/api/v1/servers", api.base)).send().await {
-            if r.status().is_success() {
-                return Ok(Poller { proc, port, config: config.to_path_buf(), api });
-            }
-        }
-        if start.elapsed() > DEADLINE {
-            panic!("poller never answered its API; log:\n{}", proc.log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A client for the poller's JSON API.
-pub struct Api {
-    pub base: String,
-    pub http: reqwest::Client,
-}
-
-impl Api {
-    pub fn new(base: &str) -> Api {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
-        Api { base: base.to_string(), http }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let url = format!("{}{path}", self.base);
-        let r = self.http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = r.status();
-        let body = r.text().await.unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
-        assert!(status.is_success(), "GET {url}: HTTP {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
-    }
-
-    /// `GET /api/v1/servers`.
-    pub async fn servers(&self) -> Vec<Value> {
-        match self.get("/api/v1/servers").await {
-            Value::Array(a) => a,
-            other => panic!("GET /api/v1/servers is not an array: {other}"),
-        }
-    }
-
-    /// `GET /api/v1/servers/{name}`.
-    pub async fn server(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/servers/{name}")).await
-    }
-
-    /// `GET /api/v1/servers/{name}/history?limit=1000`.
-    pub async fn history(&self, name: &str) -> Value {
-        self.get(&format!("/api/v1/servers/{name}/history?limit=1000")).await
-    }
-
-    /// `POST /api/v1/servers/{name}/poll`: the new server object.
-    pub async fn poll_now(&self, name: &str) -> Value {
-        let url = format!("{}/api/v1/servers/{name}/poll", self.base);
-        let r = self.http.post(&url).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = r.status();
-        let body = r.text().await.expect("body");
-        assert!(status.is_success(), "POST {url}: HTTP {status}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("POST {url}: not JSON ({e}): {body}"))
-    }
-
-    /// Polls `GET /api/v1/servers/{name}` until `ok(server)`; fails with the last answer.
-    pub async fn wait_server(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.server(name).await;
-            if ok(&s) {
-                return s;
-            }
-            if start.elapsed() > DEADLINE {
-                panic!("{name}: waited {DEADLINE:?} for {what}; last answer: {s:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Polls the history of `name` until `ok(history)`; fails with the last answer.
-    pub async fn wait_history(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let h = self.history(name).await;
-            if ok(&h) {
-                return h;
-            }
-            if start.elapsed() > DEADLINE {
-                panic!("{name}: waited {DEADLINE:?} for {what}; last history: {h:#}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    let api = Api::new(&format!("http://127.0.0.1:{port}")).with_deadline(DEADLINE);
+    if proc.wait_http(&format!("{}/api/v1/servers", api.base), |s| s.is_success()).await {
+        Ok(Poller { proc, port, config: config.to_path_buf(), api })
+    } else {
+        Err(proc)
     }
 }
 
@@ -440,14 +353,19 @@ pub fn time(v: &Value, key: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The text `key` of every item of the array `list` in `v`, in order.
+pub fn texts(v: &Value, list: &str, key: &str) -> Vec<String> {
+    v[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} array in {v:#}"))
+        .iter()
+        .map(|item| text(item, key).to_string())
+        .collect()
+}
+
 /// The sources of a server's `deficiencies`.
 pub fn sources(server: &Value) -> Vec<String> {
-    server["deficiencies"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no deficiencies array in {server:#}"))
-        .iter()
-        .map(|d| text(d, "source").to_string())
-        .collect()
+    texts(server, "deficiencies", "source")
 }
 
 /// A history list (`polls`, `transitions`), oldest first.
@@ -463,68 +381,6 @@ pub fn transition_pairs(history: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|t| (text(t, "from").to_string(), text(t, "to").to_string()))
         .collect()
-}
-
-// ----------------------------------------------------------------------------------------
-// A tcp service the test owns
-
-/// A tcp "service" on a fixed loopback port that accepts and closes connections; the test
-/// stops it (the port then refuses) and starts it again on the same port.
-pub struct TcpService {
-    pub port: u16,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl TcpService {
-    pub async fn start() -> TcpService {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = l.local_addr().unwrap().port();
-        let mut s = TcpService { port, running: None };
-        s.serve(l);
-        s
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn serve(&mut self, l: TcpListener) {
-        let (tx, mut rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = &mut rx => break,
-                    r = l.accept() => if let Ok((mut c, _)) = r {
-                        let _ = c.shutdown().await;
-                    },
-                }
-            }
-            drop(l);
-        });
-        self.running = Some((tx, task));
-    }
-
-    /// Stops listening; returns once the port is closed.
-    pub async fn stop(&mut self) {
-        if let Some((tx, task)) = self.running.take() {
-            let _ = tx.send(());
-            task.await.expect("service task");
-        }
-    }
-
-    /// Listens again on the same port.
-    pub async fn restart(&mut self) {
-        assert!(self.running.is_none(), "already running");
-        let start = Instant::now();
-        let l = loop {
-            match TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(l) => break l,
-                Err(e) if start.elapsed() > DEADLINE => panic!("cannot bind port {} again: {e}", self.port),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        self.serve(l);
-    }
 }
 
 // ----------------------------------------------------------------------------------------

@@ -1,13 +1,12 @@
-//! A real mail stack for the mail-probe tests: Dovecot (IMAP + LMTP), Postfix delivering
-//! to it over LMTP, and OpenLDAP's slapd, each from the Debian packages, each on free
-//! loopback ports with its own config and state in a temp dir, each stopped on drop.
+//! A real mail stack for the attendant's mail-probe tests and the poller's mail-notification
+//! tests: Dovecot (IMAP + LMTP), Postfix delivering to it over LMTP, and OpenLDAP's slapd,
+//! each from the Debian packages, each on free loopback ports with its own config and state
+//! in a temp dir, each stopped on drop.
 //!
 //! Rules: nothing system-wide is touched (no /etc edits, no system service, no port the
 //! machine uses); a missing daemon fails the test naming the package to install, unless
 //! ROLLCALL_SKIP_MAIL_TESTS=1 says to skip (and the test prints why); every wait is
 //! bounded and a failure shows the daemon's log.
-
-#![allow(dead_code)] // each test uses its own part of the stack
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -27,21 +26,15 @@ pub const LDAP_BASE: &str = "dc=example,dc=test";
 pub const LDAP_PROBE_DN: &str = "cn=rollcall-probe,dc=example,dc=test";
 pub const LDAP_PROBE_PASSWORD: &str = "ldap-probe-pw";
 
-/// True (after saying why) when the environment asks to skip the mail tests.
+/// True (after saying why) when `ROLLCALL_SKIP_MAIL_TESTS=1` asks to skip the mail tests.
 pub fn skip() -> bool {
-    if std::env::var("ROLLCALL_SKIP_MAIL_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("ROLLCALL_SKIP_MAIL_TESTS=1: skipping a test that needs Dovecot, Postfix and slapd");
-        return true;
-    }
-    false
+    crate::skip("MAIL", "Dovecot, Postfix and slapd")
 }
 
 /// Fails the test with the package to install when `path` is missing.
 fn require(path: &str, package: &str) {
-    rollcall_testkit::require(path, package, "ROLLCALL_SKIP_MAIL_TESTS");
+    crate::require(path, package, "MAIL");
 }
-
-pub use rollcall_testkit::free_port;
 
 fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -58,7 +51,7 @@ fn uid_of(user: &str) -> u32 {
         .unwrap_or_else(|| panic!("no system user {user:?} (its package creates it)"))
 }
 
-use rollcall_testkit::Daemon;
+use crate::{free_port, Daemon};
 
 /// Dovecot serving IMAP (and LMTP for the MTA) for one user with a Maildir in `dir`.
 pub struct Dovecot {
@@ -163,17 +156,14 @@ service lmtp {{
         self.stop();
         let mut cmd = Command::new("/usr/sbin/dovecot");
         cmd.arg("-F").arg("-c").arg(self.dir.join("dovecot.conf"));
-        let mut daemon = Daemon::spawn("dovecot", &mut cmd, &self.dir.join("dovecot.out"));
-        daemon.wait_for(self.imap_port, &[&self.dir.join("dovecot.log")]);
-        daemon.wait_for(self.lmtp_port, &[&self.dir.join("dovecot.log")]);
-        self.daemon = Some(daemon);
+        let ports = [self.imap_port, self.lmtp_port];
+        let log = self.dir.join("dovecot.log");
+        self.daemon = Some(Daemon::listening("dovecot", &mut cmd, &self.dir.join("dovecot.out"), &ports, &[&log]));
     }
 
     /// Stops it (its sessions end with it: `shutdown_clients` is on by default).
     pub fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
+        self.daemon = None; // dropping a Daemon stops it
     }
 
     /// Sets the probe user's password (Dovecot rereads the passwd-file when it changes).
@@ -293,15 +283,11 @@ postlog   unix-dgram n - n - 1 postlogd
         self.stop();
         let mut cmd = Command::new("/usr/lib/postfix/sbin/master");
         cmd.arg("-c").arg(self.dir.join("conf")).arg("-d");
-        let mut daemon = Daemon::spawn("postfix", &mut cmd, &self.dir.join("maillog"));
-        daemon.wait_for(self.smtp_port, &[]);
-        self.daemon = Some(daemon);
+        self.daemon = Some(Daemon::listening("postfix", &mut cmd, &self.dir.join("maillog"), &[self.smtp_port], &[]));
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
+        self.daemon = None; // dropping a Daemon stops it
     }
 
     pub fn log(&self) -> String {
@@ -378,14 +364,10 @@ userPassword: {LDAP_PROBE_PASSWORD}
             .arg("-h")
             .arg(format!("ldap://127.0.0.1:{}/", self.port))
             .args(["-d", "0"]);
-        let mut daemon = Daemon::spawn("slapd", &mut cmd, &self.dir.join("slapd.out"));
-        daemon.wait_for(self.port, &[]);
-        self.daemon = Some(daemon);
+        self.daemon = Some(Daemon::listening("slapd", &mut cmd, &self.dir.join("slapd.out"), &[self.port], &[]));
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
+        self.daemon = None; // dropping a Daemon stops it
     }
 }

@@ -1,0 +1,101 @@
+//! A client for the poller's JSON API (`/api/v1/...`), with waits on what it answers.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::wait::{wait_until, DEADLINE};
+
+/// A client for the poller's JSON API at `base` (`http://127.0.0.1:PORT`). Every request
+/// fails the test on a transport error, a non-2xx status (showing the body) or a body that
+/// is not JSON; every wait is bounded by [`Api::deadline`] and fails with the last answer.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// How long [`Api::wait_server`] and [`Api::wait_history`] wait.
+    pub deadline: Duration,
+}
+
+impl Api {
+    /// A client with a 10 s timeout a request and waits of [`DEADLINE`].
+    pub fn new(base: &str) -> Api {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+        Api { base: base.to_string(), http, deadline: DEADLINE }
+    }
+
+    /// The same client with waits of `deadline`.
+    pub fn with_deadline(self, deadline: Duration) -> Api {
+        Api { deadline, ..self }
+    }
+
+    /// `GET {path}` (`/api/v1/...`): the JSON body.
+    pub async fn get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.base);
+        let r = self.http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        json_of("GET", &url, r).await
+    }
+
+    /// `GET /api/v1/servers`.
+    pub async fn servers(&self) -> Vec<Value> {
+        match self.get("/api/v1/servers").await {
+            Value::Array(a) => a,
+            other => panic!("GET /api/v1/servers is not an array: {other}"),
+        }
+    }
+
+    /// `GET /api/v1/servers/{name}`.
+    pub async fn server(&self, name: &str) -> Value {
+        self.get(&format!("/api/v1/servers/{name}")).await
+    }
+
+    /// `GET /api/v1/servers/{name}/history?limit=1000`.
+    pub async fn history(&self, name: &str) -> Value {
+        self.get(&format!("/api/v1/servers/{name}/history?limit=1000")).await
+    }
+
+    /// `POST /api/v1/servers/{name}/poll`: the server after the poll it asked for.
+    pub async fn poll_now(&self, name: &str) -> Value {
+        let url = format!("{}/api/v1/servers/{name}/poll", self.base);
+        let r = self.http.post(&url).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        json_of("POST", &url, r).await
+    }
+
+    /// Asks for `name`'s server until `ok(server)`; fails naming `what`, with the last answer.
+    pub async fn wait_server(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        self.wait_answer(&format!("{name}: {what}"), || self.server(name), ok).await
+    }
+
+    /// Asks for `name`'s history until `ok(history)`; fails naming `what`, with the last answer.
+    pub async fn wait_history(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        self.wait_answer(&format!("{name}'s history: {what}"), || self.history(name), ok).await
+    }
+
+    async fn wait_answer<Fut: Future<Output = Value>>(
+        &self,
+        what: &str,
+        mut ask: impl FnMut() -> Fut,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_until(what, self.deadline, || {
+            let answer = ask();
+            let ok = &ok;
+            async move {
+                let v = answer.await;
+                if ok(&v) {
+                    Ok(v)
+                } else {
+                    Err(format!("{v:#}"))
+                }
+            }
+        })
+        .await
+    }
+}
+
+async fn json_of(method: &str, url: &str, r: reqwest::Response) -> Value {
+    let status = r.status();
+    let body = r.text().await.unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+    assert!(status.is_success(), "{method} {url}: HTTP {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {body}"))
+}
