@@ -1,6 +1,6 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document of every `/api/v1` route,
 //! generated at compile time by utoipa from the handlers' annotations and the response
-//! types' derives, so it cannot drift from the code (and `tests/openapi.rs` checks real
+//! types' derives, so it cannot drift from the code (and `tests/web.rs` checks real
 //! answers against it).
 //!
 //! Rule it keeps: a type from another crate (the protocol's `Deficiency`) is described by a
