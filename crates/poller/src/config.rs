@@ -38,7 +38,7 @@ struct Raw {
     retention: Option<RawRetention>,
 }
 
-/// `[retention]`: how long history is kept (defaults in [`crate::store::Retention`]).
+/// `[retention]`: how long history is kept (defaults in [`Retention`]).
 #[derive(Debug, Deserialize)]
 struct RawRetention {
     polls: Option<Duration>,
@@ -110,9 +110,9 @@ pub struct PollerConfig {
     /// Notification channels, in file order.
     pub notify: Vec<NotifyConfig>,
     /// Flap damping for every notification.
-    pub damping: crate::notify::Damping,
+    pub damping: Damping,
     /// How long history is kept (`[retention]`).
-    pub retention: crate::store::Retention,
+    pub retention: Retention,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -366,7 +366,7 @@ impl PollerConfig {
                 }
             }
         });
-        let mut retention = crate::store::Retention::default();
+        let mut retention = Retention::default();
         if let Some(r) = &raw.retention {
             for (key, value, slot) in [
                 ("retention.polls", r.polls, &mut retention.polls),
@@ -395,7 +395,7 @@ impl PollerConfig {
             rules: Rules::new(levels, rules, recover_after),
             servers,
             notify,
-            damping: crate::notify::Damping { threshold: flap_threshold, window: flap_window.get() },
+            damping: Damping { threshold: flap_threshold, window: flap_window.get() },
         })
     }
 }
@@ -545,6 +545,37 @@ fn resolve_sqlite(url: &str, loc: &Located) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// How long history is kept (`[retention]` in poller.toml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Per-poll rows.
+    pub polls: std::time::Duration,
+    /// Compilations in the history (the latest of each server is always kept).
+    pub compilations: std::time::Duration,
+    /// Level transitions and clock corrections: rare, so kept much longer.
+    pub transitions: std::time::Duration,
+}
+
+const DAY: u64 = 24 * 3600;
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            polls: std::time::Duration::from_secs(30 * DAY),
+            compilations: std::time::Duration::from_secs(30 * DAY),
+            transitions: std::time::Duration::from_secs(400 * DAY),
+        }
+    }
+}
+
+/// The damping settings (`flap_threshold`, `flap_window` in poller.toml).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Damping {
+    /// More state changes than this within `window` is flapping.
+    pub threshold: u32,
+    pub window: std::time::Duration,
 }
 
 #[cfg(test)]

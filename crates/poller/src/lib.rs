@@ -96,9 +96,8 @@ pub async fn run(
         notifier: notifier.clone(),
         stop: stop.clone(),
     });
-    let app = web::api::router(api.clone()).merge(web::dashboard::router(api)).merge(web::metrics::router(Arc::new(
-        web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) },
-    )));
+    let metrics = Arc::new(web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) });
+    let app = web::router(api, metrics);
     let shutdown = stop.clone();
     // Dashboards hold an event stream each, so the cap is higher than the attendant's.
     let limits = rollcall_netserve::Limits { max_connections: 1024, ..Default::default() };

@@ -52,7 +52,7 @@ pub struct ServerFacts {
     #[serde(skip)]
     pub calm_streak: u32,
     pub state: ServerState,
-    #[schema(value_type = Vec<crate::web::openapi::DeficiencyDoc>)]
+    #[schema(value_type = Vec<DeficiencyDoc>)]
     pub deficiencies: Vec<Deficiency>,
     pub last_poll_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
@@ -87,13 +87,6 @@ pub struct ServerSummary {
     #[serde(flatten)]
     pub facts: ServerFacts,
     pub next_poll_at: Option<DateTime<Utc>>,
-}
-
-impl std::ops::Deref for ServerSummary {
-    type Target = ServerFacts;
-    fn deref(&self) -> &ServerFacts {
-        &self.facts
-    }
 }
 
 /// A server as the store read it back on start.
@@ -183,4 +176,24 @@ pub struct NotifyRow {
     pub seen_state: ServerState,
     /// When the state changed, within the flap window.
     pub changes: Vec<DateTime<Utc>>,
+}
+
+/// The OpenAPI document's description of `rollcall_protocol::Deficiency` (a type of
+/// another crate, mirrored with the same serde shape; `tests/web.rs` keeps them equal).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Deficiency)]
+pub struct DeficiencyDoc {
+    /// `service:NAME`, `probe:NAME`, `host:...` or `poll:KIND`.
+    pub source: String,
+    pub severity: SeverityDoc,
+    pub summary: String,
+}
+
+/// The document's description of `rollcall_protocol::Severity`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Severity)]
+#[serde(rename_all = "lowercase")]
+pub enum SeverityDoc {
+    Warning,
+    Critical,
 }

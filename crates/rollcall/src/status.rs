@@ -34,18 +34,23 @@ pub fn render(servers: &[ServerSummary]) -> String {
     let rows: Vec<Vec<String>> = servers
         .iter()
         .map(|s| {
-            let defs = if s.deficiencies.is_empty() {
+            let defs = if s.facts.deficiencies.is_empty() {
                 "-".to_string()
             } else {
-                s.deficiencies.iter().map(|d| format!("{} ({})", d.source, d.severity)).collect::<Vec<_>>().join(", ")
+                s.facts
+                    .deficiencies
+                    .iter()
+                    .map(|d| format!("{} ({})", d.source, d.severity))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             vec![
-                s.name.clone(),
-                s.level.clone(),
-                s.state.as_str().to_string(),
-                relative(s.last_poll_at, now),
+                s.facts.name.clone(),
+                s.facts.level.clone(),
+                s.facts.state.as_str().to_string(),
+                relative(s.facts.last_poll_at, now),
                 relative(s.next_poll_at, now),
-                s.clock_offset_ms.map_or("-".into(), |o| format!("{o:+.0}ms")),
+                s.facts.clock_offset_ms.map_or("-".into(), |o| format!("{o:+.0}ms")),
                 defs,
             ]
         })

@@ -183,8 +183,8 @@ async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interv
     r.script.set("mail-01", Act::Fail(PollError::Refused("connection refused".into())));
     tokio::time::sleep(Duration::from_secs(95)).await;
     let s = r.fleet.summary(r.fleet.get("mail-01").unwrap());
-    assert_eq!((s.level.as_str(), s.state), ("critical", ServerState::Unreachable));
-    assert_eq!(s.deficiencies[0].source, "poll:refused");
+    assert_eq!((s.facts.level.as_str(), s.facts.state), ("critical", ServerState::Unreachable));
+    assert_eq!(s.facts.deficiencies[0].source, "poll:refused");
     let calls = r.script.calls("mail-01");
     let g = gaps(&calls[1..]);
     assert!(g.len() >= 3 && g.iter().all(|&ms| ms == 10_000), "critical gaps {g:?}");
@@ -293,7 +293,7 @@ async fn poll_now_answers_the_new_state_and_the_loop_follows_the_new_level() {
     r.script.set("s", Act::Fail(PollError::Auth("HTTP 401".into())));
     let server = r.fleet.get("s").unwrap().clone();
     let s = r.fleet.poll_now(&server).await;
-    assert_eq!((s.level.as_str(), s.deficiencies[0].source.as_str()), ("critical", "poll:auth"));
+    assert_eq!((s.facts.level.as_str(), s.facts.deficiencies[0].source.as_str()), ("critical", "poll:auth"));
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert!(r.script.calls("s").len() >= 3, "now polled every 10 s, not every 600 s");
     r.stop.cancel();
@@ -325,8 +325,8 @@ async fn a_restart_resumes_levels_from_the_store() {
         },
     );
     let s = fleet.summary(fleet.get("s").unwrap());
-    assert_eq!((s.level.as_str(), s.state), ("critical", ServerState::Deficient));
-    assert_eq!(s.deficiencies[0].source, "service:mta");
+    assert_eq!((s.facts.level.as_str(), s.facts.state), ("critical", ServerState::Deficient));
+    assert_eq!(s.facts.deficiencies[0].source, "service:mta");
 }
 
 #[tokio::test(start_paused = true)]
@@ -358,7 +358,7 @@ async fn skew_within_max_clock_skew_is_left_alone() {
     *r.script.offset_ms.lock().unwrap() = 1_500.0;
     tokio::time::sleep(Duration::from_secs(130)).await;
     assert!(r.script.orders.lock().unwrap().is_empty());
-    assert!((r.fleet.summary(r.fleet.get("s").unwrap()).clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
+    assert!((r.fleet.summary(r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
     r.stop.cancel();
 }
 
@@ -401,7 +401,7 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
     // The latest as received is in memory, the newest of the polls.
     let (summary, latest) = r.fleet.detail(&server);
     let latest: Compilation = serde_json::from_slice(&latest.expect("a latest compilation")).unwrap();
-    assert_eq!(latest.deficiencies, summary.deficiencies);
+    assert_eq!(latest.deficiencies, summary.facts.deficiencies);
     assert_eq!(r.fleet.latest_compilations().len(), 1);
     r.stop.cancel();
 

@@ -15,6 +15,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::Damping;
 use crate::model::{NotifyRow, ServerState};
 
 /// A server's condition as notices describe it.
@@ -102,14 +103,6 @@ impl Memory {
         let told = Condition { level: row.level, state: row.state, flapping: row.flapping };
         (row.server, Memory { told, seen: row.seen_state, changes: row.changes })
     }
-}
-
-/// The damping settings (`flap_threshold`, `flap_window` in poller.toml).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Damping {
-    /// More state changes than this within `window` is flapping.
-    pub threshold: u32,
-    pub window: std::time::Duration,
 }
 
 /// What one poll's outcome calls for: at most one notice, told from `previous` to the

@@ -50,7 +50,7 @@ pub struct Notice {
     pub flapping: bool,
     /// The condition told before this notice.
     pub previous: Condition,
-    #[schema(value_type = Vec<crate::web::openapi::DeficiencyDoc>)]
+    #[schema(value_type = Vec<crate::model::DeficiencyDoc>)]
     pub deficiencies: Vec<Deficiency>,
     /// Why the level last changed, when a level change led to this notice.
     pub reason: Option<String>,
@@ -346,26 +346,26 @@ impl Decider {
                 });
             }
             FleetEvent::Polled(s) => {
-                let at = s.last_poll_at.unwrap_or_else(Utc::now);
+                let at = s.facts.last_poll_at.unwrap_or_else(Utc::now);
                 // Looked up before inserting: a poll of a known server allocates nothing here.
-                if !self.memory.contains_key(&s.name) {
-                    self.memory.insert(s.name.clone(), Memory::fresh(&self.first_level));
+                if !self.memory.contains_key(&s.facts.name) {
+                    self.memory.insert(s.facts.name.clone(), Memory::fresh(&self.first_level));
                 }
-                let Some(mem) = self.memory.get_mut(&s.name) else { return };
-                let (decision, dirty) = self.damping.observe(mem, &s.level, s.state, at, &self.first_level);
-                let reason = if self.reasons.is_empty() { None } else { self.reasons.remove(&s.name) };
+                let Some(mem) = self.memory.get_mut(&s.facts.name) else { return };
+                let (decision, dirty) = self.damping.observe(mem, &s.facts.level, s.facts.state, at, &self.first_level);
+                let reason = if self.reasons.is_empty() { None } else { self.reasons.remove(&s.facts.name) };
                 if dirty {
                     // Persist first: a restart after this point never tells it again.
-                    self.unsaved.insert(s.name.clone(), mem.to_row(&s.name));
+                    self.unsaved.insert(s.facts.name.clone(), mem.to_row(&s.facts.name));
                     save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
                 }
                 let Some(d) = decision else { return };
                 let told = mem.told.clone();
-                let summary = summary(d.kind, &s.name, &told, &s.deficiencies);
-                tracing::info!(server = %s.name, kind = d.kind.as_str(), level = %told.level, state = told.state.as_str(), "notice");
+                let summary = summary(d.kind, &s.facts.name, &told, &s.facts.deficiencies);
+                tracing::info!(server = %s.facts.name, kind = d.kind.as_str(), level = %told.level, state = told.state.as_str(), "notice");
                 self.notifier.enqueue(Notice {
                     kind: d.kind,
-                    server: s.name.clone(),
+                    server: s.facts.name.clone(),
                     at,
                     level: told.level,
                     state: told.state,
@@ -435,4 +435,32 @@ pub fn describe(n: &Notice) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::Store as _;
+
+    /// Memory the store refuses is kept, and saved once the store takes writes again.
+    #[tokio::test]
+    async fn notification_memory_the_store_refuses_is_kept_and_saved_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("n.db").display())).await.unwrap();
+        let fault = "CREATE TRIGGER injected_fault BEFORE INSERT ON notify_state BEGIN SELECT RAISE(ABORT, 'injected fault'); END";
+        sqlx::query(fault).execute(store.pool()).await.unwrap();
+        let mut mem = Memory::fresh("normal");
+        mem.told.state = ServerState::Unreachable;
+        let mut unsaved = HashMap::from([("mail-01".to_string(), mem.to_row("mail-01"))]);
+        save_unsaved(&store, &mut unsaved).await;
+        assert_eq!(unsaved.len(), 1, "kept while the store refuses it");
+        assert!(store.load_notify_memory().await.unwrap().is_empty());
+        sqlx::query("DROP TRIGGER injected_fault").execute(store.pool()).await.unwrap();
+        save_unsaved(&store, &mut unsaved).await;
+        assert!(unsaved.is_empty());
+        let saved = store.load_notify_memory().await.unwrap();
+        assert_eq!(saved, [mem.to_row("mail-01")]);
+        assert_eq!(Memory::from_row(saved[0].clone()), ("mail-01".to_string(), mem));
+    }
 }

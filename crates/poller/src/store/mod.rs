@@ -29,6 +29,7 @@ pub mod sqlite;
 pub(crate) mod suite;
 pub mod writer;
 
+pub use crate::config::Retention;
 pub use batch::Batch;
 pub use writer::{Writer, WriterStats};
 
@@ -111,29 +112,6 @@ pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else {
         Err(StoreError::Unsupported { url: url.to_string() })
-    }
-}
-
-/// How long history is kept (`[retention]` in poller.toml).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Per-poll rows.
-    pub polls: Duration,
-    /// Compilations in the history (the latest of each server is always kept).
-    pub compilations: Duration,
-    /// Level transitions and clock corrections: rare, so kept much longer.
-    pub transitions: Duration,
-}
-
-const DAY: u64 = 24 * 3600;
-
-impl Default for Retention {
-    fn default() -> Retention {
-        Retention {
-            polls: Duration::from_secs(30 * DAY),
-            compilations: Duration::from_secs(30 * DAY),
-            transitions: Duration::from_secs(400 * DAY),
-        }
     }
 }
 

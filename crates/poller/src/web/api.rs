@@ -6,8 +6,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::Fleet;
@@ -34,7 +33,9 @@ impl Api {
         let (summary, latest) = self.fleet.detail(server);
         let compilation = match latest {
             Some(raw) => serde_json::from_slice(&raw).ok(),
-            None => self.store.compilation(&summary.name).await?.and_then(|text| serde_json::from_str(&text).ok()),
+            None => {
+                self.store.compilation(&summary.facts.name).await?.and_then(|text| serde_json::from_str(&text).ok())
+            }
         };
         Ok((summary, compilation))
     }
@@ -70,20 +71,6 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Most history rows of each kind one request returns.
 pub const MAX_HISTORY: u32 = 1000;
-
-pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/api/v1/servers", get(list))
-        .route("/api/v1/servers/{name}", get(detail))
-        .route("/api/v1/servers/{name}/history", get(history))
-        .route("/api/v1/servers/{name}/poll", post(poll))
-        .route("/api/v1/events", get(crate::web::events::events))
-        .route("/api/v1/notifications", get(notifications))
-        .route("/api/v1/openapi.json", get(crate::web::openapi::document))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
-        .with_state(api)
-}
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()

@@ -37,14 +37,18 @@ pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
 
     header(&mut out, "rollcall_server_up", "gauge", "1 when the last poll got a usable answer, else 0.");
     for s in &summaries {
-        let up = matches!(s.state, ServerState::Ok | ServerState::Deficient);
-        let _ = writeln!(out, "rollcall_server_up{{server=\"{}\"}} {}", label(&s.name), u8::from(up));
+        let up = matches!(s.facts.state, ServerState::Ok | ServerState::Deficient);
+        let _ = writeln!(out, "rollcall_server_up{{server=\"{}\"}} {}", label(&s.facts.name), u8::from(up));
     }
     header(&mut out, "rollcall_server_level", "gauge", "The server's polling level: 0 is the first (normal).");
     for s in &summaries {
-        let i = levels.iter().position(|l| l.name == s.level).unwrap_or(0);
-        let _ =
-            writeln!(out, "rollcall_server_level{{server=\"{}\",level=\"{}\"}} {i}", label(&s.name), label(&s.level));
+        let i = levels.iter().position(|l| l.name == s.facts.level).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "rollcall_server_level{{server=\"{}\",level=\"{}\"}} {i}",
+            label(&s.facts.name),
+            label(&s.facts.level)
+        );
     }
     header(&mut out, "rollcall_server_state", "gauge", "1 for the server's current state, 0 for the others.");
     for s in &summaries {
@@ -52,20 +56,25 @@ pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
             let _ = writeln!(
                 out,
                 "rollcall_server_state{{server=\"{}\",state=\"{}\"}} {}",
-                label(&s.name),
+                label(&s.facts.name),
                 st.as_str(),
-                u8::from(s.state == st)
+                u8::from(s.facts.state == st)
             );
         }
     }
     header(&mut out, "rollcall_server_deficiencies", "gauge", "Deficiencies found by the last poll.");
     for s in &summaries {
-        let _ = writeln!(out, "rollcall_server_deficiencies{{server=\"{}\"}} {}", label(&s.name), s.deficiencies.len());
+        let _ = writeln!(
+            out,
+            "rollcall_server_deficiencies{{server=\"{}\"}} {}",
+            label(&s.facts.name),
+            s.facts.deficiencies.len()
+        );
     }
     header(&mut out, "rollcall_server_rtt_seconds", "gauge", "Network round trip of the last answered poll.");
     for s in &summaries {
-        if let Some(v) = s.rtt_ms {
-            let _ = writeln!(out, "rollcall_server_rtt_seconds{{server=\"{}\"}} {}", label(&s.name), v / 1000.0);
+        if let Some(v) = s.facts.rtt_ms {
+            let _ = writeln!(out, "rollcall_server_rtt_seconds{{server=\"{}\"}} {}", label(&s.facts.name), v / 1000.0);
         }
     }
     header(
@@ -75,23 +84,28 @@ pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
         "The server's clock minus the poller's, NTP-style, at the last answered poll.",
     );
     for s in &summaries {
-        if let Some(v) = s.clock_offset_ms {
-            let _ =
-                writeln!(out, "rollcall_server_clock_offset_seconds{{server=\"{}\"}} {}", label(&s.name), v / 1000.0);
+        if let Some(v) = s.facts.clock_offset_ms {
+            let _ = writeln!(
+                out,
+                "rollcall_server_clock_offset_seconds{{server=\"{}\"}} {}",
+                label(&s.facts.name),
+                v / 1000.0
+            );
         }
     }
     header(&mut out, "rollcall_server_last_poll_age_seconds", "gauge", "Seconds since the server was last polled.");
     for s in &summaries {
-        if let Some(at) = s.last_poll_at {
+        if let Some(at) = s.facts.last_poll_at {
             let age = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
-            let _ = writeln!(out, "rollcall_server_last_poll_age_seconds{{server=\"{}\"}} {age}", label(&s.name));
+            let _ = writeln!(out, "rollcall_server_last_poll_age_seconds{{server=\"{}\"}} {age}", label(&s.facts.name));
         }
     }
     header(&mut out, "rollcall_server_last_poll_timestamp_seconds", "gauge", "When the server was last polled.");
     for s in &summaries {
-        if let Some(at) = s.last_poll_at {
+        if let Some(at) = s.facts.last_poll_at {
             let t = at.timestamp_millis() as f64 / 1000.0;
-            let _ = writeln!(out, "rollcall_server_last_poll_timestamp_seconds{{server=\"{}\"}} {t}", label(&s.name));
+            let _ =
+                writeln!(out, "rollcall_server_last_poll_timestamp_seconds{{server=\"{}\"}} {t}", label(&s.facts.name));
         }
     }
 

@@ -8,3 +8,29 @@ pub mod dashboard;
 pub mod events;
 pub mod metrics;
 pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+
+/// Every route the poller serves: the JSON API under `/api/v1` (bounded in body size and
+/// time), the dashboard at `/`, and `/metrics`.
+pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router {
+    let json = Router::new()
+        .route("/api/v1/servers", get(api::list))
+        .route("/api/v1/servers/{name}", get(api::detail))
+        .route("/api/v1/servers/{name}/history", get(api::history))
+        .route("/api/v1/servers/{name}/poll", post(api::poll))
+        .route("/api/v1/events", get(events::events))
+        .route("/api/v1/notifications", get(api::notifications))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(api::MAX_BODY_BYTES))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            api::REQUEST_TIMEOUT,
+        ))
+        .with_state(api.clone());
+    json.merge(dashboard::router(api)).merge(metrics::router(metrics))
+}

@@ -9,27 +9,7 @@
 use std::sync::OnceLock;
 
 use axum::Json;
-use serde::Serialize;
 use utoipa::OpenApi;
-
-/// The document's description of `rollcall_protocol::Deficiency`.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = Deficiency)]
-pub struct DeficiencyDoc {
-    /// `service:NAME`, `probe:NAME`, `host:...` or `poll:KIND`.
-    pub source: String,
-    pub severity: SeverityDoc,
-    pub summary: String,
-}
-
-/// The document's description of `rollcall_protocol::Severity`.
-#[derive(Serialize, utoipa::ToSchema)]
-#[schema(as = Severity)]
-#[serde(rename_all = "lowercase")]
-pub enum SeverityDoc {
-    Warning,
-    Critical,
-}
 
 /// The poller's API, as documented.
 #[derive(OpenApi)]
@@ -64,8 +44,8 @@ pub enum SeverityDoc {
         crate::notify::Notice,
         crate::notify::Condition,
         crate::notify::NoticeKind,
-        DeficiencyDoc,
-        SeverityDoc,
+        crate::model::DeficiencyDoc,
+        crate::model::SeverityDoc,
     )),
     tags(
         (name = "servers", description = "The fleet: state, latest compilation, history, poll on request"),

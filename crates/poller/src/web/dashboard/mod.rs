@@ -108,10 +108,10 @@ fn state_badge(s: ServerState) -> Markup {
 
 fn deficiency_list(s: &ServerSummary) -> Markup {
     html! {
-        @if s.deficiencies.is_empty() { span.none { "none" } }
+        @if s.facts.deficiencies.is_empty() { span.none { "none" } }
         @else {
             ul.defs {
-                @for d in &s.deficiencies {
+                @for d in &s.facts.deficiencies {
                     li class=(format!("sev-{}", d.severity.as_str())) title=(d.summary) { (d.source) }
                 }
             }
@@ -121,18 +121,18 @@ fn deficiency_list(s: &ServerSummary) -> Markup {
 
 fn row(api: &Api, s: &ServerSummary) -> Markup {
     let levels = api.fleet.rules().levels();
-    let i = levels.iter().position(|l| l.name == s.level).unwrap_or(0);
+    let i = levels.iter().position(|l| l.name == s.facts.level).unwrap_or(0);
     html! {
-        tr.server id=(format!("server-{}", s.name)) data-server=(s.name) data-state=(s.state.as_str()) data-level=(s.level) {
-            td.name data-label="Server" { a href=(format!("/servers/{}", s.name)) { (s.name) } div.addr { (s.address) } }
-            td.level data-label="Level" { span class=(format!("badge {}", level_class(i, levels.len()))) { (s.level) } }
-            td.state data-label="State" { (state_badge(s.state)) }
+        tr.server id=(format!("server-{}", s.facts.name)) data-server=(s.facts.name) data-state=(s.facts.state.as_str()) data-level=(s.facts.level) {
+            td.name data-label="Server" { a href=(format!("/servers/{}", s.facts.name)) { (s.facts.name) } div.addr { (s.facts.address) } }
+            td.level data-label="Level" { span class=(format!("badge {}", level_class(i, levels.len()))) { (s.facts.level) } }
+            td.state data-label="State" { (state_badge(s.facts.state)) }
             td.deficiencies data-label="Deficiencies" { (deficiency_list(s)) }
-            td.last data-label="Last poll" { (time(s.last_poll_at)) }
+            td.last data-label="Last poll" { (time(s.facts.last_poll_at)) }
             td.next data-label="Next poll" { (time(s.next_poll_at)) }
-            td.offset data-label="Clock offset" { (ms(s.clock_offset_ms)) }
-            td.rtt data-label="RTT" { (ms(s.rtt_ms)) }
-            td.actions { button.poll-now type="button" data-server=(s.name) { "Poll now" } }
+            td.offset data-label="Clock offset" { (ms(s.facts.clock_offset_ms)) }
+            td.rtt data-label="RTT" { (ms(s.facts.rtt_ms)) }
+            td.actions { button.poll-now type="button" data-server=(s.facts.name) { "Poll now" } }
         }
     }
 }
@@ -147,7 +147,7 @@ async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
             div.counts #level-counts {
                 @for (i, l) in levels.iter().enumerate() {
                     div class=(format!("count c-{}", level_class(i, levels.len()))) data-level=(l.name) {
-                        b { (servers.iter().filter(|s| s.level == l.name).count()) }
+                        b { (servers.iter().filter(|s| s.facts.level == l.name).count()) }
                         span { (l.name) }
                         small { "every " (rollcall_config::Duration(l.interval)) }
                     }
@@ -157,7 +157,7 @@ async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
                 button.filter.active type="button" data-state="all" { "all " span.n { (servers.len()) } }
                 @for st in states {
                     button.filter type="button" data-state=(st.as_str()) {
-                        (st.as_str()) " " span.n { (servers.iter().filter(|s| s.state == st).count()) }
+                        (st.as_str()) " " span.n { (servers.iter().filter(|s| s.facts.state == st).count()) }
                     }
                 }
             }
@@ -194,12 +194,12 @@ async fn server_page(State(api): State<Arc<Api>>, Path(name): Path<String>) -> R
     };
     let levels = api.fleet.rules().levels();
     let body = html! {
-        nav.crumbs { a href="/" { "Fleet" } " / " (s.name) }
-        div #server-page data-server=(s.name) data-levels=(levels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(",")) {
+        nav.crumbs { a href="/" { "Fleet" } " / " (s.facts.name) }
+        div #server-page data-server=(s.facts.name) data-levels=(levels.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(",")) {
             div #live-parts { (parts) }
         }
     };
-    page(&s.name, "server-page", body).into_response()
+    page(&s.facts.name, "server-page", body).into_response()
 }
 
 async fn server_parts(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
@@ -232,24 +232,24 @@ async fn parts(api: &Api, server: &Server) -> Result<(ServerSummary, Markup), St
     };
     let s = &s;
     let levels = api.fleet.rules().levels();
-    let i = levels.iter().position(|l| l.name == s.level).unwrap_or(0);
+    let i = levels.iter().position(|l| l.name == s.facts.level).unwrap_or(0);
     Ok((
         s.clone(),
         html! {
-            section.head data-state=(s.state.as_str()) data-level=(s.level) {
+            section.head data-state=(s.facts.state.as_str()) data-level=(s.facts.level) {
                 div.title {
-                    h1 { (s.name) }
-                    span class=(format!("badge level {}", level_class(i, levels.len()))) { (s.level) }
-                    span.state { (state_badge(s.state)) }
-                    button.poll-now type="button" data-server=(s.name) { "Poll now" }
+                    h1 { (s.facts.name) }
+                    span class=(format!("badge level {}", level_class(i, levels.len()))) { (s.facts.level) }
+                    span.state { (state_badge(s.facts.state)) }
+                    button.poll-now type="button" data-server=(s.facts.name) { "Poll now" }
                 }
                 dl.facts {
-                    div { dt { "Address" } dd { (s.address) } }
-                    div { dt { "Last poll" } dd { (time(s.last_poll_at)) } }
+                    div { dt { "Address" } dd { (s.facts.address) } }
+                    div { dt { "Last poll" } dd { (time(s.facts.last_poll_at)) } }
                     div { dt { "Next poll" } dd { (time(s.next_poll_at)) } }
-                    div { dt { "Clock offset" } dd { (ms(s.clock_offset_ms)) } }
-                    div { dt { "RTT" } dd { (ms(s.rtt_ms)) } }
-                    @if let Some(e) = &s.last_error { div.error { dt { "Last error" } dd { (e) } } }
+                    div { dt { "Clock offset" } dd { (ms(s.facts.clock_offset_ms)) } }
+                    div { dt { "RTT" } dd { (ms(s.facts.rtt_ms)) } }
+                    @if let Some(e) = &s.facts.last_error { div.error { dt { "Last error" } dd { (e) } } }
                 }
                 div.deficiencies { h2 { "Deficiencies" } (deficiency_list(s)) }
             }
