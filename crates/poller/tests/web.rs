@@ -173,6 +173,9 @@ async fn prometheus_scrapes_metrics_and_a_per_server_query_answers() {
         "rollcall_poll_duration_seconds_bucket{le=\"+Inf\"}",
         "rollcall_poll_lateness_seconds_count",
         "rollcall_polls_total{outcome=\"deficient\"}",
+        "rollcall_store_errors_total 0",
+        "rollcall_store_pending_rows",
+        "rollcall_store_dropped_rows_total{what=\"polls\"} 0",
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle:?}:\n{text}");
     }

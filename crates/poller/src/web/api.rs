@@ -112,7 +112,7 @@ pub(crate) async fn detail(State(api): State<Arc<Api>>, Path(name): Path<String>
         (status = 200, description = "Polls, level transitions and clock corrections, newest first", body = crate::model::History),
         (status = 404, description = "No such server", body = ApiError),
         (status = 500, description = "The store cannot be read", body = ApiError),
-        (status = 503, description = "The store writer has stopped", body = ApiError)))]
+        (status = 503, description = "The store is failing (its writer retries) or has stopped", body = ApiError)))]
 pub(crate) async fn history(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,

@@ -129,7 +129,7 @@ pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
     let counters = [
         ("rollcall_store_batches_total", "counter", "Batches of poll results committed to the store.", &w.batches),
         (
-            "rollcall_store_write_failures_total",
+            "rollcall_store_errors_total",
             "counter",
             "Batch writes the store refused (each retry counts); the batch is kept and retried.",
             &w.failures,
