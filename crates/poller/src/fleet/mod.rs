@@ -27,8 +27,9 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock_estimate::ClockEstimate;
 use crate::config::ServerConfig;
-use crate::fetch::Fetch;
+use crate::fetch::{Fetch, Fetched, PollError};
 use crate::levels::{LevelState, Rules, Transition};
 use crate::model::{
     ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerFacts, ServerSummary, StoredServer,
@@ -198,42 +199,62 @@ impl Fleet {
     /// now stands.
     pub async fn poll(&self, server: &Server) -> ServerSummary {
         let _one_at_a_time = server.polling.lock().await;
-        let started = std::time::Instant::now();
-        let result = {
-            let _slot = self.in_flight.acquire().await;
-            let _counted = self.stats.in_flight();
-            self.fetcher.fetch(&server.config).await
-        };
+        let (result, took) = self.ask(server).await;
         let at = self.timebase.wall_now();
         let verdict = verdict::judge(result);
-        self.stats.polled(verdict.state, started.elapsed());
+        self.stats.polled(verdict.state, took);
         let before = server.read(|s| self.level_state(&s.facts));
         let (level, change) = self.rules.decide(before, &verdict.deficiencies);
         let poll = self.poll_row(at, &verdict, level);
-        let (attendant, estimate) = (verdict.reply.as_ref().map(|r| r.attendant.clone()), verdict.estimate);
-        let applied = self.apply(server, at, verdict, level, change);
-        let clock_corrections = match (estimate, attendant) {
-            (Some(e), Some(attendant)) => {
-                let state = server.read(|s| s.clock);
-                let (state, rows) =
-                    self.clock.keep(self.fetcher.as_ref(), &server.config, &attendant, e, at, state).await;
-                server.update(|s| s.clock = state);
-                rows
-            }
-            _ => Vec::new(),
+        let clock = verdict.estimate.zip(verdict.reply.as_ref().map(|r| r.attendant.clone()));
+        let Applied { facts, facts_changed, transition, compilation } = self.apply(server, at, verdict, level, change);
+        let corrections = match clock {
+            Some((estimate, attendant)) => self.keep_clock(server, &attendant, estimate, at).await,
+            None => Vec::new(),
         };
         let record = PollRecord {
-            facts: applied.facts,
-            facts_changed: applied.facts_changed,
+            facts,
+            facts_changed,
             poll,
-            transition: applied.transition.clone(),
-            compilation: applied.compilation,
-            clock_corrections: clock_corrections.clone(),
+            transition: transition.clone(),
+            compilation,
+            clock_corrections: corrections.clone(),
         };
+        self.record(server, record).await;
+        self.announce(server, transition, corrections)
+    }
+
+    /// Fetches the server's compilation within the cap on polls in flight.
+    async fn ask(&self, server: &Server) -> (Result<Fetched, PollError>, std::time::Duration) {
+        let started = std::time::Instant::now();
+        let _slot = self.in_flight.acquire().await;
+        let _counted = self.stats.in_flight();
+        let result = self.fetcher.fetch(&server.config).await;
+        (result, started.elapsed())
+    }
+
+    /// Clock keeping after an answered poll; the server's clock state is read and written
+    /// around the order (polls of one server never overlap, so nothing else changes it
+    /// but a poll on request lifting the back-off).
+    async fn keep_clock(
+        &self,
+        server: &Server,
+        attendant: &str,
+        estimate: ClockEstimate,
+        at: DateTime<Utc>,
+    ) -> Vec<ClockCorrectionRow> {
+        let state = server.read(|s| s.clock);
+        let (state, rows) =
+            self.clock.keep(self.fetcher.as_ref(), &server.config, attendant, estimate, at, state).await;
+        server.update(|s| s.clock = state);
+        rows
+    }
+
+    /// Hands the poll's results to the store's writer, which keeps what it is given.
+    async fn record(&self, server: &Server, record: PollRecord) {
         if let Err(e) = self.writer.record(record).await {
             tracing::error!(server = %server.config.name, error = %e, "poll result not stored");
         }
-        self.announce(server, applied.transition, clock_corrections)
     }
 
     /// The level and calm streak of `facts` as [`Rules::decide`] takes them.
