@@ -1,7 +1,9 @@
 //! Builds the compilation: query-time checks, cached host usage and probe results, the
 //! clock, and the deficiencies derived from all of them.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use chrono::{DateTime, Utc};
 use rollcall_protocol::{
@@ -54,19 +56,13 @@ impl Attendant {
     }
 
     pub fn config(&self) -> Arc<AttendantConfig> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.config.read().clone()
     }
 
     /// Installs a new config; the next compilation uses it.
     pub fn replace_config(&self, new: AttendantConfig) {
         self.clock_keeper.reconfigure(public_key(&new), new.max_clock_step.get());
-        match self.config.write() {
-            Ok(mut c) => *c = Arc::new(new),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
-        }
+        *self.config.write() = Arc::new(new);
     }
 
     /// The whole compilation. `replied_at` is stamped here; the caller serializes at once.

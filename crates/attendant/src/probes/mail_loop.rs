@@ -10,10 +10,11 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
+use parking_lot::Mutex;
 use rollcall_protocol::{ProbeResult, Status};
 use serde_json::{json, Map, Value};
 use tokio::sync::{oneshot, Notify};
@@ -61,22 +62,15 @@ impl LoopWatch {
     pub fn new(attendant_name: &str) -> LoopWatch {
         let clean: String = attendant_name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let w = LoopWatch::default();
-        w.lock().prefix = format!("rollcall-{clean}-");
+        w.inner.lock().prefix = format!("rollcall-{clean}-");
         w
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
     }
 
     /// A new unique tag, registered as on its way; the receiver hears when it is seen.
     fn expect(&self) -> (String, oneshot::Receiver<Arrival>) {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         let tag = format!("{}{}-{}-{n}", g.prefix, Utc::now().timestamp_micros(), std::process::id());
         let (tx, rx) = oneshot::channel();
         g.pending.push_back(Pending { tag: tag.clone(), tx: Some(tx) });
@@ -98,18 +92,18 @@ impl LoopWatch {
 
     /// Whether a sent message is still awaited.
     pub fn has_pending(&self) -> bool {
-        self.lock().pending.iter().any(|p| p.tx.as_ref().is_some_and(|t| !t.is_closed()))
+        self.inner.lock().pending.iter().any(|p| p.tx.as_ref().is_some_and(|t| !t.is_closed()))
     }
 
     /// Whether `tag` is this attendant's loop mail (sent by it, now or before a restart).
     pub fn is_ours(&self, tag: &str) -> bool {
-        let g = self.lock();
+        let g = self.inner.lock();
         !g.prefix.is_empty() && tag.starts_with(&g.prefix)
     }
 
     /// Interval A read the message tagged `tag`.
     pub fn arrived(&self, tag: &str, seen: Instant, internaldate: Option<String>) {
-        let mut g = self.lock();
+        let mut g = self.inner.lock();
         if let Some(p) = g.pending.iter_mut().find(|p| p.tag == tag) {
             if let Some(tx) = p.tx.take() {
                 let _ = tx.send(Arrival { seen, internaldate });
