@@ -50,7 +50,7 @@ impl Attendant {
             probes: ProbeBoard::default(),
             clock_keeper,
             host,
-            hostname: crate::config::hostname(),
+            hostname: crate::host::hostname(),
             zone: clock::zone().1,
         }
     }

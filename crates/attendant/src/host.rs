@@ -1,5 +1,5 @@
 //! Host usage: uptime, load, CPU, memory, disks. Sampled in the background and cached, so
-//! answering a query costs a copy, not a scan of /proc.
+//! answering a query costs a copy, not a scan of /proc. Also the machine's hostname.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,16 @@ impl HostCache {
         });
         cache
     }
+}
+
+/// The machine's hostname (`/proc/sys/kernel/hostname`), else `localhost`: the default
+/// attendant name, the compilation's `hostname` and the SMTP `EHLO` name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 struct Sampler {

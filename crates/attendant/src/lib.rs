@@ -1,9 +1,10 @@
 //! The attendant: runs on every monitored server and answers its poller's one query with
 //! one compilation of everything about that server (SPEC section 2).
 //!
-//! Layout: `config` (attendant.toml), `checks` (service checks run at query time), `host`
-//! (cached host usage), `clock` (system or virtual time), `compile` (builds the document),
-//! `server` (HTTP, auth, limits), `listener` (connection cap).
+//! Layout: `config` (attendant.toml), `checks` (service checks run at query time), `probes`
+//! (background probes), `mail` (the IMAP/SMTP/TLS clients both use), `host` (cached host
+//! usage), `clock` (system or virtual time), `compile` (builds the document), `server`
+//! (HTTP, auth, limits).
 
 pub mod checks;
 pub mod clock;
@@ -11,6 +12,7 @@ pub mod clock_keeper;
 pub mod compile;
 pub mod config;
 pub mod host;
+pub mod mail;
 pub mod probe_board;
 pub mod probes;
 pub mod server;

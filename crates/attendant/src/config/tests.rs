@@ -1,4 +1,5 @@
 use super::*;
+use crate::checks::imap::ImapCheck;
 
 fn parse(text: &str) -> Result<AttendantConfig, ConfigError> {
     AttendantConfig::parse("attendant.toml", text)
@@ -212,10 +213,11 @@ to = \"probe@example.org\"
     let c = AttendantConfig::parse(file.to_str().unwrap(), &text).unwrap();
     let kinds: Vec<&str> = c.services.iter().map(|s| s.check.kind()).collect();
     assert_eq!(kinds, ["imap", "smtp", "ldap"]);
-    match &c.services[0].check {
-        Check::Imap { endpoint, login: Some(l) } => {
-            assert_eq!(endpoint.security, crate::probes::Security::Starttls);
-            assert_eq!(l.secret, crate::probes::SecretFrom::File(dir.path().join("pw")));
+    let check: &dyn std::any::Any = c.services[0].check.as_ref();
+    match check.downcast_ref::<crate::checks::imap::ImapCheck>() {
+        Some(ImapCheck { login: Login { endpoint, credentials: Some(l) } }) => {
+            assert_eq!(endpoint.security, Security::Starttls);
+            assert_eq!(l.secret, SecretFrom::File(dir.path().join("pw")));
         }
         other => panic!("{other:?}"),
     }

@@ -10,7 +10,6 @@
 //! Every network step is bounded by `timeout`; results go to the probe board, so a query
 //! never waits for the mail server.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -18,11 +17,13 @@ use rollcall_protocol::{ProbeResult, Status};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::credentials;
-use super::imap::{Imap, MailboxState};
-use super::mail_loop::LoopWatch;
-use super::settings::MailboxProbe;
+use super::loop_watch::{probe_tag, LoopWatch};
+use std::sync::Arc;
+
 use crate::compile::Attendant;
+use crate::config::MailboxProbe;
+use crate::mail::credentials;
+use crate::mail::imap::{Imap, ImapError, MailboxState};
 
 /// Most messages read in one round; the rest wait for the next.
 const MAX_PER_ROUND: usize = 50;
@@ -191,7 +192,7 @@ impl Probe {
             let cutoff = (Utc::now() - chrono::Duration::days(KEEP_SEEN_DAYS)).format("%-d-%b-%Y").to_string();
             let old = session.imap.uid_search(&format!("SEEN BEFORE {cutoff}")).await?;
             session.imap.delete(&old).await?;
-            Ok::<_, super::imap::ImapError>((state, old.len()))
+            Ok::<_, ImapError>((state, old.len()))
         }
         .await;
         match result {
@@ -327,7 +328,7 @@ async fn read_new(session: &mut Session, watch: &LoopWatch) -> Result<ReadStats,
     for f in &fetched {
         stats.fetched += 1;
         stats.bytes += f.body.len();
-        if let Some(tag) = super::mail_loop::probe_tag(&f.body) {
+        if let Some(tag) = probe_tag(&f.body) {
             if watch.is_ours(&tag) {
                 stats.probe_mail += 1;
                 ours.push(f.uid);

@@ -4,17 +4,12 @@
 //!
 //! Rules: probes run on their own schedules and never inside a query; the supervisor
 //! follows the running config (SIGHUP reload) and restarts the probes only when their
-//! `[probe]` table changed, forgetting the results of probes that were removed. The IMAP
-//! and SMTP clients here are small and bounded on purpose: every step has a timeout, every
-//! line a size limit, and failures keep the server's own words.
+//! `[probe]` table changed, forgetting the results of probes that were removed. The wire
+//! clients they use live in `mail`.
 
-pub mod credentials;
-pub mod imap;
+pub mod loop_watch;
 pub mod mail_loop;
 pub mod mailbox;
-pub mod settings;
-pub mod smtp;
-pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +17,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use settings::{Credentials, Endpoint, MailLoopProbe, MailboxProbe, ProbesConfig, SecretFrom, Security};
-
 use crate::compile::Attendant;
+use crate::config::ProbesConfig;
 
 /// How often the supervisor looks for a reloaded config.
 const WATCH_CONFIG: Duration = Duration::from_millis(500);
@@ -67,7 +61,7 @@ fn start(
     stop: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
-    let watch = mail_loop::LoopWatch::new(name);
+    let watch = loop_watch::LoopWatch::new(name);
     if let Some(m) = &probes.mailbox {
         tracing::info!(server = %name, imap = %m.endpoint.address, interval_a = %m.interval_a, interval_b = %m.interval_b, "mailbox probes started");
         tasks.spawn(mailbox::run(attendant.clone(), m.clone(), watch.clone(), stop.clone()));

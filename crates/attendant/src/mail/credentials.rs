@@ -10,7 +10,7 @@ use std::time::Duration;
 use rollcall_config::{Secret, SecretSource};
 use tokio::io::AsyncReadExt;
 
-use super::settings::SecretFrom;
+use crate::config::login::SecretFrom;
 
 /// Largest output accepted from a secret command (tokens are a few KiB at most).
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
