@@ -11,7 +11,7 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::Attendant;
+use crate::attendant::Attendant;
 use crate::config::Auth;
 use rollcall_protocol::clock_order::SignedOrder;
 

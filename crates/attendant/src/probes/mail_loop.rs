@@ -16,9 +16,7 @@ use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::loop_watch::{LoopWatch, HEADER};
-use std::sync::Arc;
-
-use crate::compile::Attendant;
+use super::ProbeContext;
 use crate::config::MailLoopProbe;
 use crate::mail::credentials;
 use crate::mail::smtp::Smtp;
@@ -27,8 +25,8 @@ use crate::mail::smtp::Smtp;
 pub const MAIL_LOOP: &str = "mail_loop";
 
 /// Runs the mail loop until `stop`: one message per `interval`.
-pub async fn run(attendant: Arc<Attendant>, cfg: MailLoopProbe, watch: LoopWatch, stop: CancellationToken) {
-    let server = attendant.config().name.clone();
+pub async fn run(cx: ProbeContext, cfg: MailLoopProbe, watch: LoopWatch, stop: CancellationToken) {
+    let server = &cx.name;
     let helo = crate::host::hostname();
     let mut tick = tokio::time::interval(cfg.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -37,7 +35,7 @@ pub async fn run(attendant: Arc<Attendant>, cfg: MailLoopProbe, watch: LoopWatch
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let observed_at = attendant.clock.now();
+        let observed_at = cx.clock.now();
         let started = Instant::now();
         let (tag, mut rx) = watch.expect();
         let mut details = Map::new();
@@ -53,7 +51,7 @@ pub async fn run(attendant: Arc<Attendant>, cfg: MailLoopProbe, watch: LoopWatch
             } else {
                 tracing::warn!(server = %server, probe = MAIL_LOOP, %status, duration_ms, "{message}");
             }
-            attendant.probes.report(ProbeResult {
+            cx.board.report(ProbeResult {
                 name: MAIL_LOOP.to_string(),
                 kind: MAIL_LOOP.to_string(),
                 status,
