@@ -12,8 +12,7 @@ use futures::future::BoxFuture;
 use rollcall_protocol::Status;
 use serde::Deserialize;
 
-use super::registry::Kind;
-use super::{Outcome, ServiceCheck};
+use super::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 
 /// Most of a body read to look for the expected string.

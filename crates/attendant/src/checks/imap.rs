@@ -12,8 +12,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::registry::Kind;
-use super::{Outcome, ServiceCheck};
+use super::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 use crate::config::login::{self, Credentials, Endpoint, Login, LoginRules, RawLogin};
 use crate::mail::credentials;

@@ -16,8 +16,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::registry::Kind;
-use super::{Outcome, ServiceCheck};
+use super::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 use crate::config::login::{self, Credentials, Endpoint, Login, LoginKeys, LoginRules, Security};
 use crate::mail::credentials::{self, LoginSecret};

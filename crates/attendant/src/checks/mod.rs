@@ -29,6 +29,7 @@ use rollcall_protocol::{CheckResult, Status};
 use serde_json::{Map, Value};
 
 use crate::clock::Clock;
+use crate::config::fields::TableCx;
 
 pub use perfdata::parse_perfdata;
 pub use process::ProcessMatch;
@@ -60,6 +61,25 @@ pub trait ServiceCheck: Any + fmt::Debug + Send + Sync {
     /// Runs the check once. `timeout` is the service's; [`run`] also cuts the whole run at
     /// it, so a check that bounds its own steps a little shorter keeps its own message.
     fn run(&self, timeout: Duration) -> BoxFuture<'_, Outcome>;
+}
+
+/// One check kind: its `check = "..."` name, its own keys and their validation.
+pub struct Kind {
+    /// The value of `check` that selects this kind.
+    pub name: &'static str,
+    /// The keys it reads besides `name`, `check` and `timeout`, in the order the error
+    /// for a foreign key lists them.
+    pub keys: &'static [&'static str],
+    /// Validates those keys of one table (only keys of `keys` are present); every problem
+    /// goes to the context, and then the answer is `None`.
+    pub parse: fn(&toml::Table, &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>>,
+}
+
+impl Kind {
+    /// Whether `key` is one of this kind's own keys.
+    pub fn reads(&self, key: &str) -> bool {
+        self.keys.contains(&key)
+    }
 }
 
 /// One entry of the services list.

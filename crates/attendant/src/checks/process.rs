@@ -8,8 +8,7 @@ use futures::future::BoxFuture;
 use rollcall_protocol::Status;
 use serde::Deserialize;
 
-use super::registry::Kind;
-use super::{Outcome, ServiceCheck};
+use super::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 
 /// How the config identifies the process.

@@ -1,30 +1,9 @@
 //! The check kinds, one line each. Adding a kind: write `checks/NAME.rs` with its keys'
-//! settings struct, its validation (`parse`) and a [`ServiceCheck`], export a `KIND`, and
-//! add that `KIND` to [`KINDS`]. `config` reads every `[[service]]` through this list.
+//! settings struct, its validation (`parse`) and a [`ServiceCheck`](super::ServiceCheck),
+//! export a `KIND` ([`Kind`]), and add that `KIND` to [`KINDS`]. `config` reads every
+//! `[[service]]` through this list.
 
-use std::sync::Arc;
-
-use super::{command, http, imap, ldap, process, smtp, systemd, tcp, ServiceCheck};
-use crate::config::fields::TableCx;
-
-/// One check kind: its `check = "..."` name, its own keys and their validation.
-pub struct Kind {
-    /// The value of `check` that selects this kind.
-    pub name: &'static str,
-    /// The keys it reads besides `name`, `check` and `timeout`, in the order the error
-    /// for a foreign key lists them.
-    pub keys: &'static [&'static str],
-    /// Validates those keys of one table (only keys of `keys` are present); every problem
-    /// goes to the context, and then the answer is `None`.
-    pub parse: fn(&toml::Table, &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>>,
-}
-
-impl Kind {
-    /// Whether `key` is one of this kind's own keys.
-    pub fn reads(&self, key: &str) -> bool {
-        self.keys.contains(&key)
-    }
-}
+use super::{command, http, imap, ldap, process, smtp, systemd, tcp, Kind};
 
 /// Every check kind, in the order error messages list them.
 pub const KINDS: &[Kind] =

@@ -18,8 +18,7 @@ use zbus::proxy::{Builder, CacheProperties};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, Proxy};
 
-use super::registry::Kind;
-use super::{Outcome, ServiceCheck};
+use super::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 
 const SYSTEMD: &str = "org.freedesktop.systemd1";
