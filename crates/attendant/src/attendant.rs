@@ -34,6 +34,8 @@ pub struct Attendant {
 }
 
 impl Attendant {
+    /// An attendant for `config`, reporting `host`'s samples. Starts nothing: see
+    /// [`crate::start`] for the probes and the host sampler.
     pub fn new(config: AttendantConfig, host: HostCache) -> Attendant {
         let (clock, system): (Clock, Option<Box<dyn SystemClock>>) = match config.clock {
             clock::ClockMode::Virtual => (Clock::virtual_with_offset(config.clock_offset_us), None),

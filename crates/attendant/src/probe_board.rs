@@ -1,7 +1,8 @@
 //! The latest result of every background probe, read by each compilation.
 //!
-//! Probes (the mailbox probes, the clock) run on their own schedules and post here; a
-//! query never waits for a probe, it reports the last result with its `observed_at`.
+//! The mailbox and mail-loop probes post here on their own schedules, the clock keeper
+//! after each clock order (probe `clock`); a query never waits for a probe, it reports the
+//! last result with its `observed_at`. Results are kept by name: one per probe.
 
 use std::sync::Arc;
 
@@ -28,10 +29,12 @@ impl ProbeBoard {
         self.0.write().retain(|p| p.name != name);
     }
 
+    /// The latest result of the probe `name`, if it has reported since it (re)started.
     pub fn get(&self, name: &str) -> Option<ProbeResult> {
         self.0.read().iter().find(|p| p.name == name).cloned()
     }
 
+    /// Every probe's latest result, in first-report order (what a compilation shows).
     pub fn snapshot(&self) -> Vec<ProbeResult> {
         self.0.read().clone()
     }

@@ -1,4 +1,5 @@
-//! The attendant's HTTP face: `GET /v1/compilation`, authenticated, bounded.
+//! The attendant's HTTP face: `GET /v1/compilation` and `POST /v1/clock` (a signed clock
+//! order), both behind the same Bearer check, bounded in connections, time and body size.
 
 use std::sync::Arc;
 use std::time::Duration;

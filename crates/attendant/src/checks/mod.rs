@@ -43,6 +43,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An outcome without details; `message` is one line for the operator.
     pub fn new(status: Status, message: impl Into<String>) -> Outcome {
         Outcome { status, message: message.into(), details: Map::new() }
     }

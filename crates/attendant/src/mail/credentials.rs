@@ -22,7 +22,10 @@ pub enum LoginSecret {
     OAuth2Token(Secret),
 }
 
-/// Reads the secret from `from`, a command bounded by `timeout`.
+/// Reads the secret from `from`; a command is killed after `timeout`.
+///
+/// Errors are one line naming the source and what went wrong (unreadable file, command
+/// not found, failed, silent, not UTF-8, too slow), never what the command printed.
 pub async fn fetch(from: &SecretFrom, timeout: Duration) -> Result<LoginSecret, String> {
     match from {
         SecretFrom::File(path) => SecretSource::File(path.clone()).read().map(LoginSecret::Password),

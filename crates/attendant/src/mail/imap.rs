@@ -115,6 +115,7 @@ impl Imap {
         Ok(imap)
     }
 
+    /// Whether the session runs over TLS (from the start, or after STARTTLS).
     pub fn is_tls(&self) -> bool {
         self.conn.is_tls()
     }

@@ -73,6 +73,7 @@ impl Smtp {
         Ok(smtp)
     }
 
+    /// Whether the connection runs over TLS (from the start, or after STARTTLS).
     pub fn is_tls(&self) -> bool {
         self.conn.is_tls()
     }

@@ -107,6 +107,7 @@ impl Conn {
         Ok(Conn { io: BufReader::new(stream), endpoint: endpoint.clone(), timeout })
     }
 
+    /// Whether the connection runs over TLS (from the start, or after STARTTLS).
     pub fn is_tls(&self) -> bool {
         matches!(self.io.get_ref(), Stream::Tls(_))
     }
