@@ -7,7 +7,7 @@
 //! file: the top level and `[host]` here, `[probe]` in `probes`, the login/endpoint keys
 //! in `login` (one type, one validator), single values in `fields`. A `[[service]]` is
 //! read here up to its `check`; its kind's own keys go to that kind's `parse` in
-//! `checks::registry`, which uses `fields` and `login` (leaves that import nothing of
+//! `checks::kinds`, which uses `fields` and `login` (leaves that import nothing of
 //! the crate but each other).
 
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ pub mod fields;
 pub mod login;
 pub mod probes;
 
-use crate::checks::{registry, Service};
+use crate::checks::{kinds, Service};
 pub use crate::clock::ClockMode;
 use fields::TableCx;
 pub use login::{Credentials, Endpoint, Login, SecretFrom, Security};
@@ -226,13 +226,13 @@ fn service(
     } else if !seen.insert(name.clone()) {
         cx.push("name", format!("duplicate service name {name:?}"));
     }
-    let Some(kind) = registry::find(&check) else {
+    let Some(kind) = kinds::find(&check) else {
         if check.is_empty() {
-            cx.push_table(format!("missing: check = \"KIND\" (one of: {})", registry::names()));
+            cx.push_table(format!("missing: check = \"KIND\" (one of: {})", kinds::names()));
         } else {
-            cx.push("check", format!("unknown check {check:?} (expected one of: {})", registry::names()));
+            cx.push("check", format!("unknown check {check:?} (expected one of: {})", kinds::names()));
         }
-        for key in table.keys().filter(|k| !registry::known_key(k)) {
+        for key in table.keys().filter(|k| !kinds::known_key(k)) {
             cx.push(key, UNKNOWN_KEY);
         }
         return None;
@@ -240,7 +240,7 @@ fn service(
     let mut foreign = false;
     for key in table.keys().filter(|k| !kind.reads(k)) {
         foreign = true;
-        if registry::known_key(key) {
+        if kinds::known_key(key) {
             cx.push(key, format!("not a key of check = {check:?} (its keys: {})", kind.keys.join(", ")));
         } else {
             cx.push(key, UNKNOWN_KEY);

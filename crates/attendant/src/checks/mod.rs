@@ -1,6 +1,6 @@
 //! Service checks: how the attendant decides the status of each `[[service]]` its config
-//! lists. One file per check kind owns that kind's keys, their validation and the check
-//! itself; `registry` lists the kinds (see [`registry::KINDS`]).
+//! lists. One file per check kind (`kinds/NAME.rs`) owns that kind's keys, their
+//! validation and the check itself; `kinds` is the registry that lists them.
 //!
 //! Rules: every check runs concurrently with the others and is bounded by its own
 //! `timeout`, so the compilation is never later than the slowest timeout; a check never
@@ -8,16 +8,8 @@
 //! Checks import `mail` (the wire clients) and the leaf validators of `config`
 //! (`config::fields`, `config::login`), never `probes` or the attendant.
 
-mod command;
-mod http;
-pub(crate) mod imap;
-mod ldap;
+pub mod kinds;
 mod perfdata;
-mod process;
-pub mod registry;
-mod smtp;
-mod systemd;
-mod tcp;
 
 use std::any::Any;
 use std::fmt;
@@ -31,8 +23,8 @@ use serde_json::{Map, Value};
 use crate::clock::Clock;
 use crate::config::fields::TableCx;
 
+pub use kinds::process::ProcessMatch;
 pub use perfdata::parse_perfdata;
-pub use process::ProcessMatch;
 
 /// What one check found: a status, a one-line message and check-specific details.
 #[derive(Debug, Clone, PartialEq)]

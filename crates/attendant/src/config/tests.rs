@@ -1,5 +1,5 @@
 use super::*;
-use crate::checks::imap::ImapCheck;
+use crate::checks::kinds::imap::ImapCheck;
 
 fn parse(text: &str) -> Result<AttendantConfig, ConfigError> {
     AttendantConfig::parse("attendant.toml", text)
@@ -214,7 +214,7 @@ to = \"probe@example.org\"
     let kinds: Vec<&str> = c.services.iter().map(|s| s.check.kind()).collect();
     assert_eq!(kinds, ["imap", "smtp", "ldap"]);
     let check: &dyn std::any::Any = c.services[0].check.as_ref();
-    match check.downcast_ref::<crate::checks::imap::ImapCheck>() {
+    match check.downcast_ref::<crate::checks::kinds::imap::ImapCheck>() {
         Some(ImapCheck { login: Login { endpoint, credentials: Some(l) } }) => {
             assert_eq!(endpoint.security, Security::Starttls);
             assert_eq!(l.secret, SecretFrom::File(dir.path().join("pw")));

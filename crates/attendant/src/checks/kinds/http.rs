@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use rollcall_protocol::Status;
 use serde::Deserialize;
 
-use super::{Kind, Outcome, ServiceCheck};
+use crate::checks::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 
 /// Most of a body read to look for the expected string.

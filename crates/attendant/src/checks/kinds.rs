@@ -1,13 +1,21 @@
-//! The check kinds, one line each. Adding a kind: write `checks/NAME.rs` with its keys'
-//! settings struct, its validation (`parse`) and a [`ServiceCheck`](super::ServiceCheck),
-//! export a `KIND` ([`Kind`]), and add that `KIND` to [`KINDS`]. `config` reads every
-//! `[[service]]` through this list.
+//! The registry of check kinds: the one `kinds!` line below declares each kind's file
+//! (`checks/kinds/NAME.rs`) and lists its `KIND` in [`KINDS`]. Adding a kind: write its
+//! file (its keys' settings struct, their validation in `parse`, a
+//! [`ServiceCheck`](super::ServiceCheck), and `pub const KIND: Kind`), then add its name
+//! to that line. `config` reads every `[[service]]` through [`find`].
 
-use super::{command, http, imap, ldap, process, smtp, systemd, tcp, Kind};
+use super::Kind;
 
-/// Every check kind, in the order error messages list them.
-pub const KINDS: &[Kind] =
-    &[tcp::KIND, process::KIND, command::KIND, systemd::KIND, imap::KIND, smtp::KIND, ldap::KIND, http::KIND];
+/// Declares the kinds' modules and lists them in [`KINDS`], in the order given.
+macro_rules! kinds {
+    ($($name:ident),* $(,)?) => {
+        $(pub(crate) mod $name;)*
+        /// Every check kind, in the order error messages list them.
+        pub const KINDS: &[Kind] = &[$($name::KIND),*];
+    };
+}
+
+kinds!(tcp, process, command, systemd, imap, smtp, ldap, http);
 
 /// The kind named `name`.
 pub fn find(name: &str) -> Option<&'static Kind> {

@@ -18,7 +18,7 @@ use zbus::proxy::{Builder, CacheProperties};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, Proxy};
 
-use super::{Kind, Outcome, ServiceCheck};
+use crate::checks::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 
 const SYSTEMD: &str = "org.freedesktop.systemd1";

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use super::{Kind, Outcome, ServiceCheck};
+use crate::checks::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 use crate::config::login::{self, Credentials, Endpoint, Login, LoginRules, RawLogin};
 use crate::mail::credentials;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{Kind, Outcome, ServiceCheck};
+use crate::checks::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 use crate::config::login::{self, Credentials, Endpoint, Login, LoginKeys, LoginRules, Security};
 use crate::mail::credentials::{self, LoginSecret};

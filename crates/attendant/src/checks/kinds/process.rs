@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use rollcall_protocol::Status;
 use serde::Deserialize;
 
-use super::{Kind, Outcome, ServiceCheck};
+use crate::checks::{Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 
 /// How the config identifies the process.

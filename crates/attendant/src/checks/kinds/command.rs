@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::{parse_perfdata, Kind, Outcome, ServiceCheck};
+use crate::checks::{parse_perfdata, Kind, Outcome, ServiceCheck};
 use crate::config::fields::{usable_argv, TableCx};
 
 /// Plugins' output beyond this is cut: Nagios itself keeps only a few kB.
