@@ -287,3 +287,35 @@ fn missing_required_keys_are_named_with_the_other_problems() {
         ]
     );
 }
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key() {
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\ncheck = \"imap\"\naddress = \"h:143\"\nsecurity = \"ssl\"\n[[service]]\nname = \"b\"\ncheck = \"tcp\"\naddress = \"h:1\"\ntimeout = 5\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("attendant.toml:8: service[0].security: unknown variant `ssl`"), "{p:?}");
+    assert!(p[1].starts_with("attendant.toml:13: service[1].timeout: "), "{p:?}");
+}
+
+#[test]
+fn every_table_with_a_login_follows_the_same_rules() {
+    // A login name without a secret: the same problem in a check and in both probe tables.
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\ncheck = \"smtp\"\naddress = \"h:25\"\nuser = \"u\"\n[probe.mailbox]\nserver = \"h:143\"\nuser = \"u\"\n[probe.mail_loop]\nsmtp = \"h:25\"\nfrom = \"a@b\"\nto = \"a@b\"\nuser = \"u\"\n"
+    ));
+    let needs = "missing: a login as user needs password_file, password_command or oauth2_token_command";
+    assert_eq!(
+        p,
+        [
+            format!("attendant.toml:4: service[0].password_file: {needs}"),
+            format!("attendant.toml:9: probe.mailbox.password_file: {needs}"),
+            format!("attendant.toml:12: probe.mail_loop.password_file: {needs}"),
+        ]
+    );
+    // LDAP names its login bind_dn and has no OAuth2; a secret needs a login name.
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"d\"\ncheck = \"ldap\"\naddress = \"h:389\"\nbase = \"dc=x\"\npassword_command = [\"/bin/echo\", \"x\"]\n"
+    ));
+    assert_eq!(p, ["attendant.toml:4: service[0].bind_dn: missing: the password is for whom? set bind_dn"]);
+}
