@@ -207,8 +207,8 @@ fn service(
     seen: &mut std::collections::HashSet<String>,
 ) -> Option<Service> {
     // Missing keys are problems named with the rest, not parse errors.
-    let name = string_key(&mut table, "name", cx).unwrap_or_default();
-    let check = string_key(&mut table, "check", cx).unwrap_or_default();
+    let name = string_key(&mut table, "name", cx);
+    let check = string_key(&mut table, "check", cx);
     let timeout = match table.remove("timeout").map(|v| v.try_into::<Duration>()) {
         None => Some(DEFAULT_CHECK_TIMEOUT),
         Some(Ok(t)) if t.get().is_zero() => {
@@ -221,11 +221,12 @@ fn service(
             None
         }
     };
-    if name.trim().is_empty() {
-        cx.push("name", "must not be empty");
-    } else if !seen.insert(name.clone()) {
-        cx.push("name", format!("duplicate service name {name:?}"));
+    match &name {
+        Some(n) if n.trim().is_empty() => cx.push("name", "must not be empty"),
+        Some(n) if !seen.insert(n.clone()) => cx.push("name", format!("duplicate service name {n:?}")),
+        _ => {}
     }
+    let check = check?;
     let Some(kind) = kinds::find(&check) else {
         if check.is_empty() {
             cx.push_table(format!("missing: check = \"KIND\" (one of: {})", kinds::names()));
@@ -251,17 +252,19 @@ fn service(
     if foreign {
         return None;
     }
-    Some(Service { name, timeout: timeout?, check: parsed? })
+    Some(Service { name: name?, timeout: timeout?, check: parsed? })
 }
 
 /// What `rollcall_config` says of a key no table knows.
 const UNKNOWN_KEY: &str = "unknown key (check its spelling and section)";
 
-/// Takes the string `key` out of `table`; another type is a problem.
+/// Takes the string `key` out of `table` (empty when missing); another type is a problem,
+/// and then the answer is `None`.
 fn string_key(table: &mut toml::Table, key: &str, cx: &mut TableCx<'_, '_>) -> Option<String> {
-    match table.remove(key)? {
-        toml::Value::String(s) => Some(s),
-        other => {
+    match table.remove(key) {
+        None => Some(String::new()),
+        Some(toml::Value::String(s)) => Some(s),
+        Some(other) => {
             cx.push(key, format!("must be a string, not {}", other.type_str()));
             None
         }

@@ -296,6 +296,8 @@ fn a_value_of_the_wrong_type_is_named_by_its_key() {
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(p[0].starts_with("attendant.toml:8: service[0].security: unknown variant `ssl`"), "{p:?}");
     assert!(p[1].starts_with("attendant.toml:13: service[1].timeout: "), "{p:?}");
+    let p = problems(&format!("{MINIMAL}[[service]]\nname = 7\ncheck = \"tcp\"\naddress = \"h:1\"\n"));
+    assert_eq!(p, ["attendant.toml:5: service[0].name: must be a string, not integer"]);
 }
 
 #[test]
