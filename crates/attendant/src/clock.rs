@@ -1,4 +1,5 @@
-//! The attendant's clock: the time it reports, and (later) the corrections it accepts.
+//! The attendant's clock: the time it reports, and the offset a clock order moves when
+//! the clock is virtual (`clock_keeper` decides whether an order is applied).
 //!
 //! `clock = "virtual"` keeps an offset inside the attendant instead of touching the OS
 //! clock, so tests and demos can run drifted servers without ever changing the machine's

@@ -9,8 +9,8 @@
 //! [`STEP_THRESHOLD`] are slewed, larger ones stepped. Every outcome is posted as probe
 //! `clock`; `clock = "virtual"` applies the same rules to the in-process offset.
 
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::VerifyingKey;
@@ -75,7 +75,7 @@ pub fn decide(correction_us: i64, max_step: Duration, steps_last_hour: usize, nt
 /// Checks and applies clock orders for one attendant.
 pub struct ClockKeeper {
     /// The poller's key and `max_clock_step`: both follow config reloads.
-    settings: std::sync::RwLock<(Option<VerifyingKey>, Duration)>,
+    settings: RwLock<(Option<VerifyingKey>, Duration)>,
     system: Option<Box<dyn SystemClock>>,
     nonces: Mutex<HashMap<String, Instant>>,
     steps: Mutex<VecDeque<Instant>>,
@@ -85,7 +85,7 @@ impl ClockKeeper {
     /// `system` is the OS clock for `clock = "system"`, `None` for the virtual clock.
     pub fn new(key: Option<VerifyingKey>, max_step: Duration, system: Option<Box<dyn SystemClock>>) -> ClockKeeper {
         ClockKeeper {
-            settings: std::sync::RwLock::new((key, max_step)),
+            settings: RwLock::new((key, max_step)),
             system,
             nonces: Mutex::new(HashMap::new()),
             steps: Mutex::new(VecDeque::new()),
@@ -94,10 +94,7 @@ impl ClockKeeper {
 
     /// Installs a new poller key and step limit (config reloaded).
     pub fn reconfigure(&self, key: Option<VerifyingKey>, max_step: Duration) {
-        match self.settings.write() {
-            Ok(mut k) => *k = (key, max_step),
-            Err(p) => *p.into_inner() = (key, max_step),
-        }
+        *self.settings.write() = (key, max_step);
     }
 
     /// Handles one order; answers the HTTP status and reply, and posts probe `clock`.
@@ -139,10 +136,7 @@ impl ClockKeeper {
         let reject = |status: u16, correction_ms: f64, reason: String| {
             (status, ClockReply { outcome: Outcome::Rejected, method: None, correction_ms, reason })
         };
-        let (key, max_step) = match self.settings.read() {
-            Ok(k) => *k,
-            Err(p) => *p.into_inner(),
-        };
+        let (key, max_step) = *self.settings.read();
         let Some(key) = &key else {
             return reject(
                 403,
@@ -172,20 +166,14 @@ impl ClockKeeper {
             );
         }
         {
-            let mut nonces = match self.nonces.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
+            let mut nonces = self.nonces.lock();
             let now = Instant::now();
             nonces.retain(|_, seen| now.duration_since(*seen) < 2 * ORDER_WINDOW);
             if nonces.insert(order.nonce.clone(), now).is_some() {
                 return reject(401, correction_ms, "replayed order: this nonce was already used".into());
             }
         }
-        let mut steps = match self.steps.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut steps = self.steps.lock();
         let now = Instant::now();
         while steps.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600)) {
             steps.pop_front();

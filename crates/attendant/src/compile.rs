@@ -1,103 +1,55 @@
-//! Builds the compilation: query-time checks, cached host usage and probe results, the
-//! clock, and the deficiencies derived from all of them.
-
-use std::sync::{Arc, RwLock};
+//! Builds the compilation (SPEC section 2) from what the attendant gathered: query-time
+//! check results, the probe board's latest results, cached host usage and the clock, and
+//! derives the deficiencies from all of them.
+//!
+//! Rules: pure functions, no I/O and no waiting, so a compilation costs what its checks
+//! cost; a deficiency comes only from a status that has a severity or a disk over its
+//! threshold.
 
 use chrono::{DateTime, Utc};
 use rollcall_protocol::{
     AttendantInfo, CheckResult, Compilation, Deficiency, HostUsage, ProbeResult, Severity, TimeReport, SCHEMA_VERSION,
 };
 
-use crate::checks;
-use crate::clock::{self, Clock};
-use crate::clock_keeper::{ClockKeeper, OsClock, SystemClock};
-use crate::config::{AttendantConfig, HostThresholds};
-use crate::host::HostCache;
-use crate::probe_board::ProbeBoard;
+use crate::config::HostThresholds;
 
-/// Everything the attendant needs to answer a query. The config can be swapped on SIGHUP;
-/// a query in progress keeps the config it started with.
-pub struct Attendant {
-    config: RwLock<Arc<AttendantConfig>>,
-    pub clock: Clock,
-    /// Latest results of the background probes.
-    pub probes: ProbeBoard,
-    /// Checks and applies the poller's clock orders.
-    pub clock_keeper: ClockKeeper,
-    host: HostCache,
-    hostname: String,
-    zone: Option<String>,
+/// Everything one compilation is made of.
+pub struct Parts {
+    pub name: String,
+    pub hostname: String,
+    /// The IANA zone name, when known.
+    pub zone: Option<String>,
+    /// When the query arrived and the attendant's time now (also `replied_at`).
+    pub received_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+    pub services: Vec<CheckResult>,
+    pub probes: Vec<ProbeResult>,
+    pub host: HostUsage,
 }
 
-impl Attendant {
-    pub fn new(config: AttendantConfig, host: HostCache) -> Attendant {
-        let (clock, system): (Clock, Option<Box<dyn SystemClock>>) = match config.clock {
-            clock::ClockMode::Virtual => (Clock::virtual_with_offset(config.clock_offset_us), None),
-            clock::ClockMode::System => {
-                let os = OsClock;
-                if config.poller_public_key.is_some() && !os.may_set_time() {
-                    tracing::warn!(server = %config.name, "clock = \"system\" but the attendant lacks CAP_SYS_TIME: clock orders will be refused");
-                }
-                (Clock::system(), Some(Box::new(os)))
-            }
-        };
-        let clock_keeper = ClockKeeper::new(public_key(&config), config.max_clock_step.get(), system);
-        Attendant {
-            config: RwLock::new(Arc::new(config)),
-            clock,
-            probes: ProbeBoard::default(),
-            clock_keeper,
-            host,
-            hostname: crate::config::hostname(),
-            zone: clock::zone().1,
-        }
+/// The compilation of `parts`, deficiencies judged against `limits`.
+pub fn compilation(parts: Parts, limits: &HostThresholds) -> Compilation {
+    let deficiencies = deficiencies(&parts.services, &parts.probes, &parts.host, limits);
+    let utc_offset_seconds = chrono::Local::now().offset().local_minus_utc();
+    Compilation {
+        schema_version: SCHEMA_VERSION,
+        attendant: AttendantInfo {
+            name: parts.name,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            hostname: parts.hostname,
+        },
+        time: TimeReport {
+            utc: parts.now,
+            utc_offset_seconds,
+            zone: parts.zone,
+            received_at: parts.received_at,
+            replied_at: parts.now,
+        },
+        services: parts.services,
+        probes: parts.probes,
+        host: parts.host,
+        deficiencies,
     }
-
-    pub fn config(&self) -> Arc<AttendantConfig> {
-        match self.config.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Installs a new config; the next compilation uses it.
-    pub fn replace_config(&self, new: AttendantConfig) {
-        self.clock_keeper.reconfigure(public_key(&new), new.max_clock_step.get());
-        match self.config.write() {
-            Ok(mut c) => *c = Arc::new(new),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(new),
-        }
-    }
-
-    /// The whole compilation. `replied_at` is stamped here; the caller serializes at once.
-    pub async fn compile(&self, received_at: DateTime<Utc>) -> Compilation {
-        let config = self.config();
-        let services = checks::run_all(&config.services, &self.clock).await;
-        let probes = self.probes.snapshot();
-        let host = self.host.latest();
-        let deficiencies = deficiencies(&services, &probes, &host, &config.host);
-        let utc_offset_seconds = chrono::Local::now().offset().local_minus_utc();
-        let now = self.clock.now();
-        Compilation {
-            schema_version: SCHEMA_VERSION,
-            attendant: AttendantInfo {
-                name: config.name.clone(),
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                hostname: self.hostname.clone(),
-            },
-            time: TimeReport { utc: now, utc_offset_seconds, zone: self.zone.clone(), received_at, replied_at: now },
-            services,
-            probes,
-            host,
-            deficiencies,
-        }
-    }
-}
-
-/// The poller's key; the config was validated, so a bad line cannot reach here.
-fn public_key(config: &AttendantConfig) -> Option<ed25519_dalek::VerifyingKey> {
-    let line = config.poller_public_key.as_deref()?;
-    rollcall_protocol::clock_order::parse_public_key(line).ok()
 }
 
 /// Every warning or critical service and probe, and disks over their thresholds.

@@ -1,7 +1,14 @@
-//! `attendant.toml` (SPEC section 7): parsed strictly, then validated as a whole.
+//! `attendant.toml` (SPEC section 7): parsed strictly, then validated as a whole into
+//! [`AttendantConfig`].
 //!
-//! Unknown keys are errors naming key and line; every contradiction is reported at once;
-//! the token is read here, so a missing token file stops start-up instead of the first poll.
+//! Rules: unknown keys are errors naming key and line; every contradiction is reported at
+//! once ([`rollcall_config::ConfigError::problems`]); the token is read here, so a missing
+//! token file stops start-up instead of the first poll. This room owns every table of the
+//! file: the top level and `[host]` here, `[probe]` in `probes`, the login/endpoint keys
+//! in `login` (one type, one validator), single values in `fields`. A `[[service]]` is
+//! read here up to its `check`; its kind's own keys go to that kind's `parse` in
+//! `checks::kinds`, which uses `fields` and `login` (leaves that import nothing of
+//! the crate but each other).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,8 +16,15 @@ use std::path::{Path, PathBuf};
 use rollcall_config::{ConfigError, Duration, Located, Secret, SecretSource};
 use serde::Deserialize;
 
-pub use crate::checks::ProcessMatch;
+pub mod fields;
+pub mod login;
+pub mod probes;
+
+use crate::checks::{kinds, Service};
 pub use crate::clock::ClockMode;
+use fields::TableCx;
+pub use login::{Credentials, Endpoint, Login, SecretFrom, Security};
+pub use probes::{MailLoopProbe, MailboxProbe, ProbesConfig};
 
 /// Default time a check may take.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,44 +42,17 @@ struct Raw {
     poller_public_key: Option<String>,
     #[serde(default)]
     host: RawHost,
+    /// Read key by key: the common keys here, the rest by the check kind's `parse`.
     #[serde(default, rename = "service")]
-    services: Vec<RawService>,
+    services: Vec<toml::Table>,
     #[serde(default)]
-    probe: crate::probes::settings::RawProbes,
+    probe: probes::RawProbes,
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct RawHost {
     disk_warning_percent: Option<f64>,
     disk_critical_percent: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawService {
-    // Missing keys are validation problems (named with the rest), not parse errors.
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    check: String,
-    timeout: Option<Duration>,
-    unit: Option<String>,
-    process: Option<String>,
-    pidfile: Option<PathBuf>,
-    address: Option<String>,
-    expect: Option<String>,
-    command: Option<Vec<String>>,
-    security: Option<crate::probes::Security>,
-    ca_file: Option<PathBuf>,
-    user: Option<String>,
-    password_file: Option<PathBuf>,
-    password_command: Option<Vec<String>>,
-    oauth2_token_command: Option<Vec<String>>,
-    bind_dn: Option<String>,
-    base: Option<String>,
-    filter: Option<String>,
-    url: Option<String>,
-    expect_status: Option<u16>,
-    body: Option<String>,
 }
 
 /// How the attendant knows a query comes from its poller.
@@ -91,7 +78,7 @@ pub struct AttendantConfig {
     pub host: HostThresholds,
     pub services: Vec<Service>,
     /// The `[probe]` table: the synthetic user's mailbox and mail-loop probes.
-    pub probes: crate::probes::ProbesConfig,
+    pub probes: ProbesConfig,
 }
 
 /// When disk usage becomes a deficiency.
@@ -100,88 +87,6 @@ pub struct HostThresholds {
     pub disk_warning_percent: f64,
     pub disk_critical_percent: f64,
 }
-
-/// One entry of the services list.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Service {
-    pub name: String,
-    pub timeout: Duration,
-    pub check: Check,
-}
-
-/// How one service's status is determined.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Check {
-    Tcp {
-        address: String,
-        expect: Option<String>,
-    },
-    Process(ProcessMatch),
-    Command {
-        argv: Vec<String>,
-    },
-    Systemd {
-        unit: String,
-    },
-    /// Greeting, STARTTLS when configured, optional login.
-    Imap {
-        endpoint: crate::probes::Endpoint,
-        login: Option<crate::probes::Credentials>,
-    },
-    /// Greeting, EHLO, STARTTLS when configured, optional AUTH.
-    Smtp {
-        endpoint: crate::probes::Endpoint,
-        login: Option<crate::probes::Credentials>,
-    },
-    /// Bind (anonymous, or as `bind` with its password) and a base search of `base`.
-    Ldap {
-        endpoint: crate::probes::Endpoint,
-        bind: Option<crate::probes::Credentials>,
-        base: String,
-        filter: String,
-    },
-    /// A GET of `url`: the status (exactly `expect_status`, else any 2xx/3xx) and, when
-    /// given, a string the body must contain.
-    Http {
-        url: String,
-        expect_status: Option<u16>,
-        body: Option<String>,
-    },
-}
-
-impl Check {
-    /// The `check` key's value, reported in the compilation.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Check::Tcp { .. } => "tcp",
-            Check::Process(_) => "process",
-            Check::Command { .. } => "command",
-            Check::Systemd { .. } => "systemd",
-            Check::Imap { .. } => "imap",
-            Check::Smtp { .. } => "smtp",
-            Check::Ldap { .. } => "ldap",
-            Check::Http { .. } => "http",
-        }
-    }
-}
-
-/// Keys each check kind accepts besides `name`, `check` and `timeout`.
-const KEYS: &[(&str, &[&str])] = &[
-    ("tcp", &["address", "expect"]),
-    ("process", &["process", "pidfile"]),
-    ("command", &["command"]),
-    ("systemd", &["unit"]),
-    ("imap", MAIL_KEYS),
-    ("smtp", MAIL_KEYS),
-    ("ldap", &["address", "security", "ca_file", "bind_dn", "password_file", "password_command", "base", "filter"]),
-    ("http", &["url", "expect_status", "body"]),
-];
-
-/// Every check kind, for error messages.
-const AVAILABLE: &str = "tcp, process, command, systemd, imap, smtp, ldap, http";
-
-const MAIL_KEYS: &[&str] =
-    &["address", "security", "ca_file", "user", "password_file", "password_command", "oauth2_token_command"];
 
 impl AttendantConfig {
     /// Reads and validates `path`.
@@ -264,137 +169,14 @@ impl AttendantConfig {
 
         let mut services = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (i, s) in raw.services.iter().enumerate() {
-            let at = |k: &str| format!("service[{i}].{k}");
-            if s.name.trim().is_empty() {
-                p.push(at("name"), "must not be empty");
-            } else if !seen.insert(s.name.clone()) {
-                p.push(at("name"), format!("duplicate service name {:?}", s.name));
-            }
-            let timeout = s.timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT);
-            if timeout.get().is_zero() {
-                p.push(at("timeout"), "must be longer than 0");
-            }
-            let Some((_, allowed)) = KEYS.iter().find(|(k, _)| *k == s.check) else {
-                if s.check.is_empty() {
-                    p.push(format!("service[{i}]"), format!("missing: check = \"KIND\" (one of: {AVAILABLE})"));
-                } else {
-                    p.push(at("check"), format!("unknown check {:?} (expected one of: {AVAILABLE})", s.check));
-                }
-                continue;
-            };
-            for (key, set) in [
-                ("unit", s.unit.is_some()),
-                ("process", s.process.is_some()),
-                ("pidfile", s.pidfile.is_some()),
-                ("address", s.address.is_some()),
-                ("expect", s.expect.is_some()),
-                ("command", s.command.is_some()),
-                ("security", s.security.is_some()),
-                ("ca_file", s.ca_file.is_some()),
-                ("user", s.user.is_some()),
-                ("url", s.url.is_some()),
-                ("expect_status", s.expect_status.is_some()),
-                ("body", s.body.is_some()),
-                ("password_file", s.password_file.is_some()),
-                ("password_command", s.password_command.is_some()),
-                ("oauth2_token_command", s.oauth2_token_command.is_some()),
-                ("bind_dn", s.bind_dn.is_some()),
-                ("base", s.base.is_some()),
-                ("filter", s.filter.is_some()),
-            ] {
-                if set && !allowed.contains(&key) {
-                    p.push(at(key), format!("not a key of check = {:?} (its keys: {})", s.check, allowed.join(", ")));
-                }
-            }
-            let check = match s.check.as_str() {
-                "tcp" => match &s.address {
-                    Some(a) if valid_host_port(a) => Some(Check::Tcp { address: a.clone(), expect: s.expect.clone() }),
-                    Some(a) => {
-                        p.push(at("address"), format!("{a:?} is not HOST:PORT"));
-                        None
-                    }
-                    None => {
-                        p.push(at("address"), "missing: check = \"tcp\" needs address = \"HOST:PORT\"");
-                        None
-                    }
-                },
-                "process" => match (&s.process, &s.pidfile) {
-                    (Some(n), None) if !n.is_empty() => Some(Check::Process(ProcessMatch::Name(n.clone()))),
-                    (None, Some(f)) => Some(Check::Process(ProcessMatch::Pidfile(loc.resolve(f)))),
-                    (Some(_), Some(_)) => {
-                        p.push(at("process"), "set together with pidfile; choose one");
-                        None
-                    }
-                    _ => {
-                        p.push(
-                            at("process"),
-                            "missing: check = \"process\" needs process = \"NAME\" or pidfile = \"PATH\"",
-                        );
-                        None
-                    }
-                },
-                "command" => {
-                    match &s.command {
-                        Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
-                            Some(Check::Command { argv: argv.clone() })
-                        }
-                        _ => {
-                            p.push(at("command"), "missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]");
-                            None
-                        }
-                    }
-                }
-                "imap" | "smtp" | "ldap" => crate::probes::settings::mail_check(
-                    &s.check,
-                    crate::probes::settings::RawCheckKeys {
-                        address: s.address.as_deref(),
-                        security: s.security,
-                        ca_file: s.ca_file.as_deref(),
-                        user: s.user.as_deref(),
-                        secret: crate::probes::settings::RawSecret {
-                            password_file: s.password_file.clone(),
-                            password_command: s.password_command.clone(),
-                            oauth2_token_command: s.oauth2_token_command.clone(),
-                        },
-                        bind_dn: s.bind_dn.as_deref(),
-                        base: s.base.as_deref(),
-                        filter: s.filter.as_deref(),
-                    },
-                    &loc,
-                    &mut p,
-                    &at,
-                ),
-                "http" => match &s.url {
-                    Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => {
-                        if s.expect_status.is_some_and(|c| !(100..=599).contains(&c)) {
-                            p.push(at("expect_status"), "must be an HTTP status code (100 to 599)");
-                        }
-                        Some(Check::Http { url: u.clone(), expect_status: s.expect_status, body: s.body.clone() })
-                    }
-                    Some(u) => {
-                        p.push(at("url"), format!("{u:?} is not an http:// or https:// URL"));
-                        None
-                    }
-                    None => {
-                        p.push(at("url"), "missing: check = \"http\" needs url = \"http://HOST/PATH\"");
-                        None
-                    }
-                },
-                _ => match &s.unit {
-                    Some(u) if !u.is_empty() => Some(Check::Systemd { unit: u.clone() }),
-                    _ => {
-                        p.push(at("unit"), "missing: check = \"systemd\" needs unit = \"NAME.service\"");
-                        None
-                    }
-                },
-            };
-            if let Some(check) = check {
-                services.push(Service { name: s.name.clone(), timeout, check });
+        for (i, table) in raw.services.into_iter().enumerate() {
+            let mut cx = TableCx::new(&loc, &mut p, format!("service[{i}]"));
+            if let Some(s) = service(table, &mut cx, &mut seen) {
+                services.push(s);
             }
         }
 
-        let probes = raw.probe.validate(&loc, &mut p);
+        let probes = raw.probe.validate(&mut TableCx::new(&loc, &mut p, "probe"));
         let max_clock_step = raw.max_clock_step.unwrap_or(Duration::from_secs(1000));
         if let Some(k) = &raw.poller_public_key {
             if let Err(e) = rollcall_protocol::clock_order::parse_public_key(k) {
@@ -403,7 +185,7 @@ impl AttendantConfig {
         }
         p.finish()?;
         Ok(AttendantConfig {
-            name: raw.name.unwrap_or_else(hostname),
+            name: raw.name.unwrap_or_else(crate::host::hostname),
             listen,
             auth,
             clock,
@@ -417,6 +199,78 @@ impl AttendantConfig {
     }
 }
 
+/// One `[[service]]`: `name`, `check` and `timeout` here, the rest by its kind; `None`
+/// when a problem was pushed. `seen` holds the names read so far.
+fn service(
+    mut table: toml::Table,
+    cx: &mut TableCx<'_, '_>,
+    seen: &mut std::collections::HashSet<String>,
+) -> Option<Service> {
+    // Missing keys are problems named with the rest, not parse errors.
+    let name = string_key(&mut table, "name", cx);
+    let check = string_key(&mut table, "check", cx);
+    let timeout = match table.remove("timeout").map(|v| v.try_into::<Duration>()) {
+        None => Some(DEFAULT_CHECK_TIMEOUT),
+        Some(Ok(t)) if t.get().is_zero() => {
+            cx.push("timeout", "must be longer than 0");
+            None
+        }
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            cx.push("timeout", e.message().trim());
+            None
+        }
+    };
+    match &name {
+        Some(n) if n.trim().is_empty() => cx.push("name", "must not be empty"),
+        Some(n) if !seen.insert(n.clone()) => cx.push("name", format!("duplicate service name {n:?}")),
+        _ => {}
+    }
+    let check = check?;
+    let Some(kind) = kinds::find(&check) else {
+        if check.is_empty() {
+            cx.push_table(format!("missing: check = \"KIND\" (one of: {})", kinds::names()));
+        } else {
+            cx.push("check", format!("unknown check {check:?} (expected one of: {})", kinds::names()));
+        }
+        for key in table.keys().filter(|k| !kinds::known_key(k)) {
+            cx.push(key, UNKNOWN_KEY);
+        }
+        return None;
+    };
+    let mut foreign = false;
+    for key in table.keys().filter(|k| !kind.reads(k)) {
+        foreign = true;
+        if kinds::known_key(key) {
+            cx.push(key, format!("not a key of check = {check:?} (its keys: {})", kind.keys.join(", ")));
+        } else {
+            cx.push(key, UNKNOWN_KEY);
+        }
+    }
+    table.retain(|k, _| kind.reads(k));
+    let parsed = (kind.parse)(&table, cx);
+    if foreign {
+        return None;
+    }
+    Some(Service { name: name?, timeout: timeout?, check: parsed? })
+}
+
+/// What `rollcall_config` says of a key no table knows.
+const UNKNOWN_KEY: &str = "unknown key (check its spelling and section)";
+
+/// Takes the string `key` out of `table` (empty when missing); another type is a problem,
+/// and then the answer is `None`.
+fn string_key(table: &mut toml::Table, key: &str, cx: &mut TableCx<'_, '_>) -> Option<String> {
+    match table.remove(key) {
+        None => Some(String::new()),
+        Some(toml::Value::String(s)) => Some(s),
+        Some(other) => {
+            cx.push(key, format!("must be a string, not {}", other.type_str()));
+            None
+        }
+    }
+}
+
 /// `"45s"`, `"-3s"`, `"1m 30s"` as signed microseconds.
 fn parse_signed_us(s: &str) -> Result<i64, String> {
     let (neg, body) = match s.trim().strip_prefix('-') {
@@ -426,22 +280,6 @@ fn parse_signed_us(s: &str) -> Result<i64, String> {
     let d: Duration = body.parse()?;
     let us = i64::try_from(d.get().as_micros()).map_err(|_| format!("{s:?} is too large"))?;
     Ok(if neg { -us } else { us })
-}
-
-pub(crate) fn valid_host_port(a: &str) -> bool {
-    match a.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
-        None => false,
-    }
-}
-
-/// The machine's hostname, the default attendant name.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

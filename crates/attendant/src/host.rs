@@ -1,9 +1,10 @@
 //! Host usage: uptime, load, CPU, memory, disks. Sampled in the background and cached, so
-//! answering a query costs a copy, not a scan of /proc.
+//! answering a query costs a copy, not a scan of /proc. Also the machine's hostname.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use rollcall_protocol::{Disk, HostUsage, Memory};
 use sysinfo::{CpuRefreshKind, Disks, MemoryRefreshKind, RefreshKind, System};
 use tokio_util::sync::CancellationToken;
@@ -17,13 +18,11 @@ pub struct HostCache(Arc<RwLock<HostUsage>>);
 
 impl HostCache {
     pub fn latest(&self) -> HostUsage {
-        self.0.read().map(|h| h.clone()).unwrap_or_default()
+        self.0.read().clone()
     }
 
     fn set(&self, h: HostUsage) {
-        if let Ok(mut g) = self.0.write() {
-            *g = h;
-        }
+        *self.0.write() = h;
     }
 
     /// Takes a first sample now and keeps sampling until `stop` is cancelled.
@@ -51,6 +50,16 @@ impl HostCache {
         });
         cache
     }
+}
+
+/// The machine's hostname (`/proc/sys/kernel/hostname`), else `localhost`: the default
+/// attendant name, the compilation's `hostname` and the SMTP `EHLO` name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 struct Sampler {

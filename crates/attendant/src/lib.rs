@@ -1,116 +1,28 @@
 //! The attendant: runs on every monitored server and answers its poller's one query with
 //! one compilation of everything about that server (SPEC section 2).
 //!
-//! Layout: `config` (attendant.toml), `checks` (service checks run at query time), `host`
-//! (cached host usage), `clock` (system or virtual time), `compile` (builds the document),
-//! `server` (HTTP, auth, limits), `listener` (connection cap).
+//! Rooms (docs/architecture.md draws them and what each may import): `lifecycle` (start,
+//! SIGHUP reload, stop), `attendant` (the [`Attendant`] and its query), `config`
+//! (attendant.toml: every table and its validation), `checks` (service checks run at query
+//! time, one file per kind), `probes` (the synthetic user's background probes), `mail`
+//! (the IMAP/SMTP/TLS clients and login secrets both use), `probe_board` (latest probe
+//! results), `compile` (builds the document), `host` (cached host usage), `clock` and
+//! `clock_keeper` (the reported time and the poller's clock orders), `server` (HTTP,
+//! auth, limits).
 
+pub mod attendant;
 pub mod checks;
 pub mod clock;
 pub mod clock_keeper;
 pub mod compile;
 pub mod config;
 pub mod host;
+pub mod lifecycle;
+pub mod mail;
 pub mod probe_board;
 pub mod probes;
 pub mod server;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use anyhow::Context;
-use tokio_util::sync::CancellationToken;
-
-pub use compile::Attendant;
+pub use attendant::Attendant;
 pub use config::AttendantConfig;
-
-/// Runs an attendant from its config file until `stop` is cancelled; SIGHUP reloads the
-/// file (an invalid new file is logged and the running config kept).
-pub async fn run(config_path: PathBuf, stop: CancellationToken) -> anyhow::Result<()> {
-    // Before anything else: until a handler exists, SIGHUP's default action kills us.
-    let hup = hangup_signal();
-    let config = AttendantConfig::load(&config_path)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    run_on_with(config_path, config, listener, hup, stop).await
-}
-
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; config reload is disabled");
-            None
-        }
-    }
-}
-
-/// Like [`run`], on a listener the caller bound (tests and the demo bind port 0).
-pub async fn run_on(
-    config_path: PathBuf,
-    config: AttendantConfig,
-    listener: tokio::net::TcpListener,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    run_on_with(config_path, config, listener, hangup_signal(), stop).await
-}
-
-async fn run_on_with(
-    config_path: PathBuf,
-    config: AttendantConfig,
-    listener: tokio::net::TcpListener,
-    hup: Option<tokio::signal::unix::Signal>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let name = config.name.clone();
-    let attendant = start(config, stop.clone());
-    tracing::info!(server = %name, listen = %listener.local_addr()?, "attendant started");
-    let reload = tokio::spawn(reload_on_sighup(config_path, attendant.clone(), hup, stop.clone()));
-    server::serve(listener, attendant, stop).await?;
-    reload.abort();
-    tracing::info!(server = %name, "attendant stopped");
-    Ok(())
-}
-
-/// Builds the attendant and its background samplers; serve it with [`server::serve`].
-pub fn start(config: AttendantConfig, stop: CancellationToken) -> Arc<Attendant> {
-    let host = host::HostCache::start(stop.clone());
-    let attendant = Arc::new(Attendant::new(config, host));
-    // The mailbox and mail-loop probes; they follow SIGHUP reloads of the [probe] table.
-    probes::spawn(attendant.clone(), stop);
-    attendant
-}
-
-async fn reload_on_sighup(
-    path: PathBuf,
-    attendant: Arc<Attendant>,
-    hup: Option<tokio::signal::unix::Signal>,
-    stop: CancellationToken,
-) {
-    let Some(mut hup) = hup else { return };
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            got = hup.recv() => if got.is_none() { return },
-        }
-        let old = attendant.config();
-        match AttendantConfig::load(&path) {
-            Ok(new) => {
-                if new.listen != old.listen {
-                    tracing::warn!(server = %old.name, old = %old.listen, new = %new.listen, "listen changed; it takes effect at the next restart");
-                }
-                if new.clock != old.clock || new.clock_offset_us != old.clock_offset_us {
-                    tracing::warn!(server = %old.name, "clock settings changed; they take effect at the next restart");
-                }
-                tracing::info!(server = %new.name, services = new.services.len(), "config reloaded");
-                attendant.replace_config(new);
-            }
-            Err(e) => {
-                for line in e.problems() {
-                    tracing::error!(server = %old.name, "config reload refused, keeping the running config: {line}");
-                }
-            }
-        }
-    }
-}
+pub use lifecycle::{run, run_on, start};

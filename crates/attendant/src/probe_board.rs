@@ -1,9 +1,12 @@
 //! The latest result of every background probe, read by each compilation.
 //!
-//! Probes (the mailbox probes, the clock) run on their own schedules and post here; a
-//! query never waits for a probe, it reports the last result with its `observed_at`.
+//! The mailbox and mail-loop probes post here on their own schedules, the clock keeper
+//! after each clock order (probe `clock`); a query never waits for a probe, it reports the
+//! last result with its `observed_at`. Results are kept by name: one per probe.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use rollcall_protocol::ProbeResult;
 
@@ -14,10 +17,7 @@ pub struct ProbeBoard(Arc<RwLock<Vec<ProbeResult>>>);
 impl ProbeBoard {
     /// Replaces the result of the probe with the same name, or adds it.
     pub fn report(&self, result: ProbeResult) {
-        let mut g = match self.0.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut g = self.0.write();
         match g.iter_mut().find(|p| p.name == result.name) {
             Some(slot) => *slot = result,
             None => g.push(result),
@@ -26,21 +26,17 @@ impl ProbeBoard {
 
     /// Forgets a probe (its config was removed).
     pub fn remove(&self, name: &str) {
-        match self.0.write() {
-            Ok(mut g) => g.retain(|p| p.name != name),
-            Err(p) => p.into_inner().retain(|p| p.name != name),
-        }
+        self.0.write().retain(|p| p.name != name);
     }
 
+    /// The latest result of the probe `name`, if it has reported since it (re)started.
     pub fn get(&self, name: &str) -> Option<ProbeResult> {
-        self.0.read().ok()?.iter().find(|p| p.name == name).cloned()
+        self.0.read().iter().find(|p| p.name == name).cloned()
     }
 
+    /// Every probe's latest result, in first-report order (what a compilation shows).
     pub fn snapshot(&self) -> Vec<ProbeResult> {
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.0.read().clone()
     }
 }
 

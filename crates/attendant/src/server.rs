@@ -1,4 +1,5 @@
-//! The attendant's HTTP face: `GET /v1/compilation`, authenticated, bounded.
+//! The attendant's HTTP face: `GET /v1/compilation` and `POST /v1/clock` (a signed clock
+//! order), both behind the same Bearer check, bounded in connections, time and body size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::Attendant;
+use crate::attendant::Attendant;
 use crate::config::Auth;
 use rollcall_protocol::clock_order::SignedOrder;
 

@@ -131,11 +131,11 @@ impl SystemClock for Arc<FakeOs> {
         !self.no_cap.load(Ordering::Relaxed)
     }
     fn slew(&self, us: i64) -> Result<(), String> {
-        self.calls.lock().unwrap().push(("slew", us));
+        self.calls.lock().push(("slew", us));
         Ok(())
     }
     fn step(&self, us: i64) -> Result<(), String> {
-        self.calls.lock().unwrap().push(("step", us));
+        self.calls.lock().push(("step", us));
         Ok(())
     }
 }
@@ -169,7 +169,7 @@ fn the_system_path_slews_steps_and_rate_limits_without_touching_the_real_clock()
     let r = f.keeper.handle(&o, &f.clock, "a", &f.board).1;
     assert_eq!(r.outcome, Outcome::Refused, "{}", r.reason);
     assert_eq!(
-        *os.calls.lock().unwrap(),
+        *os.calls.lock(),
         [("slew", 50_000), ("step", 2_000_000), ("step", -2_000_000), ("step", 3_000_000), ("step", 4_000_000)]
     );
 }
@@ -191,5 +191,5 @@ fn the_system_path_refuses_under_ntp_or_without_cap_sys_time() {
         &f.key,
     );
     assert!(f.keeper.handle(&o, &f.clock, "a", &f.board).1.reason.contains("CAP_SYS_TIME"));
-    assert!(os.calls.lock().unwrap().is_empty());
+    assert!(os.calls.lock().is_empty());
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::checks::kinds::imap::ImapCheck;
 
 fn parse(text: &str) -> Result<AttendantConfig, ConfigError> {
     AttendantConfig::parse("attendant.toml", text)
@@ -212,10 +213,11 @@ to = \"probe@example.org\"
     let c = AttendantConfig::parse(file.to_str().unwrap(), &text).unwrap();
     let kinds: Vec<&str> = c.services.iter().map(|s| s.check.kind()).collect();
     assert_eq!(kinds, ["imap", "smtp", "ldap"]);
-    match &c.services[0].check {
-        Check::Imap { endpoint, login: Some(l) } => {
-            assert_eq!(endpoint.security, crate::probes::Security::Starttls);
-            assert_eq!(l.secret, crate::probes::SecretFrom::File(dir.path().join("pw")));
+    let check: &dyn std::any::Any = c.services[0].check.as_ref();
+    match check.downcast_ref::<crate::checks::kinds::imap::ImapCheck>() {
+        Some(ImapCheck { login: Login { endpoint, credentials: Some(l) } }) => {
+            assert_eq!(endpoint.security, Security::Starttls);
+            assert_eq!(l.secret, SecretFrom::File(dir.path().join("pw")));
         }
         other => panic!("{other:?}"),
     }
@@ -284,4 +286,38 @@ fn missing_required_keys_are_named_with_the_other_problems() {
             "attendant.toml:7: service[1].name: must not be empty",
         ]
     );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key() {
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\ncheck = \"imap\"\naddress = \"h:143\"\nsecurity = \"ssl\"\n[[service]]\nname = \"b\"\ncheck = \"tcp\"\naddress = \"h:1\"\ntimeout = 5\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("attendant.toml:8: service[0].security: unknown variant `ssl`"), "{p:?}");
+    assert!(p[1].starts_with("attendant.toml:13: service[1].timeout: "), "{p:?}");
+    let p = problems(&format!("{MINIMAL}[[service]]\nname = 7\ncheck = \"tcp\"\naddress = \"h:1\"\n"));
+    assert_eq!(p, ["attendant.toml:5: service[0].name: must be a string, not integer"]);
+}
+
+#[test]
+fn every_table_with_a_login_follows_the_same_rules() {
+    // A login name without a secret: the same problem in a check and in both probe tables.
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\ncheck = \"smtp\"\naddress = \"h:25\"\nuser = \"u\"\n[probe.mailbox]\nserver = \"h:143\"\nuser = \"u\"\n[probe.mail_loop]\nsmtp = \"h:25\"\nfrom = \"a@b\"\nto = \"a@b\"\nuser = \"u\"\n"
+    ));
+    let needs = "missing: a login as user needs password_file, password_command or oauth2_token_command";
+    assert_eq!(
+        p,
+        [
+            format!("attendant.toml:4: service[0].password_file: {needs}"),
+            format!("attendant.toml:9: probe.mailbox.password_file: {needs}"),
+            format!("attendant.toml:12: probe.mail_loop.password_file: {needs}"),
+        ]
+    );
+    // LDAP names its login bind_dn and has no OAuth2; a secret needs a login name.
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"d\"\ncheck = \"ldap\"\naddress = \"h:389\"\nbase = \"dc=x\"\npassword_command = [\"/bin/echo\", \"x\"]\n"
+    ));
+    assert_eq!(p, ["attendant.toml:4: service[0].bind_dn: missing: the password is for whom? set bind_dn"]);
 }

@@ -10,7 +10,6 @@
 //! Every network step is bounded by `timeout`; results go to the probe board, so a query
 //! never waits for the mail server.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -18,11 +17,11 @@ use rollcall_protocol::{ProbeResult, Status};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::credentials;
-use super::imap::{Imap, MailboxState};
-use super::mail_loop::LoopWatch;
-use super::settings::MailboxProbe;
-use crate::compile::Attendant;
+use super::loop_watch::{probe_tag, LoopWatch};
+use super::ProbeContext;
+use crate::config::MailboxProbe;
+use crate::mail::credentials;
+use crate::mail::imap::{Imap, ImapError, MailboxState};
 
 /// Most messages read in one round; the rest wait for the next.
 const MAX_PER_ROUND: usize = 50;
@@ -46,16 +45,8 @@ struct Session {
 }
 
 /// Runs the mailbox probes until `stop`.
-pub async fn run(attendant: Arc<Attendant>, cfg: MailboxProbe, watch: LoopWatch, stop: CancellationToken) {
-    let mut probe = Probe {
-        server: attendant.config().name.clone(),
-        attendant,
-        cfg,
-        watch,
-        session: None,
-        logins: 0,
-        last_login_error: None,
-    };
+pub async fn run(cx: ProbeContext, cfg: MailboxProbe, watch: LoopWatch, stop: CancellationToken) {
+    let mut probe = Probe { cx, cfg, watch, session: None, logins: 0, last_login_error: None };
     let mut a = tokio::time::interval(probe.cfg.interval_a.get());
     a.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut b =
@@ -77,8 +68,7 @@ pub async fn run(attendant: Arc<Attendant>, cfg: MailboxProbe, watch: LoopWatch,
 }
 
 struct Probe {
-    attendant: Arc<Attendant>,
-    server: String,
+    cx: ProbeContext,
     cfg: MailboxProbe,
     watch: LoopWatch,
     session: Option<Session>,
@@ -99,13 +89,13 @@ impl Probe {
         let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         match status {
             Status::Ok => {
-                tracing::debug!(server = %self.server, probe = name, duration_ms, "{message}")
+                tracing::debug!(server = %self.cx.name, probe = name, duration_ms, "{message}")
             }
             _ => {
-                tracing::warn!(server = %self.server, probe = name, %status, duration_ms, "{message}")
+                tracing::warn!(server = %self.cx.name, probe = name, %status, duration_ms, "{message}")
             }
         }
-        self.attendant.probes.report(ProbeResult {
+        self.cx.board.report(ProbeResult {
             name: name.to_string(),
             kind: KIND.to_string(),
             status,
@@ -133,7 +123,7 @@ impl Probe {
         if self.session.is_none() && !self.login().await {
             return;
         }
-        let observed_at = self.attendant.clock.now();
+        let observed_at = self.cx.clock.now();
         let started = Instant::now();
         let Some(session) = self.session.as_mut() else {
             return;
@@ -172,7 +162,7 @@ impl Probe {
 
     /// Interval B: re-open the mailbox for a fresh view, then drop old seen mail.
     async fn interval_b(&mut self) {
-        let observed_at = self.attendant.clock.now();
+        let observed_at = self.cx.clock.now();
         let started = Instant::now();
         let Some(session) = self.session.as_mut() else {
             let reason = match &self.last_login_error {
@@ -191,7 +181,7 @@ impl Probe {
             let cutoff = (Utc::now() - chrono::Duration::days(KEEP_SEEN_DAYS)).format("%-d-%b-%Y").to_string();
             let old = session.imap.uid_search(&format!("SEEN BEFORE {cutoff}")).await?;
             session.imap.delete(&old).await?;
-            Ok::<_, super::imap::ImapError>((state, old.len()))
+            Ok::<_, ImapError>((state, old.len()))
         }
         .await;
         match result {
@@ -232,7 +222,7 @@ impl Probe {
 
     /// Logs in and opens the mailbox; reports `login` either way. True when logged in.
     async fn login(&mut self) -> bool {
-        let observed_at = self.attendant.clock.now();
+        let observed_at = self.cx.clock.now();
         let started = Instant::now();
         let timeout = self.cfg.timeout.get();
         let result = async {
@@ -260,7 +250,7 @@ impl Probe {
                 let mut details = self.base_details();
                 details.extend(d);
                 let message = format!("logged in as {} and opened {}", self.cfg.credentials.user, self.cfg.mailbox);
-                tracing::info!(server = %self.server, probe = LOGIN, session = self.logins, "{message}");
+                tracing::info!(server = %self.cx.name, probe = LOGIN, session = self.logins, "{message}");
                 self.report(LOGIN, Status::Ok, message, observed_at, started, details);
                 true
             }
@@ -284,7 +274,7 @@ impl Probe {
     /// Ends the session (LOGOUT, bounded); the next interval A logs in again.
     async fn logoff(&mut self) {
         if let Some(s) = self.session.take() {
-            tracing::info!(server = %self.server, probe = MAIL_READ, session = s.number, "logging off");
+            tracing::info!(server = %self.cx.name, probe = MAIL_READ, session = s.number, "logging off");
             let _ = s.imap.logout().await;
         }
     }
@@ -327,7 +317,7 @@ async fn read_new(session: &mut Session, watch: &LoopWatch) -> Result<ReadStats,
     for f in &fetched {
         stats.fetched += 1;
         stats.bytes += f.body.len();
-        if let Some(tag) = super::mail_loop::probe_tag(&f.body) {
+        if let Some(tag) = probe_tag(&f.body) {
             if watch.is_ours(&tag) {
                 stats.probe_mail += 1;
                 ours.push(f.uid);

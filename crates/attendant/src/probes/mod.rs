@@ -1,90 +1,97 @@
 //! Background probes of the synthetic user (SPEC section 2): the mailbox probes (`login`,
 //! `mail_read`, `refresh`) and the mail loop (`mail_loop`), each posting its latest result
-//! to the attendant's probe board.
+//! to the probe board.
 //!
-//! Rules: probes run on their own schedules and never inside a query; the supervisor
-//! follows the running config (SIGHUP reload) and restarts the probes only when their
-//! `[probe]` table changed, forgetting the results of probes that were removed. The IMAP
-//! and SMTP clients here are small and bounded on purpose: every step has a timeout, every
-//! line a size limit, and failures keep the server's own words.
+//! Rules: probes run on their own schedules and never inside a query; they see of the
+//! attendant only a [`ProbeContext`] (name, clock, board, a watch on the running config);
+//! the supervisor is woken by each config reload and restarts the probes only when their
+//! `[probe]` table changed, forgetting the results of probes that were removed. The wire
+//! clients they use live in `mail`.
 
-pub mod credentials;
-pub mod imap;
+pub mod loop_watch;
 pub mod mail_loop;
 pub mod mailbox;
-pub mod settings;
-pub mod smtp;
-pub mod wire;
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use settings::{Credentials, Endpoint, MailLoopProbe, MailboxProbe, ProbesConfig, SecretFrom, Security};
+use crate::clock::Clock;
+use crate::config::{AttendantConfig, ProbesConfig};
+use crate::probe_board::ProbeBoard;
+use loop_watch::LoopWatch;
 
-use crate::compile::Attendant;
-
-/// How often the supervisor looks for a reloaded config.
-const WATCH_CONFIG: Duration = Duration::from_millis(500);
-
-/// Starts the probes the attendant's config lists and keeps them in line with reloads.
-pub fn spawn(attendant: Arc<Attendant>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(supervise(attendant, stop))
+/// What a probe may use of the attendant.
+#[derive(Clone)]
+pub struct ProbeContext {
+    /// The attendant's name (logs, the mail loop's tag prefix); a reload may change it.
+    pub name: String,
+    /// The attendant's clock: results are stamped with its `now()`.
+    pub clock: Arc<Clock>,
+    /// Where results go.
+    pub board: ProbeBoard,
+    /// The running config; changes when a reload is accepted.
+    pub config: watch::Receiver<Arc<AttendantConfig>>,
 }
 
-async fn supervise(attendant: Arc<Attendant>, stop: CancellationToken) {
+/// Starts the probes the running config lists and keeps them in line with reloads, until
+/// `stop` is cancelled.
+pub fn spawn(cx: ProbeContext, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(supervise(cx, stop))
+}
+
+async fn supervise(mut cx: ProbeContext, stop: CancellationToken) {
     let mut running = ProbesConfig::default();
     let mut tasks = JoinSet::new();
     let mut generation = CancellationToken::new();
     loop {
-        let config = attendant.config();
+        let config = cx.config.borrow_and_update().clone();
         if config.probes != running {
             generation.cancel();
             while tasks.join_next().await.is_some() {}
             if running.mailbox.is_some() {
                 tracing::info!(server = %config.name, "probe config changed; restarting probes");
             }
-            forget_removed(&attendant, &running, &config.probes);
+            forget_removed(&cx.board, &running, &config.probes);
             running = config.probes.clone();
             generation = stop.child_token();
-            start(&attendant, &running, &config.name, &generation, &mut tasks);
+            cx.name = config.name.clone();
+            start(&cx, &running, &generation, &mut tasks);
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(WATCH_CONFIG) => {}
+            changed = cx.config.changed() => if changed.is_err() {
+                // The attendant is gone: no more reloads; run as configured until stop.
+                stop.cancelled().await;
+                break;
+            },
         }
     }
     generation.cancel();
     while tasks.join_next().await.is_some() {}
 }
 
-fn start(
-    attendant: &Arc<Attendant>,
-    probes: &ProbesConfig,
-    name: &str,
-    stop: &CancellationToken,
-    tasks: &mut JoinSet<()>,
-) {
-    let watch = mail_loop::LoopWatch::new(name);
+fn start(cx: &ProbeContext, probes: &ProbesConfig, stop: &CancellationToken, tasks: &mut JoinSet<()>) {
+    let watch = LoopWatch::new(&cx.name);
     if let Some(m) = &probes.mailbox {
-        tracing::info!(server = %name, imap = %m.endpoint.address, interval_a = %m.interval_a, interval_b = %m.interval_b, "mailbox probes started");
-        tasks.spawn(mailbox::run(attendant.clone(), m.clone(), watch.clone(), stop.clone()));
+        tracing::info!(server = %cx.name, imap = %m.endpoint.address, interval_a = %m.interval_a, interval_b = %m.interval_b, "mailbox probes started");
+        tasks.spawn(mailbox::run(cx.clone(), m.clone(), watch.clone(), stop.clone()));
     }
     if let Some(l) = &probes.mail_loop {
-        tracing::info!(server = %name, smtp = %l.endpoint.address, interval = %l.interval, "mail loop probe started");
-        tasks.spawn(mail_loop::run(attendant.clone(), l.clone(), watch, stop.clone()));
+        tracing::info!(server = %cx.name, smtp = %l.endpoint.address, interval = %l.interval, "mail loop probe started");
+        tasks.spawn(mail_loop::run(cx.clone(), l.clone(), watch, stop.clone()));
     }
 }
 
-fn forget_removed(attendant: &Attendant, old: &ProbesConfig, new: &ProbesConfig) {
+fn forget_removed(board: &ProbeBoard, old: &ProbesConfig, new: &ProbesConfig) {
     if old.mailbox.is_some() && new.mailbox.is_none() {
         for n in [mailbox::LOGIN, mailbox::MAIL_READ, mailbox::REFRESH] {
-            attendant.probes.remove(n);
+            board.remove(n);
         }
     }
     if old.mail_loop.is_some() && new.mail_loop.is_none() {
-        attendant.probes.remove(mail_loop::MAIL_LOOP);
+        board.remove(mail_loop::MAIL_LOOP);
     }
 }

@@ -4,11 +4,16 @@
 //! leave the server being checked); the body is read only when it must be matched, and
 //! never beyond [`MAX_BODY`].
 
+use std::sync::Arc;
 use std::sync::OnceLock;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rollcall_protocol::Status;
+use serde::Deserialize;
 
-use super::Outcome;
+use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::config::fields::TableCx;
 
 /// Most of a body read to look for the expected string.
 const MAX_BODY: usize = 1024 * 1024;
@@ -25,6 +30,54 @@ fn client() -> Result<&'static reqwest::Client, String> {
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     Ok(CLIENT.get_or_init(|| c))
+}
+
+/// `check = "http"`: `url`, optionally `expect_status` (else any 2xx/3xx) and `body`.
+pub const KIND: Kind = Kind { name: "http", keys: &["url", "expect_status", "body"], parse };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    url: Option<String>,
+    expect_status: Option<u16>,
+    body: Option<String>,
+}
+
+#[derive(Debug)]
+struct Http {
+    url: String,
+    expect_status: Option<u16>,
+    body: Option<String>,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let s: Settings = cx.settings(table)?;
+    match s.url {
+        Some(url) if (url.starts_with("http://") || url.starts_with("https://")) && url.len() > 8 => {
+            if s.expect_status.is_some_and(|c| !(100..=599).contains(&c)) {
+                cx.push("expect_status", "must be an HTTP status code (100 to 599)");
+                return None;
+            }
+            Some(Arc::new(Http { url, expect_status: s.expect_status, body: s.body }))
+        }
+        Some(u) => {
+            cx.push("url", format!("{u:?} is not an http:// or https:// URL"));
+            None
+        }
+        None => {
+            cx.push("url", "missing: check = \"http\" needs url = \"http://HOST/PATH\"");
+            None
+        }
+    }
+}
+
+impl ServiceCheck for Http {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, _timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(&self.url, self.expect_status, self.body.as_deref()))
+    }
 }
 
 pub async fn check(url: &str, expect_status: Option<u16>, body: Option<&str>) -> Outcome {

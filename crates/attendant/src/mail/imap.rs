@@ -11,8 +11,8 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::credentials::LoginSecret;
-use super::settings::{Endpoint, Security};
 use super::wire::{Conn, WireError};
+use crate::config::login::{Endpoint, Security};
 
 /// Largest literal accepted (a message body fetch is capped well below this).
 const MAX_LITERAL: usize = 4 * 1024 * 1024;
@@ -115,6 +115,7 @@ impl Imap {
         Ok(imap)
     }
 
+    /// Whether the session runs over TLS (from the start, or after STARTTLS).
     pub fn is_tls(&self) -> bool {
         self.conn.is_tls()
     }

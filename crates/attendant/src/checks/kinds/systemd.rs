@@ -7,13 +7,19 @@
 //! system bus cannot be reached (no systemd, as in most containers) the check says so
 //! with status `unknown` and tries to connect again on its next run.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
 use rollcall_protocol::Status;
+use serde::Deserialize;
 use tokio::sync::Mutex;
 use zbus::proxy::{Builder, CacheProperties};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, Proxy};
 
-use super::Outcome;
+use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::config::fields::TableCx;
 
 const SYSTEMD: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -46,6 +52,40 @@ struct UnitState {
     load: String,
     active: String,
     sub: String,
+}
+
+/// `check = "systemd"`: `unit = "NAME.service"`.
+pub const KIND: Kind = Kind { name: "systemd", keys: &["unit"], parse };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    unit: Option<String>,
+}
+
+#[derive(Debug)]
+struct Systemd {
+    unit: String,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let s: Settings = cx.settings(table)?;
+    match s.unit {
+        Some(unit) if !unit.is_empty() => Some(Arc::new(Systemd { unit })),
+        _ => {
+            cx.push("unit", "missing: check = \"systemd\" needs unit = \"NAME.service\"");
+            None
+        }
+    }
+}
+
+impl ServiceCheck for Systemd {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, _timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(&self.unit))
+    }
 }
 
 /// Checks the systemd unit `unit` (a name without a type suffix means `.service`):

@@ -8,14 +8,43 @@ use std::time::Duration;
 
 use rollcall_protocol::Status;
 
-use super::Outcome;
-use crate::probes::credentials;
-use crate::probes::smtp::Smtp;
-use crate::probes::{Credentials, Endpoint};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::config::fields::TableCx;
+use crate::config::login::{self, Credentials, Endpoint, Login, LoginRules, RawLogin};
+use crate::mail::credentials;
+use crate::mail::smtp::Smtp;
+
+/// `check = "smtp"`: `address`, `security`, `ca_file`, and for AUTH `user` with one of
+/// `password_file`, `password_command`, `oauth2_token_command`.
+pub const KIND: Kind = Kind { name: "smtp", keys: RawLogin::KEYS, parse };
+
+#[derive(Debug)]
+struct SmtpCheck {
+    login: Login,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let raw: RawLogin = cx.settings(table)?;
+    let login = login::login(cx, &raw.keys(), LoginRules { required: false, oauth2: true })?;
+    Some(Arc::new(SmtpCheck { login }))
+}
+
+impl ServiceCheck for SmtpCheck {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(&self.login.endpoint, self.login.credentials.as_ref(), timeout))
+    }
+}
 
 pub async fn check(endpoint: &Endpoint, login: Option<&Credentials>, timeout: Duration) -> Outcome {
     let step = timeout.mul_f32(0.9);
-    let helo = crate::config::hostname();
+    let helo = crate::host::hostname();
     let mut smtp = match Smtp::connect(endpoint, step, &helo).await {
         Ok(s) => s,
         Err(e) => return Outcome::new(Status::Critical, e.to_string()),

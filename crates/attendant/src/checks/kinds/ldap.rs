@@ -10,10 +10,75 @@ use std::time::{Duration, Instant};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use rollcall_protocol::Status;
 
-use super::Outcome;
-use crate::probes::credentials::{self, LoginSecret};
-use crate::probes::wire::client_config;
-use crate::probes::{Credentials, Endpoint, Security};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::config::fields::TableCx;
+use crate::config::login::{self, Credentials, Endpoint, Login, LoginKeys, LoginRules, Security};
+use crate::mail::credentials::{self, LoginSecret};
+use crate::mail::tls::client_config;
+
+/// `check = "ldap"`: `address`, `security`, `ca_file`, `base`, optionally `filter`, and for
+/// a bind `bind_dn` with `password_file` or `password_command`.
+pub const KIND: Kind = Kind {
+    name: "ldap",
+    keys: &["address", "security", "ca_file", "bind_dn", "password_file", "password_command", "base", "filter"],
+    parse,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    address: Option<String>,
+    security: Option<Security>,
+    ca_file: Option<PathBuf>,
+    bind_dn: Option<String>,
+    password_file: Option<PathBuf>,
+    password_command: Option<Vec<String>>,
+    base: Option<String>,
+    filter: Option<String>,
+}
+
+#[derive(Debug)]
+struct LdapCheck {
+    /// `credentials` is the bind DN and its password; `None` binds anonymously.
+    login: Login,
+    base: String,
+    filter: String,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let s: Settings = cx.settings(table)?;
+    let keys = LoginKeys {
+        address: ("address", s.address.as_deref()),
+        security: s.security,
+        ca_file: s.ca_file.as_deref(),
+        user: ("bind_dn", s.bind_dn.as_deref()),
+        password_file: s.password_file.as_deref(),
+        password_command: s.password_command.as_deref(),
+        oauth2_token_command: None,
+    };
+    let login = login::login(cx, &keys, LoginRules { required: false, oauth2: false });
+    let Some(base) = s.base else {
+        cx.push("base", "missing: check = \"ldap\" needs base = \"DN\" (the entry searched)");
+        return None;
+    };
+    let filter = s.filter.unwrap_or_else(|| "(objectClass=*)".to_string());
+    Some(Arc::new(LdapCheck { login: login?, base, filter }))
+}
+
+impl ServiceCheck for LdapCheck {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(&self.login.endpoint, self.login.credentials.as_ref(), &self.base, &self.filter, timeout))
+    }
+}
 
 pub async fn check(
     endpoint: &Endpoint,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rollcall_config::{Secret, SecretSource};
 use tokio::io::AsyncReadExt;
 
-use super::settings::SecretFrom;
+use crate::config::login::SecretFrom;
 
 /// Largest output accepted from a secret command (tokens are a few KiB at most).
 const MAX_SECRET_BYTES: u64 = 64 * 1024;
@@ -22,7 +22,10 @@ pub enum LoginSecret {
     OAuth2Token(Secret),
 }
 
-/// Reads the secret from `from`, a command bounded by `timeout`.
+/// Reads the secret from `from`; a command is killed after `timeout`.
+///
+/// Errors are one line naming the source and what went wrong (unreadable file, command
+/// not found, failed, silent, not UTF-8, too slow), never what the command printed.
 pub async fn fetch(from: &SecretFrom, timeout: Duration) -> Result<LoginSecret, String> {
     match from {
         SecretFrom::File(path) => SecretSource::File(path.clone()).read().map(LoginSecret::Password),

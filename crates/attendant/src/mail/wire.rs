@@ -4,11 +4,9 @@
 //! Rules: every step (connect, handshake, each read and write) is bounded by the
 //! connection's timeout, so a silent server costs at most that long; lines and literals
 //! are bounded in size, so a misbehaving server cannot make the attendant grow; TLS is
-//! rustls, verified against the system's CAs or the configured `ca_file`.
+//! rustls (see `tls`), verified against the system's CAs or the configured `ca_file`.
 
-use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,7 +15,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 
-use super::settings::{Endpoint, Security};
+use super::tls::client_config;
+use crate::config::login::{Endpoint, Security};
 
 /// Longest line accepted from a server.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -108,6 +107,7 @@ impl Conn {
         Ok(Conn { io: BufReader::new(stream), endpoint: endpoint.clone(), timeout })
     }
 
+    /// Whether the connection runs over TLS (from the start, or after STARTTLS).
     pub fn is_tls(&self) -> bool {
         matches!(self.io.get_ref(), Stream::Tls(_))
     }
@@ -179,36 +179,4 @@ async fn handshake(endpoint: &Endpoint, tcp: TcpStream, timeout: Duration) -> Re
         .map_err(|e| tls_err(format!("{:?} is not a server name: {e}", endpoint.host())))?;
     let connector = tokio_rustls::TlsConnector::from(config);
     bounded(timeout, "TLS handshake", connector.connect(name, tcp)).await?.map_err(|e| tls_err(e.to_string()))
-}
-
-/// A rustls client config trusting `ca_file` (PEM) when given, else the system's CAs.
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-                roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    if roots.is_empty() {
-        return Err("no trusted CA certificates (set ca_file)".into());
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }

@@ -1,10 +1,15 @@
 //! `check = "process"`: is a process running, found by name or by pidfile (Linux `/proc`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rollcall_protocol::Status;
+use serde::Deserialize;
 
-use super::Outcome;
+use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::config::fields::TableCx;
 
 /// How the config identifies the process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,6 +18,42 @@ pub enum ProcessMatch {
     Name(String),
     /// A pidfile the daemon writes.
     Pidfile(PathBuf),
+}
+
+/// `check = "process"`: `process = "NAME"` or `pidfile = "PATH"`.
+pub const KIND: Kind = Kind { name: "process", keys: &["process", "pidfile"], parse };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    process: Option<String>,
+    pidfile: Option<PathBuf>,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let s: Settings = cx.settings(table)?;
+    let m = match (s.process, s.pidfile) {
+        (Some(n), None) if !n.is_empty() => ProcessMatch::Name(n),
+        (None, Some(f)) => ProcessMatch::Pidfile(cx.resolve(&f)),
+        (Some(_), Some(_)) => {
+            cx.push("process", "set together with pidfile; choose one");
+            return None;
+        }
+        _ => {
+            cx.push("process", "missing: check = \"process\" needs process = \"NAME\" or pidfile = \"PATH\"");
+            return None;
+        }
+    };
+    Some(Arc::new(m))
+}
+
+impl ServiceCheck for ProcessMatch {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, _timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(self))
+    }
 }
 
 /// Reads `/proc` directly: cheaper than a full process table refresh and needs no crate.

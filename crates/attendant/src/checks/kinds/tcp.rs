@@ -1,15 +1,50 @@
 //! `check = "tcp"`: can we connect, and (with `expect`) does the banner say what it should.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rollcall_protocol::Status;
+use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::Outcome;
+use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::config::fields::{host_port, TableCx};
 
 /// Longest banner we read; a greeting is one short line.
 const MAX_BANNER: usize = 1024;
+
+/// `check = "tcp"`: `address = "HOST:PORT"`, optionally `expect = "TEXT"` in the banner.
+pub const KIND: Kind = Kind { name: "tcp", keys: &["address", "expect"], parse };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    address: Option<String>,
+    expect: Option<String>,
+}
+
+#[derive(Debug)]
+struct Tcp {
+    address: String,
+    expect: Option<String>,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let s: Settings = cx.settings(table)?;
+    let address = host_port(cx, "address", s.address.as_deref(), "check = \"tcp\" needs address = \"HOST:PORT\"")?;
+    Some(Arc::new(Tcp { address, expect: s.expect }))
+}
+
+impl ServiceCheck for Tcp {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(&self.address, self.expect.as_deref(), timeout))
+    }
+}
 
 /// Connects to `address`; with `expect`, reads the first line and looks for it there.
 pub async fn check(address: &str, expect: Option<&str>, timeout: Duration) -> Outcome {

@@ -5,16 +5,57 @@
 //! process group, which is killed whole when the timeout strikes.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rollcall_protocol::Status;
+use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 
-use super::{parse_perfdata, Outcome};
+use crate::checks::{parse_perfdata, Kind, Outcome, ServiceCheck};
+use crate::config::fields::{usable_argv, TableCx};
 
 /// Plugins' output beyond this is cut: Nagios itself keeps only a few kB.
 const MAX_OUTPUT: u64 = 64 * 1024;
+
+/// `check = "command"`: `command = ["/path/to/plugin", "ARG", ...]`.
+pub const KIND: Kind = Kind { name: "command", keys: &["command"], parse };
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    command: Option<Vec<String>>,
+}
+
+#[derive(Debug)]
+struct Command {
+    argv: Vec<String>,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let s: Settings = cx.settings(table)?;
+    match s.command {
+        Some(argv) if usable_argv(&argv) => Some(Arc::new(Command { argv })),
+        _ => {
+            cx.push(
+                "command",
+                "missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]",
+            );
+            None
+        }
+    }
+}
+
+impl ServiceCheck for Command {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(&self.argv, timeout))
+    }
+}
 
 pub async fn check(argv: &[String], timeout: Duration) -> Outcome {
     let Some((program, args)) = argv.split_first() else {

@@ -8,10 +8,40 @@ use std::time::Duration;
 
 use rollcall_protocol::Status;
 
-use super::Outcome;
-use crate::probes::credentials;
-use crate::probes::imap::Imap;
-use crate::probes::{Credentials, Endpoint};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::config::fields::TableCx;
+use crate::config::login::{self, Credentials, Endpoint, Login, LoginRules, RawLogin};
+use crate::mail::credentials;
+use crate::mail::imap::Imap;
+
+/// `check = "imap"`: `address`, `security`, `ca_file`, and for a login `user` with one of
+/// `password_file`, `password_command`, `oauth2_token_command`.
+pub const KIND: Kind = Kind { name: "imap", keys: RawLogin::KEYS, parse };
+
+/// A validated imap check.
+#[derive(Debug)]
+pub(crate) struct ImapCheck {
+    pub login: Login,
+}
+
+fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
+    let raw: RawLogin = cx.settings(table)?;
+    let login = login::login(cx, &raw.keys(), LoginRules { required: false, oauth2: true })?;
+    Some(Arc::new(ImapCheck { login }))
+}
+
+impl ServiceCheck for ImapCheck {
+    fn kind(&self) -> &'static str {
+        KIND.name
+    }
+    fn run(&self, timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(&self.login.endpoint, self.login.credentials.as_ref(), timeout))
+    }
+}
 
 pub async fn check(endpoint: &Endpoint, login: Option<&Credentials>, timeout: Duration) -> Outcome {
     // Each step gets most of the budget, so our message wins over the generic timeout.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::credentials::LoginSecret;
-use super::settings::{Endpoint, Security};
 use super::wire::{Conn, WireError};
+use crate::config::login::{Endpoint, Security};
 
 /// Most lines one reply may have (EHLO lists a dozen).
 const MAX_REPLY_LINES: usize = 200;
@@ -73,6 +73,7 @@ impl Smtp {
         Ok(smtp)
     }
 
+    /// Whether the connection runs over TLS (from the start, or after STARTTLS).
     pub fn is_tls(&self) -> bool {
         self.conn.is_tls()
     }
