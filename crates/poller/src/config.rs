@@ -25,6 +25,7 @@ struct Raw {
     signing_key_file: Option<PathBuf>,
     recover_after: Option<u32>,
     max_concurrent_polls: Option<usize>,
+    first_poll_within: Option<Duration>,
     #[serde(default, rename = "level")]
     levels: Vec<RawLevel>,
     #[serde(default, rename = "rule")]
@@ -105,6 +106,9 @@ pub struct PollerConfig {
     /// The key clock orders are signed with; without one, no orders are sent.
     pub signing_key: Option<SigningKey>,
     pub max_concurrent_polls: usize,
+    /// A server never polled is polled within this of start (or of being added), its
+    /// first polls spread evenly over it (SPEC section 13).
+    pub first_poll_within: std::time::Duration,
     pub rules: Rules,
     pub servers: Vec<ServerConfig>,
     /// Notification channels, in file order.
@@ -204,6 +208,10 @@ pub const DEFAULT_DATABASE: &str = "sqlite://rollcall.db";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REPLY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
+/// `first_poll_within` unless set: a new server is seen within half a minute.
+pub const DEFAULT_FIRST_POLL_WITHIN: Duration = Duration::from_secs(30);
+/// The longest `first_poll_within`: beyond it, the spread helps no one.
+const MAX_FIRST_POLL_WITHIN: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Polls in flight at once; each costs a socket and a few kB, so this can be generous.
 pub const DEFAULT_MAX_CONCURRENT_POLLS: usize = 4096;
 
@@ -246,6 +254,10 @@ impl PollerConfig {
         let max_concurrent_polls = raw.max_concurrent_polls.unwrap_or(DEFAULT_MAX_CONCURRENT_POLLS);
         if max_concurrent_polls == 0 {
             p.push("max_concurrent_polls", "must be at least 1");
+        }
+        let first_poll_within = raw.first_poll_within.unwrap_or(DEFAULT_FIRST_POLL_WITHIN);
+        if first_poll_within.get().is_zero() || first_poll_within.get() > MAX_FIRST_POLL_WITHIN {
+            p.push("first_poll_within", "must be longer than 0 and at most 1h");
         }
         let recover_after = raw.recover_after.unwrap_or(1);
         if recover_after == 0 {
@@ -392,6 +404,7 @@ impl PollerConfig {
             max_clock_skew: raw.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW),
             signing_key,
             max_concurrent_polls,
+            first_poll_within: first_poll_within.get(),
             rules: Rules::new(levels, rules, recover_after),
             servers,
             notify,

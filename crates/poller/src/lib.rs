@@ -64,6 +64,7 @@ pub async fn run(
             timebase: schedule::Timebase::now(),
             max_in_flight: config.max_concurrent_polls,
             clock: fleet::ClockPolicy { key: config.signing_key.clone(), max_skew: config.max_clock_skew.get() },
+            first_poll_within: config.first_poll_within,
         },
     ));
     let tracker = TaskTracker::new();

@@ -8,11 +8,19 @@
 //!   effective`).
 //! - After a refused or failed order, no new one for [`ORDER_BACKOFF`]: the attendant would
 //!   only refuse again, once per poll. An operator's poll on request lifts the back-off.
+//! - A clock beyond `max_clock_skew` that this poll does not correct (no signing key, the
+//!   back-off, a refused or failed order) is never silent: it is the deficiency
+//!   [`SKEW_SOURCE`] (a warning, judged by the rules like any other), and the first time
+//!   for lack of a key it is logged.
+//! - A correction applied by stepping is verified [`VERIFY_AFTER`] later rather than at the
+//!   next slot, so the offset shown is a measured one within seconds. A slewed correction
+//!   takes time to complete and waits for the next slot.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use rollcall_protocol::clock_order::{ClockOrder, Outcome, SignedOrder};
+use rollcall_protocol::{Deficiency, Severity};
 
 use crate::clock_estimate::ClockEstimate;
 use crate::config::{ServerConfig, SigningKey};
@@ -22,6 +30,10 @@ use crate::schedule::Timebase;
 
 /// How long after a refused or failed clock order the poller waits before ordering again.
 pub const ORDER_BACKOFF: chrono::Duration = chrono::Duration::minutes(30);
+/// How soon after a stepped correction the server is polled again to verify it.
+pub const VERIFY_AFTER: chrono::Duration = chrono::Duration::seconds(5);
+/// The deficiency source of a clock beyond `max_clock_skew` that is not being corrected.
+pub const SKEW_SOURCE: &str = "clock:skew";
 
 /// How the poller keeps clocks.
 #[derive(Clone, Debug)]
@@ -33,12 +45,29 @@ pub struct ClockPolicy {
 }
 
 /// Clock keeping's memory of one server, in the server's live state.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClockState {
     /// A correction was applied; the next poll checks that it took.
     pub pending: bool,
     /// No new order before this.
     pub quiet_until: Option<DateTime<Utc>>,
+    /// Why the last order was not applied (shown while the back-off lasts).
+    pub last_refusal: Option<String>,
+    /// The lack of a signing key was logged for this excursion beyond the skew.
+    pub unkeyed_logged: bool,
+}
+
+/// What clock keeping did after one poll.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    /// The server's new clock state.
+    pub state: ClockState,
+    /// Orders sent and verifications, for the history (none, one or two).
+    pub rows: Vec<ClockCorrectionRow>,
+    /// The clock is beyond `max_clock_skew` and this poll did not correct it.
+    pub deficiency: Option<Deficiency>,
+    /// Poll again [`VERIFY_AFTER`] from now to verify a stepped correction.
+    pub verify_soon: bool,
 }
 
 /// Keeps every server's clock under one policy.
@@ -55,8 +84,7 @@ impl ClockKeeper {
     }
 
     /// After an answered poll of `server` (whose attendant calls itself `attendant`) at
-    /// `at`: verifies the last correction and orders a new one when needed. Answers the
-    /// server's new clock state and the rows for the history (none, one or two).
+    /// `at`: verifies the last correction and orders a new one when needed.
     pub async fn keep(
         &self,
         fetcher: &dyn Fetch,
@@ -65,18 +93,19 @@ impl ClockKeeper {
         e: ClockEstimate,
         at: DateTime<Utc>,
         mut state: ClockState,
-    ) -> (ClockState, Vec<ClockCorrectionRow>) {
+    ) -> Kept {
         let name = &server.name;
         let max_ms = self.policy.max_skew.as_secs_f64() * 1000.0;
         let off = e.certain_skew_ms() > max_ms;
+        let offset = Ms(e.offset_ms);
         let mut rows = Vec::new();
         if std::mem::take(&mut state.pending) {
             let (outcome, detail) = if off {
-                tracing::warn!(server = %name, offset_ms = e.offset_ms, "clock still off after a correction");
-                ("not effective", format!("offset still {:.1} ms after the correction", e.offset_ms))
+                tracing::warn!(server = %name, offset_ms = %offset, "clock still off after a correction");
+                ("not effective", format!("offset still {offset} ms after the correction"))
             } else {
-                tracing::info!(server = %name, offset_ms = e.offset_ms, "clock correction verified");
-                ("verified", format!("offset now {:.1} ms (delay {:.1} ms)", e.offset_ms, e.delay_ms))
+                tracing::info!(server = %name, offset_ms = %offset, "clock correction verified");
+                ("verified", format!("offset now {offset} ms (delay {} ms)", Ms(e.delay_ms)))
             };
             rows.push(ClockCorrectionRow {
                 at,
@@ -87,39 +116,62 @@ impl ClockKeeper {
             });
         }
         if !off {
-            return (state, rows);
+            state.unkeyed_logged = false;
+            state.last_refusal = None;
+            return Kept { state, rows, ..Kept::default() };
         }
-        let Some(key) = &self.policy.key else {
-            tracing::debug!(server = %name, offset_ms = e.offset_ms, "clock beyond max_clock_skew; no signing_key_file, so no correction");
-            return (state, rows);
+        let skew = |why: String| {
+            Some(Deficiency {
+                source: SKEW_SOURCE.into(),
+                severity: Severity::Warning,
+                summary: format!("clock off by {offset} ms (max_clock_skew {} ms): {why}", Ms(max_ms)),
+            })
         };
-        if state.quiet_until.is_some_and(|t| at < t) {
-            return (state, rows);
+        let Some(key) = &self.policy.key else {
+            if !std::mem::replace(&mut state.unkeyed_logged, true) {
+                tracing::warn!(server = %name, offset_ms = %offset, "clock beyond max_clock_skew; no signing_key_file, so the poller cannot correct it");
+            }
+            let deficiency = skew("no signing_key_file, so the poller cannot correct it".into());
+            return Kept { state, rows, deficiency, verify_soon: false };
+        };
+        if let Some(until) = state.quiet_until.filter(|t| at < *t) {
+            let why = state.last_refusal.clone().unwrap_or_else(|| "the last order was not applied".into());
+            let deficiency = skew(format!("{why}; next order after {}", until.format("%H:%M:%S UTC")));
+            return Kept { state, rows, deficiency, verify_soon: false };
         }
         let correction_us = -(e.offset_ms * 1000.0).round() as i64;
         let order =
             ClockOrder { server: attendant.to_string(), correction_us, poller_time: Utc::now(), nonce: self.nonce() };
         let signed = SignedOrder::sign(&order, &key.0);
         let correction_ms = correction_us as f64 / 1000.0;
+        let mut deficiency = None;
+        let mut verify_soon = false;
         let (outcome, detail) = match fetcher.order_clock(server, &signed).await {
             Ok(reply) => {
                 if reply.outcome == Outcome::Applied {
-                    state = ClockState { pending: true, quiet_until: None };
-                    tracing::info!(server = %name, offset_ms = e.offset_ms, correction_ms, "clock corrected");
+                    verify_soon = reply.method.as_deref() == Some("step");
+                    state = ClockState { pending: true, ..ClockState::default() };
+                    tracing::info!(server = %name, offset_ms = %offset, correction_ms = %Ms(correction_ms), "clock corrected");
                 } else {
+                    let why = format!("the attendant {} the order: {}", reply.outcome.as_str(), reply.reason);
                     state.quiet_until = Some(at + ORDER_BACKOFF);
-                    tracing::warn!(server = %name, offset_ms = e.offset_ms, outcome = reply.outcome.as_str(), reason = %reply.reason, "clock order not applied");
+                    state.last_refusal = Some(why.clone());
+                    deficiency = skew(why);
+                    tracing::warn!(server = %name, offset_ms = %offset, outcome = reply.outcome.as_str(), reason = %reply.reason, "clock order not applied");
                 }
                 (reply.outcome.as_str().to_string(), reply.reason)
             }
             Err(err) => {
+                let why = format!("the clock order failed: {err}");
                 state.quiet_until = Some(at + ORDER_BACKOFF);
+                state.last_refusal = Some(why.clone());
+                deficiency = skew(why);
                 tracing::warn!(server = %name, error = %err, "clock order failed");
                 ("failed".to_string(), err.to_string())
             }
         };
         rows.push(ClockCorrectionRow { at, offset_ms: e.offset_ms, correction_ms, outcome, detail });
-        (state, rows)
+        Kept { state, rows, deficiency, verify_soon }
     }
 
     /// Unique per order: the process, the time and a counter. Not secret: the signature
@@ -128,5 +180,16 @@ impl ClockKeeper {
         let n = self.nonces.fetch_add(1, Ordering::Relaxed);
         let t = self.timebase.wall_now().timestamp_micros();
         format!("{:x}-{t:x}-{n:x}", std::process::id())
+    }
+}
+
+/// Milliseconds as people read them in logs and messages: one decimal, no float noise
+/// (`1.5019090000000002` prints `1.5`).
+#[derive(Debug, Clone, Copy)]
+pub struct Ms(pub f64);
+
+impl std::fmt::Display for Ms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.1}", self.0)
     }
 }

@@ -27,7 +27,6 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock_estimate::ClockEstimate;
 use crate::config::ServerConfig;
 use crate::fetch::{Fetch, Fetched, PollError};
 use crate::levels::{LevelState, Rules, Transition};
@@ -63,6 +62,9 @@ pub struct FleetOptions {
     pub timebase: Timebase,
     pub max_in_flight: usize,
     pub clock: ClockPolicy,
+    /// A server never polled is first polled within this of the fleet's start, spread
+    /// evenly over it by its phase (or at its normal slot, if that is sooner).
+    pub first_poll_within: std::time::Duration,
 }
 
 /// The whole fleet and what it needs to poll.
@@ -77,6 +79,18 @@ pub struct Fleet {
     events: broadcast::Sender<FleetEvent>,
     clock: ClockKeeper,
     stats: PollStats,
+}
+
+/// When a server never polled is first polled: at its normal slot if that comes within
+/// `window` of `start`, else at its phase's slot in a `window`-long interval (the same
+/// slot arithmetic, so first polls spread as evenly as later ones). The normal slot that
+/// follows may then come soon after; that happens once per new server.
+fn first_poll(phase: f64, rules: &Rules, window: std::time::Duration, start: DateTime<Utc>) -> DateTime<Utc> {
+    let normal = next_slot(phase, rules.level(0).interval, start);
+    match chrono::Duration::from_std(window) {
+        Ok(w) if normal > start + w => next_slot(phase, window, start),
+        _ => normal,
+    }
 }
 
 /// What applying a poll changed, for the record and the announcements.
@@ -101,6 +115,8 @@ impl Fleet {
         let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
         let phases = crate::schedule::phases(&names);
         let first = rules.level(0).name.clone();
+        let start = options.timebase.wall_now();
+        let window = options.first_poll_within;
         let mut servers = Vec::with_capacity(configs.len());
         let mut by_name = HashMap::with_capacity(configs.len());
         for (config, phase) in configs.into_iter().zip(phases) {
@@ -125,7 +141,7 @@ impl Fleet {
                 }
                 None => Status {
                     facts: ServerFacts::new(&config.name, &config.address, &first),
-                    next_poll_at: None,
+                    next_poll_at: Some(first_poll(phase, &rules, window, start)),
                     clock: ClockState::default(),
                     substance: None,
                     latest: None,
@@ -201,27 +217,39 @@ impl Fleet {
         let _one_at_a_time = server.polling.lock().await;
         let (result, took) = self.ask(server).await;
         let at = self.timebase.wall_now();
-        let verdict = verdict::judge(result);
+        let mut verdict = verdict::judge(result);
+        let kept = self.keep_clock(server, &verdict, at).await;
+        if let Some(d) = kept.deficiency {
+            verdict.add(d);
+        }
         self.stats.polled(verdict.state, took);
         let before = server.read(|s| self.level_state(&s.facts));
         let (level, change) = self.rules.decide(before, &verdict.deficiencies);
+        let next = self.next_poll(server, level, at, kept.verify_soon);
         let poll = self.poll_row(at, &verdict, level);
-        let clock = verdict.estimate.zip(verdict.reply.as_ref().map(|r| r.attendant.clone()));
-        let Applied { facts, facts_changed, transition, compilation } = self.apply(server, at, verdict, level, change);
-        let corrections = match clock {
-            Some((estimate, attendant)) => self.keep_clock(server, &attendant, estimate, at).await,
-            None => Vec::new(),
-        };
+        let Applied { facts, facts_changed, transition, compilation } =
+            self.apply(server, at, verdict, level, change, next);
         let record = PollRecord {
             facts,
             facts_changed,
             poll,
             transition: transition.clone(),
             compilation,
-            clock_corrections: corrections.clone(),
+            clock_corrections: kept.rows.clone(),
         };
         self.record(server, record).await;
-        self.announce(server, transition, corrections)
+        self.announce(server, transition, kept.rows)
+    }
+
+    /// When the server is polled next: its next slot at its (new) level, or sooner to
+    /// verify a stepped clock correction.
+    fn next_poll(&self, server: &Server, level: LevelState, at: DateTime<Utc>, verify_soon: bool) -> DateTime<Utc> {
+        let slot = next_slot(server.phase, self.rules.level(level.level).interval, at);
+        if verify_soon {
+            slot.min(at + clock_keeping::VERIFY_AFTER)
+        } else {
+            slot
+        }
     }
 
     /// Fetches the server's compilation within the cap on polls in flight.
@@ -233,21 +261,17 @@ impl Fleet {
         (result, started.elapsed())
     }
 
-    /// Clock keeping after an answered poll; the server's clock state is read and written
-    /// around the order (polls of one server never overlap, so nothing else changes it
-    /// but a poll on request lifting the back-off).
-    async fn keep_clock(
-        &self,
-        server: &Server,
-        attendant: &str,
-        estimate: ClockEstimate,
-        at: DateTime<Utc>,
-    ) -> Vec<ClockCorrectionRow> {
-        let state = server.read(|s| s.clock);
-        let (state, rows) =
-            self.clock.keep(self.fetcher.as_ref(), &server.config, attendant, estimate, at, state).await;
-        server.update(|s| s.clock = state);
-        rows
+    /// Clock keeping after an answered poll (nothing after a failed one); the server's
+    /// clock state is read and written around the order (polls of one server never
+    /// overlap, so nothing else changes it but a poll on request lifting the back-off).
+    async fn keep_clock(&self, server: &Server, verdict: &Verdict, at: DateTime<Utc>) -> clock_keeping::Kept {
+        let (Some(estimate), Some(reply)) = (verdict.estimate, &verdict.reply) else {
+            return clock_keeping::Kept::default();
+        };
+        let state = server.read(|s| s.clock.clone());
+        let kept = self.clock.keep(self.fetcher.as_ref(), &server.config, &reply.attendant, estimate, at, state).await;
+        server.update(|s| s.clock = kept.state.clone());
+        kept
     }
 
     /// Hands the poll's results to the store's writer, which keeps what it is given.
@@ -282,6 +306,7 @@ impl Fleet {
         v: Verdict,
         level: LevelState,
         change: Option<Transition>,
+        next: DateTime<Utc>,
     ) -> Applied {
         let name = &server.config.name;
         let level_name = &self.rules.level(level.level).name;
@@ -315,6 +340,7 @@ impl Fleet {
                 f.rtt_ms = Some(e.delay_ms);
             }
             s.facts_given = true;
+            s.next_poll_at = Some(next);
             let mut compilation = None;
             if let Some(reply) = v.reply {
                 if s.substance != Some(reply.substance) {
@@ -377,16 +403,28 @@ impl Fleet {
     }
 
     async fn run_loop(self: Arc<Self>, server: Arc<Server>, stop: CancellationToken) {
+        // The slot of the last scheduled poll: a plan is never that slot again, so the
+        // loop cannot poll twice in one slot whatever a poll left in the state.
+        let mut polled: Option<DateTime<Utc>> = None;
         loop {
-            let interval = server.read(|s| self.rules.level(self.level_state(&s.facts).level).interval);
-            let due = next_slot(server.phase, interval, self.timebase.wall_now());
-            server.update(|s| s.next_poll_at = Some(due));
+            // The time the last poll planned (or the first-poll window's), unless it has
+            // passed: then the next slot from now.
+            let now = self.timebase.wall_now();
+            let due = server.update(|s| {
+                let due = match s.next_poll_at {
+                    Some(planned) if planned >= now && polled.is_none_or(|p| planned > p) => planned,
+                    _ => next_slot(server.phase, self.rules.level(self.level_state(&s.facts).level).interval, now),
+                };
+                s.next_poll_at = Some(due);
+                due
+            });
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = server.reschedule.notified() => continue,
                 _ = tokio::time::sleep_until(self.timebase.instant(due)) => {}
             }
             self.stats.started_late(self.timebase.wall_now() - due);
+            polled = Some(due);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an

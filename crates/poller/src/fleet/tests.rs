@@ -127,6 +127,11 @@ async fn on_store<T: Send + 'static>(f: impl std::future::Future<Output = T> + S
 }
 
 async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32) -> Rig {
+    // The first-poll window as long as the interval: first polls at the normal slots.
+    rig_with(names, normal_s, critical_s, recover_after, Duration::from_secs(normal_s)).await
+}
+
+async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32, first: Duration) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let (store, writer) = std::thread::spawn(move || {
@@ -157,6 +162,7 @@ async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32)
         timebase: Timebase::starting_at(t0),
         max_in_flight: 64,
         clock: ClockPolicy { key: Some(SigningKey(Arc::new(test_key()))), max_skew: Duration::from_secs(2) },
+        first_poll_within: first,
     };
     let fleet = Arc::new(Fleet::new(configs, vec![], rules, Arc::new(script.clone()), writer, options));
     let events = fleet.subscribe();
@@ -288,6 +294,65 @@ async fn first_polls_of_2000_servers_spread_evenly_over_the_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn new_servers_are_first_polled_within_first_poll_within_spread_evenly() {
+    let names: Vec<String> = (0..300).map(|i| format!("server-{i:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let start = Instant::now();
+    // A 15-minute normal interval: without the window, first polls would take 15 minutes.
+    let r = rig_with(&refs, 900, 120, 1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(30_001)).await;
+    let mut buckets = [0usize; 10];
+    for n in &names {
+        let calls = r.script.calls(n);
+        assert_eq!(
+            calls.len(),
+            1,
+            "{n} polled once within the 30 s window: {:?}",
+            calls.iter().map(|c| (*c - start).as_millis()).collect::<Vec<_>>()
+        );
+        buckets[((calls[0] - start).as_millis() / 3000).min(9) as usize] += 1;
+    }
+    // Spread over the window: servers whose normal slot falls within it keep that slot
+    // (one poll, not two), so the first buckets are a little lighter.
+    for (i, &c) in buckets.iter().enumerate() {
+        assert!((15..=45).contains(&c), "bucket {i}: {c} polls, mean 30 ± 50 %: {buckets:?}");
+    }
+    // The next poll each answered is in the future, at its normal slot.
+    let now = r.fleet.timebase.wall_now();
+    for s in r.fleet.servers() {
+        let next = s.summary().next_poll_at.expect("a next poll");
+        assert!(next > now, "{}: next poll {next} not after {now}", s.config.name);
+    }
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_poll_event_and_a_poll_on_request_carry_the_next_poll_not_the_last() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    let mut events = r.events.resubscribe();
+    // A scheduled poll: its event must name the slot after it, not the one it ran in.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let mut polled = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let FleetEvent::Polled(s) = e {
+            polled.push(s);
+        }
+    }
+    assert_eq!(polled.len(), 1);
+    let (last, next) = (polled[0].facts.last_poll_at.unwrap(), polled[0].next_poll_at.unwrap());
+    assert_eq!(next - last, chrono::Duration::seconds(60), "the event's next poll is the next slot");
+    // A poll on request answers the slot its loop will keep.
+    let server = r.fleet.get("s").unwrap().clone();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let answered = r.fleet.poll_now(&server).await;
+    let next = answered.next_poll_at.expect("a next poll");
+    assert!(next > answered.facts.last_poll_at.unwrap());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(r.fleet.summary(&server).next_poll_at, Some(next), "the loop keeps the answered slot");
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
 async fn poll_now_answers_the_new_state_and_the_loop_follows_the_new_level() {
     let r = rig(&["s"], 600, 10, 1).await;
     r.script.set("s", Act::Fail(PollError::Auth("HTTP 401".into())));
@@ -322,6 +387,7 @@ async fn a_restart_resumes_levels_from_the_store() {
             timebase: Timebase::now(),
             max_in_flight: 4,
             clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
+            first_poll_within: Duration::from_secs(30),
         },
     );
     let s = fleet.summary(fleet.get("s").unwrap());
@@ -339,6 +405,12 @@ async fn a_drifted_clock_is_ordered_back_and_the_next_poll_verifies_it() {
     let order = orders[0].verify(&test_key().verifying_key()).unwrap();
     assert_eq!(order.server, "x", "addressed by the attendant's own name");
     assert!((order.correction_us + 45_000_000).abs() < 50_000, "{}", order.correction_us);
+    // A stepped correction is verified within seconds, not at the next slot: the offset
+    // shown is a measured one.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let offset = r.fleet.summary(r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap();
+    assert!(offset.abs() < 50.0, "offset shown {offset} ms after the verification poll");
+    assert_eq!(r.script.calls("s").len(), 2, "one verification poll");
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(r.script.orders.lock().unwrap().len(), 1, "no new order once corrected");
     r.stop.cancel();
@@ -417,9 +489,53 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
             timebase: Timebase::now(),
             max_in_flight: 4,
             clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
+            first_poll_within: Duration::from_secs(30),
         },
     );
     assert!(fleet.detail(fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
     fleet.poll_now(fleet.get("s").unwrap()).await;
     assert_eq!(stored_compilations(&writer, &r.store, "s").await, 2, "the same substance after a restart");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    r.stop.cancel();
+    let script = Script::default();
+    *script.offset_ms.lock().unwrap() = 45_000.0;
+    let fleet = Fleet::new(
+        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
+        vec![],
+        r.fleet.rules().clone(),
+        Arc::new(script.clone()),
+        r.fleet.writer().clone(),
+        FleetOptions {
+            timebase: Timebase::now(),
+            max_in_flight: 4,
+            clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
+            first_poll_within: Duration::from_secs(30),
+        },
+    );
+    let s = fleet.poll_now(fleet.get("s").unwrap()).await;
+    assert_eq!(s.facts.state, ServerState::Deficient);
+    let d = &s.facts.deficiencies[0];
+    assert_eq!((d.source.as_str(), d.severity), ("clock:skew", Severity::Warning));
+    assert!(d.summary.contains("no signing_key_file"), "{}", d.summary);
+    assert!(script.orders.lock().unwrap().is_empty(), "no key, no order");
+    // Back within the skew: the deficiency goes.
+    *script.offset_ms.lock().unwrap() = 0.0;
+    let s = fleet.poll_now(fleet.get("s").unwrap()).await;
+    assert_eq!((s.facts.state, s.facts.deficiencies.len()), (ServerState::Ok, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_order_leaves_a_deficiency_naming_the_refusal() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    *r.script.offset_ms.lock().unwrap() = 45_000.0;
+    *r.script.refuse.lock().unwrap() = true;
+    tokio::time::sleep(Duration::from_secs(61 + 10)).await;
+    let s = r.fleet.summary(r.fleet.get("s").unwrap());
+    let d = s.facts.deficiencies.iter().find(|d| d.source == "clock:skew").expect("a clock:skew deficiency");
+    assert!(d.summary.contains("refused") && d.summary.contains("max_clock_step"), "{}", d.summary);
+    r.stop.cancel();
 }

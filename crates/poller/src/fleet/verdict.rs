@@ -21,6 +21,17 @@ pub struct Verdict {
     pub reply: Option<Reply>,
 }
 
+impl Verdict {
+    /// Adds a deficiency the poller itself found (a clock it cannot correct): an answered
+    /// server with one is deficient.
+    pub fn add(&mut self, d: Deficiency) {
+        if self.state == ServerState::Ok {
+            self.state = ServerState::Deficient;
+        }
+        self.deficiencies.push(d);
+    }
+}
+
 /// An answered poll's reply.
 #[derive(Debug, Clone)]
 pub struct Reply {
