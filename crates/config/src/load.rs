@@ -40,9 +40,10 @@ impl ConfigError {
 }
 
 fn render_problem(file: &str, p: &Problem) -> String {
+    let key = if p.key.is_empty() { String::new() } else { format!("{}: ", p.key) };
     match p.line {
-        Some(l) => format!("{file}:{l}: {}: {}", p.key, p.message),
-        None => format!("{file}: {}: {}", p.key, p.message),
+        Some(l) => format!("{file}:{l}: {key}{}", p.message),
+        None => format!("{file}: {key}{}", p.message),
     }
 }
 
@@ -64,6 +65,8 @@ pub struct Located {
     dir: PathBuf,
     /// Keys the file has that the config does not know, as `table[i].key` paths.
     unknown: Vec<String>,
+    /// Keys whose value could not be read (wrong type or form), with why.
+    invalid: Vec<(String, String)>,
 }
 
 impl fmt::Debug for Located {
@@ -73,18 +76,67 @@ impl fmt::Debug for Located {
 }
 
 impl Located {
-    /// Parses `text` (read from `file`) into `T`. Unknown keys fail here when `T` denies them.
+    /// Parses `text` (read from `file`) into `T`, collecting every unknown key and every
+    /// value of the wrong type or form, so `check-config` names them all at once.
+    ///
+    /// A value that cannot be read is taken out (blanked, so lines and offsets stay) and
+    /// the text read again, until it reads or what fails cannot be taken out (a syntax
+    /// error, a missing table key); the values taken out become problems that
+    /// [`Located::problems`] holds from the start. A syntax error alone stays a
+    /// `ConfigError::Parse` naming line and column.
     pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<(T, Located), ConfigError> {
-        // Unknown keys are collected, not fatal at the first: `check-config` names them all.
-        let mut unknown = Vec::new();
-        let value: T = serde_ignored::deserialize(toml::Deserializer::new(text), |path| unknown.push(key_of(&path)))
-            .map_err(|e: toml::de::Error| {
-                let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-                ConfigError::Parse { file: file.to_string(), line, column, message: e.message().trim().to_string() }
-            })?;
         let doc = toml_edit::ImDocument::parse(text.to_string()).ok();
         let dir = Path::new(file).parent().map(Path::to_path_buf).unwrap_or_default();
-        Ok((value, Located { file: file.to_string(), text: text.to_string(), doc, dir, unknown }))
+        let mut located = Located {
+            file: file.to_string(),
+            text: text.to_string(),
+            doc,
+            dir,
+            unknown: Vec::new(),
+            invalid: Vec::new(),
+        };
+        let mut current = text.to_string();
+        loop {
+            let mut seen = Vec::new();
+            let result: Result<T, toml::de::Error> =
+                serde_ignored::deserialize(toml::Deserializer::new(&current), |path| seen.push(key_of(&path)));
+            for key in seen {
+                if !located.unknown.contains(&key) {
+                    located.unknown.push(key);
+                }
+            }
+            let e = match result {
+                Ok(value) => return Ok((value, located)),
+                Err(e) => e,
+            };
+            let message = e.message().trim().to_string();
+            let found = e.span().and_then(|s| entry_at(&current, s.start));
+            if let Some(Found::Value { key, range }) = &found {
+                // Bounded: each round blanks one more entry of a finite text.
+                located.invalid.push((key.clone(), message));
+                current = blank(&current, range.clone());
+                continue;
+            }
+            let caused_by_us = located.invalid.iter().any(|(k, _)| {
+                let leaf = k.rsplit('.').next().unwrap_or(k);
+                message.starts_with(&format!("missing field `{leaf}`"))
+            });
+            if located.invalid.is_empty() && located.unknown.is_empty() {
+                let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+                return Err(ConfigError::Parse { file: file.to_string(), line, column, message });
+            }
+            let mut p = located.problems();
+            if !caused_by_us {
+                match found {
+                    Some(Found::Table { key }) => p.push(key, message),
+                    _ => {
+                        let line = e.span().map(|s| line_col(text, s.start).0);
+                        p.list.push(Problem { key: String::new(), line, message });
+                    }
+                }
+            }
+            return Err(p.finish().expect_err("a problem was found"));
+        }
     }
 
     pub fn file(&self) -> &str {
@@ -133,6 +185,10 @@ impl Located {
     /// A collector for this file's validation problems, holding its unknown keys already.
     pub fn problems(&self) -> Problems<'_> {
         let mut p = Problems { located: self, list: Vec::new() };
+        for (key, message) in &self.invalid {
+            let line = self.line_of(key);
+            p.list.push(Problem { key: key.clone(), line, message: message.clone() });
+        }
         for key in &self.unknown {
             p.push(key.clone(), "unknown key (check its spelling and section)");
         }
@@ -147,10 +203,21 @@ pub struct Problems<'a> {
 }
 
 impl Problems<'_> {
+    /// Adds a problem at `key`, unless it speaks of a value that could not be read (the
+    /// key itself, a key inside it, or its table naming it as missing): that value is
+    /// named once already, and what validation says of its absence is only a consequence.
     pub fn push(&mut self, key: impl Into<String>, message: impl fmt::Display) {
         let key = key.into();
+        let message = message.to_string();
+        let unreadable = self.located.invalid.iter().any(|(bad, _)| {
+            let leaf = bad.rsplit('.').next().unwrap_or(bad);
+            key == *bad || is_under(&key, bad) || (is_under(bad, &key) && message.contains(leaf))
+        });
+        if unreadable {
+            return;
+        }
         let line = self.located.line_of(&key);
-        self.list.push(Problem { key, line, message: message.to_string() });
+        self.list.push(Problem { key, line, message });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,6 +234,12 @@ impl Problems<'_> {
     }
 }
 
+/// Whether `key` is inside the table or array `outer` (`server[1].name` is in `server`
+/// and in `server[1]`).
+fn is_under(key: &str, outer: &str) -> bool {
+    key.strip_prefix(outer).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
 /// `server[2].name` from serde_ignored's path.
 fn key_of(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path as P;
@@ -179,6 +252,71 @@ fn key_of(path: &serde_ignored::Path<'_>) -> String {
         },
         P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => key_of(parent),
     }
+}
+
+/// What holds a byte offset of the text: a key's value (with the byte range of the whole
+/// `key = value` entry, to take out), or a table (which is never taken out: it would
+/// shift the indices of the tables after it).
+enum Found {
+    Value { key: String, range: std::ops::Range<usize> },
+    Table { key: String },
+}
+
+/// The entry of a real table (not inline) whose value holds `offset`.
+fn entry_at(text: &str, offset: usize) -> Option<Found> {
+    let doc = toml_edit::ImDocument::parse(text).ok()?;
+    find_in(doc.as_table(), "", offset)
+}
+
+fn find_in(table: &toml_edit::Table, prefix: &str, offset: usize) -> Option<Found> {
+    let contains = |span: Option<std::ops::Range<usize>>| {
+        span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+    };
+    for (name, item) in table.iter() {
+        let key = if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") };
+        match item {
+            toml_edit::Item::Value(v) if contains(v.span()) => {
+                let start = table.key(name).and_then(|k| k.span()).map_or(v.span()?.start, |s| s.start);
+                return Some(Found::Value { key, range: start..v.span()?.end });
+            }
+            toml_edit::Item::Table(t) => {
+                if let Some(f) = find_in(t, &key, offset) {
+                    return Some(f);
+                }
+                if contains(t.span()) {
+                    return Some(Found::Table { key });
+                }
+            }
+            toml_edit::Item::ArrayOfTables(a) => {
+                for (i, t) in a.iter().enumerate() {
+                    let key = format!("{key}[{i}]");
+                    if let Some(f) = find_in(t, &key, offset) {
+                        return Some(f);
+                    }
+                    if contains(t.span()) {
+                        return Some(Found::Table { key });
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// `text` with `range` blanked: every byte but newlines becomes a space, so every
+/// line and offset after it stays where it was.
+fn blank(text: &str, range: std::ops::Range<usize>) -> String {
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..range.start]);
+    for c in text[range.clone()].chars() {
+        match c {
+            '\n' => out.push('\n'),
+            c => out.extend(std::iter::repeat_n(' ', c.len_utf8())),
+        }
+    }
+    out.push_str(&text[range.end..]);
+    out
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -232,6 +370,88 @@ mod tests {
         let text = "name = \"x\"\n[[server]]\nname = \"a\"\nport = \"high\"\n";
         let err = Located::parse::<Cfg>("p.toml", text).unwrap_err().to_string();
         assert!(err.starts_with("p.toml:4:"), "{err}");
+    }
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Timed {
+        name: Option<String>,
+        timeout: Option<crate::Duration>,
+        #[serde(default)]
+        server: Vec<OptSrv>,
+    }
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct OptSrv {
+        name: String,
+        port: Option<u16>,
+    }
+
+    /// An invalid value must not hide the unknown keys after it (or before it), nor the
+    /// other invalid values: every problem of the file at once.
+    #[test]
+    fn invalid_values_and_unknown_keys_are_named_together() {
+        let text = "nmae = \"x\"\ntimeout = \"ten\"\n[[server]]\nname = \"a\"\nport = \"high\"\nprot = 2\n[[server]]\nname = \"b\"\nport = 3\ntypo = 1\n";
+        let (cfg, loc) = Located::parse::<Timed>("p.toml", text).unwrap();
+        assert!(cfg.timeout.is_none());
+        let err = loc.problems().finish().unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems[0], "p.toml:1: nmae: unknown key (check its spelling and section)");
+        assert!(problems[1].starts_with("p.toml:2: timeout: invalid duration \"ten\""), "{problems:#?}");
+        assert!(problems[2].starts_with("p.toml:5: server[0].port: invalid type: string \"high\""), "{problems:#?}");
+        assert_eq!(problems[3], "p.toml:6: server[0].prot: unknown key (check its spelling and section)");
+        assert_eq!(problems[4], "p.toml:10: server[1].typo: unknown key (check its spelling and section)");
+    }
+
+    /// What validation says of a value that could not be read is only its consequence:
+    /// the key is named once, for the value.
+    #[test]
+    fn an_unreadable_value_is_named_once() {
+        let (_, loc) = Located::parse::<Timed>("p.toml", "timeout = 5\n").unwrap();
+        let mut p = loc.problems();
+        p.push("timeout", "missing: set a timeout");
+        assert_eq!(p.finish().unwrap_err().problems().len(), 1);
+        let text = "[[server]]\nname = \"a\"\nport = \"x\"\n";
+        let (_, loc) = Located::parse::<Timed>("p.toml", text).unwrap();
+        let mut p = loc.problems();
+        p.push("server[0]", "missing: port = 7460");
+        p.push("server[0]", "name \"a\" is reserved");
+        assert_eq!(
+            p.finish().unwrap_err().problems(),
+            [
+                "p.toml:1: server[0]: name \"a\" is reserved",
+                "p.toml:3: server[0].port: invalid type: string \"x\", expected u16"
+            ]
+        );
+    }
+
+    /// A required key with a bad value cannot be taken out: its problem and the unknown
+    /// keys found so far are still named, without a "missing field" for it.
+    #[test]
+    fn a_required_key_with_a_bad_value_is_named_with_the_unknown_keys() {
+        let text = "nmae = 1\nname = \"x\"\n[[server]]\nname = \"a\"\nport = -1\n";
+        let err = Located::parse::<Cfg>("p.toml", text).unwrap_err();
+        let problems = err.problems();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert_eq!(problems[0], "p.toml:1: nmae: unknown key (check its spelling and section)");
+        assert!(problems[1].starts_with("p.toml:5: server[0].port: "), "{problems:#?}");
+    }
+
+    #[test]
+    fn a_syntax_error_alone_names_line_and_column() {
+        let err = Located::parse::<Cfg>("p.toml", "name = \"x\"\nport = = 1\n").unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn blanking_keeps_every_offset() {
+        let text = "a = \"h\u{e9}\"\nb = [\n1,\n]\nc = 1\n";
+        let start = text.find('b').unwrap();
+        let end = text.find(']').unwrap() + 1;
+        let out = blank(text, start..end);
+        assert_eq!(out.len(), text.len());
+        assert_eq!(out.find("c = 1"), text.find("c = 1"));
     }
 
     #[test]

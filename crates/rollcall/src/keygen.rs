@@ -3,6 +3,10 @@
 //! Writes `DIR/poller.key` (private, mode 0600) and `DIR/poller.pub`, and prints the public
 //! key line that goes into each attendant's `poller_public_key`. Never overwrites a key
 //! unless told to: replacing it silently would make every attendant reject the poller.
+//!
+//! The `signing_key_file` line it prints names the key by its absolute path: paths in a
+//! config are taken relative to that config's folder, which keygen cannot know, and an
+//! absolute path is right wherever the line is pasted.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -33,11 +37,23 @@ pub fn run(out: &Path, force: bool) -> anyhow::Result<()> {
     f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", key_path.display()))?;
     let pub_path = out.join("poller.pub");
     std::fs::write(&pub_path, format!("{line}\n")).with_context(|| format!("cannot write {}", pub_path.display()))?;
+    let key_path =
+        std::fs::canonicalize(&key_path).with_context(|| format!("cannot resolve {}", key_path.display()))?;
     eprintln!("wrote {} (keep it secret) and {}", key_path.display(), pub_path.display());
-    eprintln!("poller.toml:    signing_key_file = \"{}\"", key_path.display());
-    eprintln!("attendant.toml: poller_public_key = \"{line}\"");
+    for l in paste_lines(&key_path, &line) {
+        eprintln!("{l}");
+    }
     println!("{line}");
     Ok(())
+}
+
+/// The two lines to paste, each named by the file it goes into (at its top, before any
+/// `[table]`): the key by its absolute path, right wherever poller.toml is.
+pub fn paste_lines(key_path: &Path, public_line: &str) -> [String; 2] {
+    [
+        format!("poller.toml:    signing_key_file = {:?}", key_path.display().to_string()),
+        format!("attendant.toml: poller_public_key = {public_line:?}"),
+    ]
 }
 
 /// 32 random bytes from the kernel.
@@ -67,5 +83,16 @@ mod tests {
         let err = run(dir.path(), false).unwrap_err().to_string();
         assert!(err.contains("exists; pass --force"), "{err}");
         run(dir.path(), true).unwrap();
+    }
+
+    /// Pasted into a poller.toml anywhere, the line must still name the key.
+    #[test]
+    fn the_signing_key_line_names_the_key_by_its_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("poller.key");
+        let [poller, attendant] = paste_lines(&key, "ed25519:abc");
+        assert_eq!(poller, format!("poller.toml:    signing_key_file = \"{}\"", key.display()));
+        assert!(key.is_absolute());
+        assert_eq!(attendant, "attendant.toml: poller_public_key = \"ed25519:abc\"");
     }
 }
