@@ -191,7 +191,11 @@ fn the_readme_tour_runs_from_a_fresh_clone_and_mail_01_recovers() {
     let last: serde_json::Value = serde_json::from_str(&polls.last().expect("a poll in the tour").1)
         .unwrap_or_else(|e| panic!("the last poll's answer is not JSON ({e})\n{context}"));
     assert_eq!(last["level"], "normal", "mail-01 must be back at normal after the tour\n{context}");
-    assert_eq!(last["state"], "ok", "{context}");
+    // What is left is the clock the poller has no key to correct yet (the tour's next part):
+    // shown as a warning, and by the example's rule no reason to poll faster.
+    let left: Vec<&str> =
+        last["deficiencies"].as_array().into_iter().flatten().filter_map(|d| d["source"].as_str()).collect();
+    assert_eq!(left, ["clock:skew"], "only the uncorrected clock is left\n{context}");
     let status = &steps.iter().rev().find(|(c, _)| c.starts_with("rollcall status")).expect("rollcall status").1;
     let row = status.lines().find(|l| l.contains("mail-01")).unwrap_or_default();
     assert!(row.contains("normal"), "the last `rollcall status` shows mail-01 at normal: {row:?}\n{context}");
