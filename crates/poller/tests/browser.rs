@@ -1,7 +1,9 @@
 //! The dashboard in a real headless Chromium (Debian `chromium` + `chromium-driver`, driven
 //! by fantoccini over WebDriver): the fleet view lists the servers; a stopped service turns
 //! its row critical without a reload; the server page shows the compilation; "Poll now"
-//! polls. Screenshots of both pages (and the fleet on a phone-sized window) are saved to
+//! polls; the fleet page stays true through live updates (NEXT POLL never in the past,
+//! clock offsets coloured against `max_clock_skew`, deficiency summaries visible, every
+//! live-updated row equal to what a reload renders). Screenshots of both pages (and the fleet on a phone-sized window) are saved to
 //! `target/screenshots/` on every run, and to `docs/screenshots/` (the README's) only with
 //! ROLLCALL_UPDATE_SCREENSHOTS=1, so a test run leaves the work tree clean.
 //!
@@ -117,4 +119,141 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     shot(&c, "server.png").await;
     c.close().await.ok();
     poller.stop().await;
+}
+
+/// The fleet rows as the page shows them, read in the browser: for each row its name, the
+/// NEXT POLL text and timestamp, the LAST POLL timestamp (ms since the epoch).
+const READ_ROWS: &str = r#"
+return [...document.querySelectorAll('#fleet tr.server')].map(r => {
+  const next = r.querySelector('td.next time'), last = r.querySelector('td.last time');
+  return {
+    name: r.dataset.server,
+    next_text: r.querySelector('td.next').textContent.trim(),
+    next: next ? Date.parse(next.getAttribute('datetime')) : null,
+    last: last ? Date.parse(last.getAttribute('datetime')) : null,
+    now: Date.now(),
+  };
+});"#;
+
+/// Compares every live-updated row (and the totals) with the page a reload renders now;
+/// returns the differences, none when equal. Relative-time texts and the flash are
+/// normalised away: they are the only things the script adds.
+const LIVE_VS_RELOAD: &str = r#"
+const done = arguments[arguments.length - 1];
+const norm = (tr) => {
+  const c = tr.cloneNode(true);
+  c.classList.remove('flash');
+  c.removeAttribute('hidden');
+  for (const t of c.querySelectorAll('time')) { t.textContent = ''; t.removeAttribute('title'); }
+  return c.outerHTML;
+};
+fetch('/').then(r => r.text()).then(html => {
+  const fresh = new DOMParser().parseFromString(html, 'text/html');
+  const diffs = [];
+  for (const row of document.querySelectorAll('#fleet tr.server')) {
+    const other = fresh.getElementById(row.id);
+    if (!other) { diffs.push(row.id + ': not on a reload'); continue; }
+    if (norm(row) !== norm(other)) diffs.push('live ' + norm(row) + '\n  reload ' + norm(other));
+  }
+  for (const sel of ['#fleet-total', '#level-counts', '.filters']) {
+    const a = document.querySelector(sel).textContent.replace(/\s+/g, ' ').trim();
+    const b = fresh.querySelector(sel).textContent.replace(/\s+/g, ' ').trim();
+    if (a !== b) diffs.push(sel + ': live "' + a + '", reload "' + b + '"');
+  }
+  done(diffs);
+}).catch(e => done(['fetch failed: ' + e]));
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_page_stays_true_through_live_updates() {
+    if skip("BROWSER", "Chromium and chromedriver") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, driver_url) = support::chromedriver(dir.path()).await;
+    // Clocks against max_clock_skew = 2s: within half (ok), over half (warn), beyond (crit).
+    let mut att =
+        Attendants::start_with_clocks(dir.path(), &[("on-time", "0s"), ("near", "1500ms"), ("far", "5s")]).await;
+    let mut poller = Poller::start(dir.path(), &att, "max_clock_skew = \"2s\"", "").await;
+    for n in ["on-time", "near", "far"] {
+        poller.api.wait_server(n, "first poll", |s| !s["last_poll_at"].is_null()).await;
+    }
+    // A deficiency whose summary must be readable on the fleet page.
+    att.service("near").stop().await;
+    poller.api.wait_server("near", "its smtp deficiency", |s| s["state"] == "deficient").await;
+
+    let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 760).await;
+    c.goto(&format!("{}/", poller.base)).await.expect("open the fleet view");
+    wait_for("the live indicator", || async { text(&c, "#live").await.filter(|t| t == "live") }).await;
+
+    // Watch several polls of every server (normal every 3 s, critical every 1 s).
+    let mut problems = Vec::new();
+    let mut polls_seen: std::collections::HashMap<String, std::collections::BTreeSet<i64>> = Default::default();
+    let watch_until = std::time::Instant::now() + std::time::Duration::from_secs(11);
+    while std::time::Instant::now() < watch_until {
+        let rows = c.execute(READ_ROWS, vec![]).await.expect("read the rows");
+        for r in rows.as_array().expect("rows") {
+            let name = r["name"].as_str().unwrap_or("?").to_string();
+            let (next, last, now) = (r["next"].as_f64(), r["last"].as_f64(), r["now"].as_f64().unwrap_or(0.0));
+            let next_text = r["next_text"].as_str().unwrap_or("");
+            // A poll in flight and its live update take a moment: "now" covers them.
+            let fine = match (next, last) {
+                (Some(n), Some(l)) => n > l && n > now - 1500.0 && !next_text.contains("ago"),
+                _ => false,
+            };
+            if !fine && problems.len() < 20 {
+                problems.push(format!("{name}: NEXT POLL not in the future: {r}"));
+            }
+            if let Some(l) = last {
+                polls_seen.entry(name).or_default().insert(l as i64);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    for n in ["on-time", "near", "far"] {
+        let seen = polls_seen.get(n).map_or(0, |s| s.len());
+        assert!(seen >= 3, "{n}: only {seen} polls seen live on the fleet page");
+    }
+
+    // Clock offsets coloured against max_clock_skew, on the fleet page and a server page.
+    for (n, want) in [("on-time", "clk-ok"), ("near", "clk-warn"), ("far", "clk-crit")] {
+        let class = attr(&c, &format!("#server-{n} td.offset .offset"), "class").await.unwrap_or_default();
+        if !class.split(' ').any(|k| k == want) {
+            problems.push(format!("{n}: clock offset class {class:?}, expected {want}"));
+        }
+    }
+    // The deficiency's summary is on the page, visible, not only in a tooltip.
+    let summary = c
+        .execute(
+            "const s = document.querySelector('#server-near td.deficiencies .sum'); \
+             return s && s.offsetParent !== null && s.getBoundingClientRect().height > 0 ? s.textContent : null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    match summary.as_str() {
+        Some(t) if !t.trim().is_empty() => {}
+        _ => problems.push(format!("near: no visible deficiency summary (got {summary})")),
+    }
+    // What live updates show equals what a reload renders (retried: a poll may land between).
+    let mut diffs = serde_json::Value::Null;
+    for _ in 0..20 {
+        diffs = c.execute_async(LIVE_VS_RELOAD, vec![]).await.expect("compare with a reload");
+        if diffs.as_array().is_some_and(|d| d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    if !diffs.as_array().is_some_and(|d| d.is_empty()) {
+        problems.push(format!("live rows differ from a reload: {diffs:#}"));
+    }
+    // The server page colours the offset the same way.
+    c.goto(&format!("{}/servers/far", poller.base)).await.unwrap();
+    let class = attr(&c, "section.head dl.facts .offset", "class").await.unwrap_or_default();
+    if !class.split(' ').any(|k| k == "clk-crit") {
+        problems.push(format!("far's page: clock offset class {class:?}, expected clk-crit"));
+    }
+    c.close().await.ok();
+    poller.stop().await;
+    assert!(problems.is_empty(), "the fleet page through live updates:\n{}", problems.join("\n"));
 }
