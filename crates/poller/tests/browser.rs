@@ -76,7 +76,9 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     .await;
     assert_eq!(attr(&c, "#server-mail-01", "data-state").await.as_deref(), Some("deficient"));
     assert_eq!(text(&c, "#server-mail-01 td.level").await.as_deref(), Some("critical"));
-    assert_eq!(text(&c, "#server-mail-01 td.deficiencies").await.as_deref(), Some("service:smtp"));
+    assert_eq!(text(&c, "#server-mail-01 td.deficiencies .src").await.as_deref(), Some("service:smtp"));
+    let summary = text(&c, "#server-mail-01 td.deficiencies .sum").await.unwrap_or_default();
+    assert!(summary.contains("smtp critical"), "mail-01's deficiency summary: {summary:?}");
     assert_eq!(text(&c, "#level-counts .count[data-level=\"critical\"] b").await.as_deref(), Some("1"));
     let marker = c.execute("return window.__rollcallNoReload;", vec![]).await.unwrap();
     assert_eq!(marker, serde_json::json!(42), "the page was reloaded");
