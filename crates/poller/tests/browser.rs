@@ -3,9 +3,16 @@
 //! its row critical without a reload; the server page shows the compilation; "Poll now"
 //! polls; the fleet page stays true through live updates (NEXT POLL never in the past,
 //! clock offsets coloured against `max_clock_skew`, deficiency summaries visible, every
-//! live-updated row equal to what a reload renders). Screenshots of both pages (and the fleet on a phone-sized window) are saved to
-//! `target/screenshots/` on every run, and to `docs/screenshots/` (the README's) only with
-//! ROLLCALL_UPDATE_SCREENSHOTS=1, so a test run leaves the work tree clean.
+//! live-updated row equal to what a reload renders). Screenshots of both pages (and the
+//! fleet on a phone-sized window) are saved to `target/screenshots/` on every run.
+//!
+//! The README's screenshots (`docs/screenshots/`) come from the demo, not from this test
+//! fleet: start `rollcall demo`, let it run a minute or two (db-01's clock gets corrected,
+//! mail-01 goes critical), then
+//! `ROLLCALL_DEMO_URL=http://127.0.0.1:7470 ROLLCALL_UPDATE_SCREENSHOTS=1 cargo test -p
+//! rollcall-poller --test browser demo_screenshots`. Without ROLLCALL_DEMO_URL that test
+//! does nothing; without ROLLCALL_UPDATE_SCREENSHOTS=1 it writes to `target/screenshots/`,
+//! so a test run leaves the work tree clean.
 //!
 //! Set ROLLCALL_SKIP_BROWSER_TESTS=1 to skip where Chromium cannot run.
 
@@ -17,12 +24,11 @@ use fantoccini::{Client, Locator};
 use rollcall_testkit::{skip, wait_for};
 use support::{Attendants, Poller};
 
-fn screenshots() -> PathBuf {
-    let folder = if std::env::var("ROLLCALL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        "../../docs/screenshots"
-    } else {
-        "../../target/screenshots"
-    };
+/// Where screenshots go: `docs/screenshots/` for the demo's with
+/// ROLLCALL_UPDATE_SCREENSHOTS=1, else `target/screenshots/`.
+fn screenshots(demo: bool) -> PathBuf {
+    let update = std::env::var("ROLLCALL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1");
+    let folder = if demo && update { "../../docs/screenshots" } else { "../../target/screenshots" };
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(folder);
     std::fs::create_dir_all(&d).expect("create the screenshots folder");
     d
@@ -39,7 +45,7 @@ async fn text(c: &Client, css: &str) -> Option<String> {
 
 async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
-    std::fs::write(screenshots().join(name), png).expect("write screenshot");
+    std::fs::write(screenshots(false).join(name), png).expect("write screenshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +225,7 @@ async fn fleet_page_stays_true_through_live_updates() {
 
     // Clock offsets coloured against max_clock_skew, on the fleet page and a server page.
     for (n, want) in [("on-time", "clk-ok"), ("near", "clk-warn"), ("far", "clk-crit")] {
-        let class = attr(&c, &format!("#server-{n} td.offset .offset"), "class").await.unwrap_or_default();
+        let class = attr(&c, &format!("#server-{n} td.offset .clk"), "class").await.unwrap_or_default();
         if !class.split(' ').any(|k| k == want) {
             problems.push(format!("{n}: clock offset class {class:?}, expected {want}"));
         }
@@ -251,11 +257,47 @@ async fn fleet_page_stays_true_through_live_updates() {
     }
     // The server page colours the offset the same way.
     c.goto(&format!("{}/servers/far", poller.base)).await.unwrap();
-    let class = attr(&c, "section.head dl.facts .offset", "class").await.unwrap_or_default();
+    let class = attr(&c, "section.head dl.facts .clk", "class").await.unwrap_or_default();
     if !class.split(' ').any(|k| k == "clk-crit") {
         problems.push(format!("far's page: clock offset class {class:?}, expected clk-crit"));
     }
     c.close().await.ok();
     poller.stop().await;
     assert!(problems.is_empty(), "the fleet page through live updates:\n{}", problems.join("\n"));
+}
+
+/// The README's screenshots, from a running demo (see the module doc).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_screenshots() {
+    let Ok(base) = std::env::var("ROLLCALL_DEMO_URL") else {
+        eprintln!("demo_screenshots: ROLLCALL_DEMO_URL not set; nothing to do");
+        return;
+    };
+    if skip("BROWSER", "Chromium and chromedriver") {
+        return;
+    }
+    let base = base.trim_end_matches('/').to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, driver_url) = support::chromedriver(dir.path()).await;
+    let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 620).await;
+    let folder = screenshots(true);
+    let save = |png: Vec<u8>, name: &str| std::fs::write(folder.join(name), png).expect("write screenshot");
+    c.goto(&format!("{base}/")).await.expect("open the demo's fleet view");
+    wait_for("the live indicator", || async { text(&c, "#live").await.filter(|t| t == "live") }).await;
+    wait_for("every demo server polled", || async {
+        let none = c.find_all(Locator::Css("#fleet td.last .none")).await.ok()?;
+        none.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    save(c.screenshot().await.unwrap(), "fleet.png");
+    c.set_window_size(412, 860).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    save(c.screenshot().await.unwrap(), "fleet-phone.png");
+    c.set_window_size(1280, 1500).await.unwrap();
+    c.goto(&format!("{base}/servers/db-01")).await.unwrap();
+    wait_for("db-01's chart", || async { c.find(Locator::Css("#chart-offset polyline")).await.ok() }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    save(c.screenshot().await.unwrap(), "server.png");
+    c.close().await.ok();
 }

@@ -120,7 +120,7 @@ fn offset(v: Option<f64>, max_skew: std::time::Duration) -> Markup {
                 _ => "within half of",
             };
             html! {
-                span class=(format!("offset {class}")) title=(format!("{says} max_clock_skew = {}", rollcall_config::Duration(max_skew))) {
+                span class=(format!("clk {class}")) title=(format!("{says} max_clock_skew = {}", rollcall_config::Duration(max_skew))) {
                     (format!("{v:.1} ms"))
                 }
             }
