@@ -152,7 +152,7 @@
   // its shape) and is redrawn on resize; labels sit in gutters, never over the line; the
   // x axis is time, with ticks on round clock times; the y range is robust: it spans the
   // 5th to 95th percentile widened by half its span (and 0 for RTT, and the
-  // max_clock_skew band for offsets when near), so one spike cannot flatten the rest.
+  // max_clock_skew band for offsets that come within half of it), so one spike cannot flatten the rest.
   // Points outside it are drawn on the edge as a red triangle with their value as title,
   // and the caption says how many were clipped.
   const SVG = "http://www.w3.org/2000/svg";
@@ -192,7 +192,8 @@
     if (sorted[0] >= lo - pad) lo = Math.min(lo, sorted[0]); // not a spike: just include it
     if (sorted[sorted.length - 1] <= hi + pad) hi = Math.max(hi, sorted[sorted.length - 1]);
     if (key === "rtt") lo = Math.max(0, Math.min(lo, 0));
-    if (key === "offset" && skew > 0 && hi - lo < 4 * skew && Math.abs((hi + lo) / 2) < 2 * skew) {
+    // The band only when the offsets come near it: small offsets keep their own scale.
+    if (key === "offset" && skew > 0 && Math.max(Math.abs(lo), Math.abs(hi)) > skew / 2 && hi - lo < 4 * skew) {
       lo = Math.min(lo, -skew); hi = Math.max(hi, skew);
     }
     if (hi - lo < 1e-9) hi = lo + 1;
@@ -256,9 +257,10 @@
     const last = vals[vals.length - 1];
     const sorted = vals.slice().sort((a, b) => a - b);
     if (stats) {
-      let t = " · last " + last.toFixed(1) + " · median " + quantile(sorted, 0.5).toFixed(1)
-        + " · max " + sorted[sorted.length - 1].toFixed(1);
-      if (key === "offset") t = " · last " + last.toFixed(1) + " · min " + sorted[0].toFixed(1) + " · max " + sorted[sorted.length - 1].toFixed(1);
+      const f = (v) => (Math.abs(v) < 0.05 ? 0 : v).toFixed(1);
+      let t = " · last " + f(last) + " · median " + f(quantile(sorted, 0.5))
+        + " · max " + f(sorted[sorted.length - 1]);
+      if (key === "offset") t = " · last " + f(last) + " · min " + f(sorted[0]) + " · max " + f(sorted[sorted.length - 1]);
       if (clipped) t += " · " + clipped + (clipped === 1 ? " spike" : " spikes") + " off scale (▲▼)";
       stats.textContent = t;
     }

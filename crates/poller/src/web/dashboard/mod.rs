@@ -432,7 +432,7 @@ fn compilation_view(c: &Compilation) -> Markup {
             dl.facts {
                 div { dt { "Attendant" } dd { (att.name) " " small { (att.version) } } }
                 div { dt { "Hostname" } dd { (att.hostname) } }
-                div { dt { "Server time" } dd.ts { (t.utc.format("%Y-%m-%d %H:%M:%S%.3f UTC")) } }
+                div.wide { dt { "Server time" } dd.ts { (t.utc.format("%Y-%m-%d %H:%M:%S%.3f UTC")) } }
                 div { dt { "Zone" } dd { (t.zone.as_deref().unwrap_or("?")) " (UTC" (format!("{:+}", t.utc_offset_seconds / 3600)) "h)" } }
             }
         }
