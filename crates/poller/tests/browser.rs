@@ -34,13 +34,25 @@ fn screenshots(demo: bool) -> PathBuf {
     d
 }
 
+// Read in one script, not find-then-read: live updates replace whole rows, so an element
+// found a moment ago may be gone by the time it is read.
 async fn attr(c: &Client, css: &str, name: &str) -> Option<String> {
-    let e = c.find(Locator::Css(css)).await.ok()?;
-    e.attr(name).await.ok().flatten()
+    let js = "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;";
+    let v = c.execute(js, vec![css.into(), name.into()]).await.ok()?;
+    v.as_str().map(str::to_string)
 }
 
 async fn text(c: &Client, css: &str) -> Option<String> {
-    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+    let js = "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;";
+    let v = c.execute(js, vec![css.into()]).await.ok()?;
+    v.as_str().map(str::to_string)
+}
+
+/// Clicks the element `css` selects, found and clicked in one script (see [`attr`]).
+async fn click(c: &Client, css: &str) {
+    let js = "const e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true;";
+    let found = c.execute(js, vec![css.into()]).await.expect("click");
+    assert_eq!(found, serde_json::json!(true), "nothing to click at {css}");
 }
 
 async fn shot(c: &Client, name: &str) {
@@ -90,17 +102,17 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     assert_eq!(marker, serde_json::json!(42), "the page was reloaded");
 
     // The state filter hides the other rows.
-    c.find(Locator::Css(".filter[data-state=\"deficient\"]")).await.unwrap().click().await.unwrap();
+    click(&c, ".filter[data-state=\"deficient\"]").await;
     let hidden = c
         .execute("return [...document.querySelectorAll('tr.server')].filter(r => r.hidden).length;", vec![])
         .await
         .unwrap();
     assert_eq!(hidden, serde_json::json!(2));
-    c.find(Locator::Css(".filter[data-state=\"all\"]")).await.unwrap().click().await.unwrap();
+    click(&c, ".filter[data-state=\"all\"]").await;
 
     // "Poll now" on web-01 (normal: next scheduled poll is seconds away) polls at once.
     let before = poller.api.server("web-01").await["last_poll_at"].clone();
-    c.find(Locator::Css("#server-web-01 button.poll-now")).await.unwrap().click().await.unwrap();
+    click(&c, "#server-web-01 button.poll-now").await;
     poller.api.wait_server("web-01", "a poll on request", |s| s["last_poll_at"] != before).await;
     shot(&c, "fleet.png").await;
 
@@ -119,7 +131,7 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     assert!(text(&c, ".host").await.unwrap_or_default().to_lowercase().contains("load"), "host usage shown");
     // The service comes back: the page follows without a reload.
     att.service("mail-01").restart().await;
-    c.find(Locator::Css("#live-parts button.poll-now")).await.unwrap().click().await.unwrap();
+    click(&c, "#live-parts button.poll-now").await;
     wait_for("mail-01's page to show it ok again", || async {
         attr(&c, "section.head", "data-state").await.filter(|s| s == "ok")
     })
