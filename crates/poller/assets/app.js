@@ -150,11 +150,12 @@
   // ---- charts: careful SVG, drawn at the element's own pixel size ----
   // Rules: the viewBox is the element's size in CSS pixels (never stretched, so text keeps
   // its shape) and is redrawn on resize; labels sit in gutters, never over the line; the
-  // x axis is time, with ticks on round clock times; the y range is robust: it spans the
-  // 5th to 95th percentile widened by half its span (and 0 for RTT, and the
-  // max_clock_skew band for offsets that come within half of it), so one spike cannot flatten the rest.
-  // Points outside it are drawn on the edge as a red triangle with their value as title,
-  // and the caption says how many were clipped.
+  // x axis is time, with ticks on round clock times; the y range is robust: the quartiles
+  // widened by Tukey's far fences (3 x the interquartile range, at least 0.5 ms or a tenth
+  // of the median), never wider than the data; 0 is always in the RTT range, and the
+  // +-max_clock_skew band in the offset range once offsets come within half of it. So one
+  // spike cannot flatten the rest: points beyond the fences are drawn on the edge as a red
+  // triangle with their value as title, and the caption says how many were clipped.
   const SVG = "http://www.w3.org/2000/svg";
   function svgEl(tag, attrs, text) {
     const e = document.createElementNS(SVG, tag);
@@ -186,11 +187,11 @@
   // The y range: robust (see the rules above), and the points it leaves out.
   function yRange(vals, key, skew) {
     const sorted = vals.slice().sort((a, b) => a - b);
-    let lo = quantile(sorted, 0.05), hi = quantile(sorted, 0.95);
-    const pad = Math.max((hi - lo) * 0.5, Math.abs(hi) * 0.05, 0.5);
-    lo -= pad; hi += pad;
-    if (sorted[0] >= lo - pad) lo = Math.min(lo, sorted[0]); // not a spike: just include it
-    if (sorted[sorted.length - 1] <= hi + pad) hi = Math.max(hi, sorted[sorted.length - 1]);
+    const q1 = quantile(sorted, 0.25), q3 = quantile(sorted, 0.75), med = quantile(sorted, 0.5);
+    const fence = Math.max(3 * (q3 - q1), Math.abs(med) * 0.1, 0.5);
+    let lo = Math.max(sorted[0], q1 - fence), hi = Math.min(sorted[sorted.length - 1], q3 + fence);
+    const margin = Math.max((hi - lo) * 0.1, 0.1);
+    lo -= margin; hi += margin;
     if (key === "rtt") lo = Math.max(0, Math.min(lo, 0));
     // The band only when the offsets come near it: small offsets keep their own scale.
     if (key === "offset" && skew > 0 && Math.max(Math.abs(lo), Math.abs(hi)) > skew / 2 && hi - lo < 4 * skew) {

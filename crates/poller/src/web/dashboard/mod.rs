@@ -121,7 +121,7 @@ fn offset(v: Option<f64>, max_skew: std::time::Duration) -> Markup {
             };
             html! {
                 span class=(format!("clk {class}")) title=(format!("{says} max_clock_skew = {}", rollcall_config::Duration(max_skew))) {
-                    (format!("{v:.1} ms"))
+                    (ms_text(v))
                 }
             }
         }
@@ -156,9 +156,15 @@ fn time(t: Option<DateTime<Utc>>) -> Markup {
     }
 }
 
+/// Milliseconds to one decimal, never `-0.0`.
+pub(crate) fn ms_text(v: f64) -> String {
+    // Adding +0.0 turns a rounded -0.0 into 0.0.
+    format!("{:.1} ms", (v * 10.0).round() / 10.0 + 0.0)
+}
+
 fn ms(v: Option<f64>) -> Markup {
     match v {
-        Some(v) => html! { (format!("{v:.1} ms")) },
+        Some(v) => html! { (ms_text(v)) },
         None => html! { span.none { "—" } },
     }
 }
@@ -475,7 +481,7 @@ fn history_view(h: &History, max_skew: std::time::Duration) -> Markup {
                 table { thead { tr { th { "When" } th { "Outcome" } th { "Offset" } th { "Correction" } th { "Detail" } } }
                     tbody { @for c in h.clock_corrections.iter().take(HISTORY_ROWS as usize) {
                         tr { td data-label="When" { (time(Some(c.at))) } td data-label="Outcome" { (c.outcome) }
-                             td data-label="Offset" { (offset(Some(c.offset_ms), max_skew)) } td data-label="Correction" { (format!("{:.1} ms", c.correction_ms)) }
+                             td data-label="Offset" { (offset(Some(c.offset_ms), max_skew)) } td data-label="Correction" { (ms_text(c.correction_ms)) }
                              td data-label="Detail" { (c.detail) } }
                     } } }
             }
@@ -507,6 +513,14 @@ mod tests {
             "3 servers: 1 deficient, 1 unreachable"
         );
         assert_eq!(fleet_total(&[]), "0 servers");
+    }
+
+    #[test]
+    fn milliseconds_never_read_minus_zero() {
+        assert_eq!(ms_text(-0.008), "0.0 ms");
+        assert_eq!(ms_text(-0.06), "-0.1 ms");
+        assert_eq!(ms_text(1499.92), "1499.9 ms");
+        assert_eq!(ms_text(45000.0), "45000.0 ms");
     }
 
     #[test]
