@@ -172,9 +172,11 @@
     for (const m of [1, 2, 2.5, 5, 10]) if (m * mag >= raw) return m * mag;
     return 10 * mag;
   }
+  // As many decimals as the step needs (0.25 keeps two), never "-0".
   function fmtVal(v, step) {
-    const d = step >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(step)));
-    return v.toFixed(d);
+    let d = 0;
+    while (d < 4 && Math.abs(Math.round(step * 10 ** d) - step * 10 ** d) > 1e-6) d++;
+    return (Math.abs(v) < step / 1e6 ? 0 : v).toFixed(d);
   }
   const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400]
     .map((s) => s * 1000);
