@@ -96,6 +96,7 @@ pub async fn run(
         store: store.clone(),
         notifier: notifier.clone(),
         stop: stop.clone(),
+        max_clock_skew: config.max_clock_skew.get(),
     });
     let metrics = Arc::new(web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) });
     let app = web::router(api, metrics);

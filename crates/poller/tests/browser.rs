@@ -1,9 +1,18 @@
 //! The dashboard in a real headless Chromium (Debian `chromium` + `chromium-driver`, driven
 //! by fantoccini over WebDriver): the fleet view lists the servers; a stopped service turns
 //! its row critical without a reload; the server page shows the compilation; "Poll now"
-//! polls. Screenshots of both pages (and the fleet on a phone-sized window) are saved to
-//! `target/screenshots/` on every run, and to `docs/screenshots/` (the README's) only with
-//! ROLLCALL_UPDATE_SCREENSHOTS=1, so a test run leaves the work tree clean.
+//! polls; the fleet page stays true through live updates (NEXT POLL never in the past,
+//! clock offsets coloured against `max_clock_skew`, deficiency summaries visible, every
+//! live-updated row equal to what a reload renders). Screenshots of both pages (and the
+//! fleet on a phone-sized window) are saved to `target/screenshots/` on every run.
+//!
+//! The README's screenshots (`docs/screenshots/`) come from the demo, not from this test
+//! fleet: start `rollcall demo`, let it run a minute or two (db-01's clock gets corrected,
+//! mail-01 goes critical), then
+//! `ROLLCALL_DEMO_URL=http://127.0.0.1:7470 ROLLCALL_UPDATE_SCREENSHOTS=1 cargo test -p
+//! rollcall-poller --test browser demo_screenshots`. Without ROLLCALL_DEMO_URL that test
+//! does nothing; without ROLLCALL_UPDATE_SCREENSHOTS=1 it writes to `target/screenshots/`,
+//! so a test run leaves the work tree clean.
 //!
 //! Set ROLLCALL_SKIP_BROWSER_TESTS=1 to skip where Chromium cannot run.
 
@@ -15,29 +24,40 @@ use fantoccini::{Client, Locator};
 use rollcall_testkit::{skip, wait_for};
 use support::{Attendants, Poller};
 
-fn screenshots() -> PathBuf {
-    let folder = if std::env::var("ROLLCALL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
-        "../../docs/screenshots"
-    } else {
-        "../../target/screenshots"
-    };
+/// Where screenshots go: `docs/screenshots/` for the demo's with
+/// ROLLCALL_UPDATE_SCREENSHOTS=1, else `target/screenshots/`.
+fn screenshots(demo: bool) -> PathBuf {
+    let update = std::env::var("ROLLCALL_UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1");
+    let folder = if demo && update { "../../docs/screenshots" } else { "../../target/screenshots" };
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(folder);
     std::fs::create_dir_all(&d).expect("create the screenshots folder");
     d
 }
 
+// Read in one script, not find-then-read: live updates replace whole rows, so an element
+// found a moment ago may be gone by the time it is read.
 async fn attr(c: &Client, css: &str, name: &str) -> Option<String> {
-    let e = c.find(Locator::Css(css)).await.ok()?;
-    e.attr(name).await.ok().flatten()
+    let js = "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;";
+    let v = c.execute(js, vec![css.into(), name.into()]).await.ok()?;
+    v.as_str().map(str::to_string)
 }
 
 async fn text(c: &Client, css: &str) -> Option<String> {
-    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+    let js = "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : null;";
+    let v = c.execute(js, vec![css.into()]).await.ok()?;
+    v.as_str().map(str::to_string)
+}
+
+/// Clicks the element `css` selects, found and clicked in one script (see [`attr`]).
+async fn click(c: &Client, css: &str) {
+    let js = "const e = document.querySelector(arguments[0]); if (!e) return false; e.click(); return true;";
+    let found = c.execute(js, vec![css.into()]).await.expect("click");
+    assert_eq!(found, serde_json::json!(true), "nothing to click at {css}");
 }
 
 async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.expect("screenshot");
-    std::fs::write(screenshots().join(name), png).expect("write screenshot");
+    std::fs::write(screenshots(false).join(name), png).expect("write screenshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,23 +94,25 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     .await;
     assert_eq!(attr(&c, "#server-mail-01", "data-state").await.as_deref(), Some("deficient"));
     assert_eq!(text(&c, "#server-mail-01 td.level").await.as_deref(), Some("critical"));
-    assert_eq!(text(&c, "#server-mail-01 td.deficiencies").await.as_deref(), Some("service:smtp"));
+    assert_eq!(text(&c, "#server-mail-01 td.deficiencies .src").await.as_deref(), Some("service:smtp"));
+    let summary = text(&c, "#server-mail-01 td.deficiencies .sum").await.unwrap_or_default();
+    assert!(summary.contains("smtp critical"), "mail-01's deficiency summary: {summary:?}");
     assert_eq!(text(&c, "#level-counts .count[data-level=\"critical\"] b").await.as_deref(), Some("1"));
     let marker = c.execute("return window.__rollcallNoReload;", vec![]).await.unwrap();
     assert_eq!(marker, serde_json::json!(42), "the page was reloaded");
 
     // The state filter hides the other rows.
-    c.find(Locator::Css(".filter[data-state=\"deficient\"]")).await.unwrap().click().await.unwrap();
+    click(&c, ".filter[data-state=\"deficient\"]").await;
     let hidden = c
         .execute("return [...document.querySelectorAll('tr.server')].filter(r => r.hidden).length;", vec![])
         .await
         .unwrap();
     assert_eq!(hidden, serde_json::json!(2));
-    c.find(Locator::Css(".filter[data-state=\"all\"]")).await.unwrap().click().await.unwrap();
+    click(&c, ".filter[data-state=\"all\"]").await;
 
     // "Poll now" on web-01 (normal: next scheduled poll is seconds away) polls at once.
     let before = poller.api.server("web-01").await["last_poll_at"].clone();
-    c.find(Locator::Css("#server-web-01 button.poll-now")).await.unwrap().click().await.unwrap();
+    click(&c, "#server-web-01 button.poll-now").await;
     poller.api.wait_server("web-01", "a poll on request", |s| s["last_poll_at"] != before).await;
     shot(&c, "fleet.png").await;
 
@@ -109,7 +131,7 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     assert!(text(&c, ".host").await.unwrap_or_default().to_lowercase().contains("load"), "host usage shown");
     // The service comes back: the page follows without a reload.
     att.service("mail-01").restart().await;
-    c.find(Locator::Css("#live-parts button.poll-now")).await.unwrap().click().await.unwrap();
+    click(&c, "#live-parts button.poll-now").await;
     wait_for("mail-01's page to show it ok again", || async {
         attr(&c, "section.head", "data-state").await.filter(|s| s == "ok")
     })
@@ -117,4 +139,177 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
     shot(&c, "server.png").await;
     c.close().await.ok();
     poller.stop().await;
+}
+
+/// The fleet rows as the page shows them, read in the browser: for each row its name, the
+/// NEXT POLL text and timestamp, the LAST POLL timestamp (ms since the epoch).
+const READ_ROWS: &str = r#"
+return [...document.querySelectorAll('#fleet tr.server')].map(r => {
+  const next = r.querySelector('td.next time'), last = r.querySelector('td.last time');
+  return {
+    name: r.dataset.server,
+    next_text: r.querySelector('td.next').textContent.trim(),
+    next: next ? Date.parse(next.getAttribute('datetime')) : null,
+    last: last ? Date.parse(last.getAttribute('datetime')) : null,
+    now: Date.now(),
+  };
+});"#;
+
+/// Compares every live-updated row (and the totals) with the page a reload renders now;
+/// returns the differences, none when equal. Relative-time texts and the flash are
+/// normalised away: they are the only things the script adds.
+const LIVE_VS_RELOAD: &str = r#"
+const done = arguments[arguments.length - 1];
+const norm = (tr) => {
+  const c = tr.cloneNode(true);
+  c.classList.remove('flash');
+  c.removeAttribute('hidden');
+  for (const t of c.querySelectorAll('time')) { t.textContent = ''; t.removeAttribute('title'); }
+  return c.outerHTML;
+};
+fetch('/').then(r => r.text()).then(html => {
+  const fresh = new DOMParser().parseFromString(html, 'text/html');
+  const diffs = [];
+  for (const row of document.querySelectorAll('#fleet tr.server')) {
+    const other = fresh.getElementById(row.id);
+    if (!other) { diffs.push(row.id + ': not on a reload'); continue; }
+    if (norm(row) !== norm(other)) diffs.push('live ' + norm(row) + '\n  reload ' + norm(other));
+  }
+  for (const sel of ['#fleet-total', '#level-counts', '.filters']) {
+    const a = document.querySelector(sel).textContent.replace(/\s+/g, ' ').trim();
+    const b = fresh.querySelector(sel).textContent.replace(/\s+/g, ' ').trim();
+    if (a !== b) diffs.push(sel + ': live "' + a + '", reload "' + b + '"');
+  }
+  done(diffs);
+}).catch(e => done(['fetch failed: ' + e]));
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_page_stays_true_through_live_updates() {
+    if skip("BROWSER", "Chromium and chromedriver") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, driver_url) = support::chromedriver(dir.path()).await;
+    // Clocks against max_clock_skew = 2s: within half (ok), over half (warn), beyond (crit).
+    let mut att =
+        Attendants::start_with_clocks(dir.path(), &[("on-time", "0s"), ("near", "1500ms"), ("far", "5s")]).await;
+    let mut poller = Poller::start(dir.path(), &att, "max_clock_skew = \"2s\"", "").await;
+    for n in ["on-time", "near", "far"] {
+        poller.api.wait_server(n, "first poll", |s| !s["last_poll_at"].is_null()).await;
+    }
+    // A deficiency whose summary must be readable on the fleet page.
+    att.service("near").stop().await;
+    poller.api.wait_server("near", "its smtp deficiency", |s| s["state"] == "deficient").await;
+
+    let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 760).await;
+    c.goto(&format!("{}/", poller.base)).await.expect("open the fleet view");
+    wait_for("the live indicator", || async { text(&c, "#live").await.filter(|t| t == "live") }).await;
+
+    // Watch several polls of every server (normal every 3 s, critical every 1 s).
+    let mut problems = Vec::new();
+    let mut polls_seen: std::collections::HashMap<String, std::collections::BTreeSet<i64>> = Default::default();
+    let watch_until = std::time::Instant::now() + std::time::Duration::from_secs(11);
+    while std::time::Instant::now() < watch_until {
+        let rows = c.execute(READ_ROWS, vec![]).await.expect("read the rows");
+        for r in rows.as_array().expect("rows") {
+            let name = r["name"].as_str().unwrap_or("?").to_string();
+            let (next, last, now) = (r["next"].as_f64(), r["last"].as_f64(), r["now"].as_f64().unwrap_or(0.0));
+            let next_text = r["next_text"].as_str().unwrap_or("");
+            // A poll in flight and its live update take a moment: "now" covers them.
+            let fine = match (next, last) {
+                (Some(n), Some(l)) => n > l && n > now - 1500.0 && !next_text.contains("ago"),
+                _ => false,
+            };
+            if !fine && problems.len() < 20 {
+                problems.push(format!("{name}: NEXT POLL not in the future: {r}"));
+            }
+            if let Some(l) = last {
+                polls_seen.entry(name).or_default().insert(l as i64);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    for n in ["on-time", "near", "far"] {
+        let seen = polls_seen.get(n).map_or(0, |s| s.len());
+        assert!(seen >= 3, "{n}: only {seen} polls seen live on the fleet page");
+    }
+
+    // Clock offsets coloured against max_clock_skew, on the fleet page and a server page.
+    for (n, want) in [("on-time", "clk-ok"), ("near", "clk-warn"), ("far", "clk-crit")] {
+        let class = attr(&c, &format!("#server-{n} td.offset .clk"), "class").await.unwrap_or_default();
+        if !class.split(' ').any(|k| k == want) {
+            problems.push(format!("{n}: clock offset class {class:?}, expected {want}"));
+        }
+    }
+    // The deficiency's summary is on the page, visible, not only in a tooltip.
+    let summary = c
+        .execute(
+            "const s = document.querySelector('#server-near td.deficiencies .sum'); \
+             return s && s.offsetParent !== null && s.getBoundingClientRect().height > 0 ? s.textContent : null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    match summary.as_str() {
+        Some(t) if !t.trim().is_empty() => {}
+        _ => problems.push(format!("near: no visible deficiency summary (got {summary})")),
+    }
+    // What live updates show equals what a reload renders (retried: a poll may land between).
+    let mut diffs = serde_json::Value::Null;
+    for _ in 0..20 {
+        diffs = c.execute_async(LIVE_VS_RELOAD, vec![]).await.expect("compare with a reload");
+        if diffs.as_array().is_some_and(|d| d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    if !diffs.as_array().is_some_and(|d| d.is_empty()) {
+        problems.push(format!("live rows differ from a reload: {diffs:#}"));
+    }
+    // The server page colours the offset the same way.
+    c.goto(&format!("{}/servers/far", poller.base)).await.unwrap();
+    let class = attr(&c, "section.head dl.facts .clk", "class").await.unwrap_or_default();
+    if !class.split(' ').any(|k| k == "clk-crit") {
+        problems.push(format!("far's page: clock offset class {class:?}, expected clk-crit"));
+    }
+    c.close().await.ok();
+    poller.stop().await;
+    assert!(problems.is_empty(), "the fleet page through live updates:\n{}", problems.join("\n"));
+}
+
+/// The README's screenshots, from a running demo (see the module doc).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_screenshots() {
+    let Ok(base) = std::env::var("ROLLCALL_DEMO_URL") else {
+        eprintln!("demo_screenshots: ROLLCALL_DEMO_URL not set; nothing to do");
+        return;
+    };
+    if skip("BROWSER", "Chromium and chromedriver") {
+        return;
+    }
+    let base = base.trim_end_matches('/').to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, driver_url) = support::chromedriver(dir.path()).await;
+    let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 620).await;
+    let folder = screenshots(true);
+    let save = |png: Vec<u8>, name: &str| std::fs::write(folder.join(name), png).expect("write screenshot");
+    c.goto(&format!("{base}/")).await.expect("open the demo's fleet view");
+    wait_for("the live indicator", || async { text(&c, "#live").await.filter(|t| t == "live") }).await;
+    wait_for("every demo server polled", || async {
+        let none = c.find_all(Locator::Css("#fleet td.last .none")).await.ok()?;
+        none.is_empty().then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    save(c.screenshot().await.unwrap(), "fleet.png");
+    c.set_window_size(412, 860).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    save(c.screenshot().await.unwrap(), "fleet-phone.png");
+    c.set_window_size(1280, 1500).await.unwrap();
+    c.goto(&format!("{base}/servers/db-01")).await.unwrap();
+    wait_for("db-01's chart", || async { c.find(Locator::Css("#chart-offset polyline")).await.ok() }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    save(c.screenshot().await.unwrap(), "server.png");
+    c.close().await.ok();
 }

@@ -12,7 +12,9 @@
 //!
 //! Rules it keeps: delivery is at most once across restarts (a notice still being retried
 //! when the poller stops is lost, never repeated); a full channel queue drops the notice
-//! and counts it failed rather than waiting; one failing channel never delays another.
+//! and counts it failed rather than waiting; one failing channel never delays another;
+//! the log says "sent" only for a channel that delivered (with no channel configured, a
+//! notice is logged as "notice (no channel configured)").
 
 pub mod alertmanager;
 pub mod damping;
@@ -188,7 +190,15 @@ impl Notifier {
         self.status_events.subscribe()
     }
 
+    /// Hands a notice to every channel's queue. The log says what happened to it here and
+    /// nothing more: "queued" for channels (each says "sent" only once delivered), "no
+    /// channel configured" when there is none. Never "sent" ahead of a delivery.
     fn enqueue(&self, notice: Notice) {
+        if self.channels.is_empty() {
+            tracing::info!(server = %notice.server, kind = notice.kind.as_str(), summary = %notice.summary, "notice (no channel configured)");
+            return;
+        }
+        tracing::info!(server = %notice.server, kind = notice.kind.as_str(), channels = self.channels.len(), summary = %notice.summary, "notice queued");
         let notice = Arc::new(notice);
         for ch in &self.channels {
             if let Err(e) = ch.queue.try_send(notice.clone()) {
@@ -362,7 +372,6 @@ impl Decider {
                 let Some(d) = decision else { return };
                 let told = mem.told.clone();
                 let summary = summary(d.kind, &s.facts.name, &told, &s.facts.deficiencies);
-                tracing::info!(server = %s.facts.name, kind = d.kind.as_str(), level = %told.level, state = told.state.as_str(), "notice");
                 self.notifier.enqueue(Notice {
                     kind: d.kind,
                     server: s.facts.name.clone(),

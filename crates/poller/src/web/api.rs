@@ -21,6 +21,8 @@ pub struct Api {
     pub notifier: Arc<crate::notify::Notifier>,
     /// Cancelled when the poller stops; ends live event streams so shutdown never waits.
     pub stop: tokio_util::sync::CancellationToken,
+    /// The config's `max_clock_skew`: the dashboard colours clock offsets against it.
+    pub max_clock_skew: std::time::Duration,
 }
 
 impl Api {

@@ -35,11 +35,18 @@ pub struct Attendants {
 
 impl Attendants {
     pub async fn start(dir: &Path, names: &[&str]) -> Attendants {
+        let clocks: Vec<(&str, &str)> = names.iter().map(|n| (*n, "0s")).collect();
+        Attendants::start_with_clocks(dir, &clocks).await
+    }
+
+    /// As [`Attendants::start`], each attendant's virtual clock set ahead by its offset
+    /// (a config duration: `"1500ms"`, `"5s"`).
+    pub async fn start_with_clocks(dir: &Path, clocks: &[(&str, &str)]) -> Attendants {
         let stop = CancellationToken::new();
         let mut addresses = Vec::new();
         let mut services = HashMap::new();
         let mut tasks = Vec::new();
-        for name in names {
+        for (name, offset) in clocks {
             let svc = TcpService::start().await;
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind attendant");
             let addr = listener.local_addr().expect("local_addr");
@@ -48,7 +55,7 @@ impl Attendants {
             fs::write(
                 &path,
                 format!(
-                    "name = \"{name}\"\nlisten = \"{addr}\"\ninsecure = true\nclock = \"virtual\"\n\n\
+                    "name = \"{name}\"\nlisten = \"{addr}\"\ninsecure = true\nclock = \"virtual\"\nclock_offset = \"{offset}\"\n\n\
                      [host]\ndisk_warning_percent = 100.0\ndisk_critical_percent = 100.0\n\n\
                      [[service]]\nname = \"smtp\"\ncheck = \"tcp\"\naddress = \"127.0.0.1:{}\"\ntimeout = \"1s\"\n",
                     svc.port

@@ -1,15 +1,18 @@
 //! The dashboard (SPEC section 5): the fleet at `/`, one server at `/servers/{name}`.
 //!
-//! Server-rendered HTML (maud, checked at compile time) with one small vendored script and
+//! Server-rendered HTML (maud, checked at compile time) with one small script and
 //! stylesheet embedded in the binary: nothing to build, nothing fetched at run time. The
-//! script keeps pages live from `GET /api/v1/events`: fleet rows are updated in place from
-//! `poll` events; a server page re-fetches its server-rendered parts
-//! (`/servers/{name}/parts`) when its server was polled, so every piece of HTML is
-//! rendered here, in one place.
+//! script keeps pages live from `GET /api/v1/events`: on the fleet page, the rows of the
+//! servers just polled are re-fetched, batched, from `POST /fleet/rows` (rendered by
+//! [`row`], the same function the page uses); a server page re-fetches its parts
+//! (`/servers/{name}/parts`). Every piece of HTML is rendered here, in one place, so a
+//! live update shows exactly what a reload would.
 //!
 //! Rules it keeps: every value from an attendant or the config is escaped (maud does);
 //! a page works without JavaScript (it is just not live); reads come from the fleet's
-//! memory and the store, never from the attendants.
+//! memory and the store, never from the attendants; counts are worded by [`plural`];
+//! clock offsets carry the class [`clock_class`] gives against `max_clock_skew`;
+//! timestamps never wrap.
 
 use std::sync::Arc;
 
@@ -17,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use rollcall_protocol::{CheckResult, Compilation, ProbeResult, ResultView, Status};
@@ -40,6 +43,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/", get(fleet_page))
         .route("/servers/{name}", get(server_page))
         .route("/servers/{name}/parts", get(server_parts))
+        .route("/fleet/rows", axum::routing::post(fleet_rows))
         .route("/assets/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/assets/app.css", get(|| async { asset("text/css; charset=utf-8", APP_CSS) }))
         .with_state(api)
@@ -86,6 +90,63 @@ fn level_class(index: usize, count: usize) -> &'static str {
     }
 }
 
+/// `1 server`, `3 servers`, `0 servers`: a count and its noun, agreeing.
+pub(crate) fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// How a clock offset stands against `max_clock_skew`: `clk-ok` within half of it,
+/// `clk-warn` up to it, `clk-crit` beyond it (the poller corrects it, or would with a key).
+pub(crate) fn clock_class(offset_ms: f64, max_skew_ms: f64) -> &'static str {
+    let a = offset_ms.abs();
+    if a > max_skew_ms {
+        "clk-crit"
+    } else if a > max_skew_ms / 2.0 {
+        "clk-warn"
+    } else {
+        "clk-ok"
+    }
+}
+
+/// A clock offset, coloured against `max_clock_skew` (its title says the threshold).
+fn offset(v: Option<f64>, max_skew: std::time::Duration) -> Markup {
+    let max_ms = max_skew.as_secs_f64() * 1000.0;
+    match v {
+        Some(v) => {
+            let class = clock_class(v, max_ms);
+            let says = match class {
+                "clk-crit" => "beyond",
+                "clk-warn" => "over half of",
+                _ => "within half of",
+            };
+            html! {
+                span class=(format!("clk {class}")) title=(format!("{says} max_clock_skew = {}", rollcall_config::Duration(max_skew))) {
+                    (ms_text(v))
+                }
+            }
+        }
+        None => html! { span.none { "—" } },
+    }
+}
+
+/// Servers by state, as the fleet page words it: `3 servers`, then each state other than
+/// ok that has any (`3 servers: 1 deficient, 1 unreachable`).
+fn fleet_total(states: &[ServerState]) -> String {
+    let mut s = plural(states.len(), "server", "servers");
+    let problems: Vec<String> = [ServerState::Deficient, ServerState::Unreachable, ServerState::Unknown]
+        .iter()
+        .filter_map(|st| {
+            let n = states.iter().filter(|x| *x == st).count();
+            (n > 0).then(|| format!("{n} {}", st.as_str()))
+        })
+        .collect();
+    if !problems.is_empty() {
+        s += ": ";
+        s += &problems.join(", ");
+    }
+    s
+}
+
 fn time(t: Option<DateTime<Utc>>) -> Markup {
     match t {
         Some(t) => {
@@ -95,9 +156,15 @@ fn time(t: Option<DateTime<Utc>>) -> Markup {
     }
 }
 
+/// Milliseconds to one decimal, never `-0.0`.
+pub(crate) fn ms_text(v: f64) -> String {
+    // Adding +0.0 turns a rounded -0.0 into 0.0.
+    format!("{:.1} ms", (v * 10.0).round() / 10.0 + 0.0)
+}
+
 fn ms(v: Option<f64>) -> Markup {
     match v {
-        Some(v) => html! { (format!("{v:.1} ms")) },
+        Some(v) => html! { (ms_text(v)) },
         None => html! { span.none { "—" } },
     }
 }
@@ -106,13 +173,16 @@ fn state_badge(s: ServerState) -> Markup {
     html! { span class=(format!("badge st-{}", s.as_str())) { (s.as_str()) } }
 }
 
+/// Each deficiency as its source and, beside it, its summary (visible, not a tooltip).
 fn deficiency_list(s: &ServerSummary) -> Markup {
     html! {
         @if s.facts.deficiencies.is_empty() { span.none { "none" } }
         @else {
             ul.defs {
                 @for d in &s.facts.deficiencies {
-                    li class=(format!("sev-{}", d.severity.as_str())) title=(d.summary) { (d.source) }
+                    li class=(format!("sev-{}", d.severity.as_str())) {
+                        b.src { (d.source) } " " span.sum { (d.summary) }
+                    }
                 }
             }
         }
@@ -130,7 +200,7 @@ fn row(api: &Api, s: &ServerSummary) -> Markup {
             td.deficiencies data-label="Deficiencies" { (deficiency_list(s)) }
             td.last data-label="Last poll" { (time(s.facts.last_poll_at)) }
             td.next data-label="Next poll" { (time(s.next_poll_at)) }
-            td.offset data-label="Clock offset" { (ms(s.facts.clock_offset_ms)) }
+            td.offset data-label="Clock offset" { (offset(s.facts.clock_offset_ms, api.max_clock_skew)) }
             td.rtt data-label="RTT" { (ms(s.facts.rtt_ms)) }
             td.actions { button.poll-now type="button" data-server=(s.facts.name) { "Poll now" } }
         }
@@ -162,6 +232,7 @@ async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
                 }
             }
         }
+        p.fleet-total #fleet-total { (fleet_total(&servers.iter().map(|s| s.facts.state).collect::<Vec<_>>())) }
         table.fleet #fleet data-levels=(level_names.join(",")) {
             thead { tr {
                 th { "Server" } th { "Level" } th { "State" } th { "Deficiencies" }
@@ -174,6 +245,19 @@ async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
         @if servers.is_empty() { p.none { "No servers configured: add [[server]] tables to poller.toml." } }
     };
     page("Fleet", "fleet-page", body)
+}
+
+/// `POST /fleet/rows` with a JSON array of server names: their fleet rows, as the fleet
+/// page renders them (unknown names are left out). The live fleet page's only source of
+/// row HTML, so a live update equals a reload.
+async fn fleet_rows(State(api): State<Arc<Api>>, Json(names): Json<Vec<String>>) -> Html<String> {
+    let mut out = String::new();
+    for name in &names {
+        if let Some(server) = api.fleet.get(name) {
+            out += &row(&api, &api.fleet.summary(server)).into_string();
+        }
+    }
+    Html(out)
 }
 
 async fn server_page(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
@@ -247,24 +331,25 @@ async fn parts(api: &Api, server: &Server) -> Result<(ServerSummary, Markup), St
                     div { dt { "Address" } dd { (s.facts.address) } }
                     div { dt { "Last poll" } dd { (time(s.facts.last_poll_at)) } }
                     div { dt { "Next poll" } dd { (time(s.next_poll_at)) } }
-                    div { dt { "Clock offset" } dd { (ms(s.facts.clock_offset_ms)) } }
+                    div { dt { "Clock offset" } dd { (offset(s.facts.clock_offset_ms, api.max_clock_skew)) } }
                     div { dt { "RTT" } dd { (ms(s.facts.rtt_ms)) } }
                     @if let Some(e) = &s.facts.last_error { div.error { dt { "Last error" } dd { (e) } } }
                 }
                 div.deficiencies { h2 { "Deficiencies" } (deficiency_list(s)) }
             }
-            (chart(&history))
+            (chart(&history, api.max_clock_skew))
             @match &compilation {
                 Some(Ok(c)) => (compilation_view(c)),
                 Some(Err(e)) => section.card { h2 { "Latest compilation" } p.none { "Received, but this poller cannot read it: " (e) } },
                 None => section.card { h2 { "Latest compilation" } p.none { "No compilation received yet." } },
             }
-            (history_view(&history))
+            (history_view(&history, api.max_clock_skew))
         },
     ))
 }
 
-fn chart(h: &History) -> Markup {
+fn chart(h: &History, max_skew: std::time::Duration) -> Markup {
+    let api_skew_ms = max_skew.as_secs_f64() * 1000.0;
     // Oldest first, only polls that answered (a failed poll has no RTT or offset).
     let points: Vec<Value> = h
         .polls
@@ -280,8 +365,8 @@ fn chart(h: &History) -> Markup {
         section.card.charts {
             h2 { "RTT and clock offset" }
             div.chart-row {
-                figure { figcaption { "RTT (ms)" } svg.chart #chart-rtt viewBox="0 0 300 80" preserveAspectRatio="none" {} }
-                figure { figcaption { "Clock offset (ms)" } svg.chart #chart-offset viewBox="0 0 300 80" preserveAspectRatio="none" {} }
+                figure { figcaption { "RTT (ms)" span.stats #chart-rtt-stats {} } svg.chart #chart-rtt role="img" aria-label="RTT over time" {} }
+                figure { figcaption { "Clock offset (ms)" span.stats #chart-offset-stats {} } svg.chart #chart-offset role="img" aria-label="Clock offset over time" data-max-skew-ms=(api_skew_ms) {} }
             }
             script #chart-data type="application/json" { (PreEscaped(data)) }
         }
@@ -353,7 +438,7 @@ fn compilation_view(c: &Compilation) -> Markup {
             dl.facts {
                 div { dt { "Attendant" } dd { (att.name) " " small { (att.version) } } }
                 div { dt { "Hostname" } dd { (att.hostname) } }
-                div { dt { "Server time" } dd { (t.utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)) } }
+                div.wide { dt { "Server time" } dd.ts { (t.utc.format("%Y-%m-%d %H:%M:%S%.3f UTC")) } }
                 div { dt { "Zone" } dd { (t.zone.as_deref().unwrap_or("?")) " (UTC" (format!("{:+}", t.utc_offset_seconds / 3600)) "h)" } }
             }
         }
@@ -377,7 +462,7 @@ fn compilation_view(c: &Compilation) -> Markup {
     }
 }
 
-fn history_view(h: &History) -> Markup {
+fn history_view(h: &History, max_skew: std::time::Duration) -> Markup {
     html! {
         section.card.history #transitions {
             h2 { "Level transitions" }
@@ -396,7 +481,7 @@ fn history_view(h: &History) -> Markup {
                 table { thead { tr { th { "When" } th { "Outcome" } th { "Offset" } th { "Correction" } th { "Detail" } } }
                     tbody { @for c in h.clock_corrections.iter().take(HISTORY_ROWS as usize) {
                         tr { td data-label="When" { (time(Some(c.at))) } td data-label="Outcome" { (c.outcome) }
-                             td data-label="Offset" { (format!("{:.1} ms", c.offset_ms)) } td data-label="Correction" { (format!("{:.1} ms", c.correction_ms)) }
+                             td data-label="Offset" { (offset(Some(c.offset_ms), max_skew)) } td data-label="Correction" { (ms_text(c.correction_ms)) }
                              td data-label="Detail" { (c.detail) } }
                     } } }
             }
@@ -406,9 +491,45 @@ fn history_view(h: &History) -> Markup {
             table { thead { tr { th { "When" } th { "State" } th { "Level" } th { "RTT" } th { "Offset" } th { "Deficiencies" } th { "Error" } } }
                 tbody { @for p in h.polls.iter().take(20) {
                     tr { td data-label="When" { (time(Some(p.at))) } td data-label="State" { (state_badge(p.state)) } td data-label="Level" { (p.level) }
-                         td data-label="RTT" { (ms(p.rtt_ms)) } td data-label="Offset" { (ms(p.clock_offset_ms)) } td data-label="Deficiencies" { (p.deficiencies) }
+                         td data-label="RTT" { (ms(p.rtt_ms)) } td data-label="Offset" { (offset(p.clock_offset_ms, max_skew)) } td data-label="Deficiencies" { (p.deficiencies) }
                          td data-label="Error" { (p.error.as_deref().unwrap_or("")) } }
                 } } }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(plural(0, "server", "servers"), "0 servers");
+        assert_eq!(plural(1, "server", "servers"), "1 server");
+        assert_eq!(plural(2, "server", "servers"), "2 servers");
+        assert_eq!(fleet_total(&[ServerState::Ok]), "1 server");
+        assert_eq!(
+            fleet_total(&[ServerState::Ok, ServerState::Deficient, ServerState::Unreachable]),
+            "3 servers: 1 deficient, 1 unreachable"
+        );
+        assert_eq!(fleet_total(&[]), "0 servers");
+    }
+
+    #[test]
+    fn milliseconds_never_read_minus_zero() {
+        assert_eq!(ms_text(-0.008), "0.0 ms");
+        assert_eq!(ms_text(-0.06), "-0.1 ms");
+        assert_eq!(ms_text(1499.92), "1499.9 ms");
+        assert_eq!(ms_text(45000.0), "45000.0 ms");
+    }
+
+    #[test]
+    fn clock_offsets_are_classed_against_max_clock_skew() {
+        assert_eq!(clock_class(0.3, 2000.0), "clk-ok");
+        assert_eq!(clock_class(-1000.0, 2000.0), "clk-ok");
+        assert_eq!(clock_class(1500.0, 2000.0), "clk-warn");
+        assert_eq!(clock_class(-2000.0, 2000.0), "clk-warn");
+        assert_eq!(clock_class(2000.1, 2000.0), "clk-crit");
+        assert_eq!(clock_class(-45001.0, 2000.0), "clk-crit");
     }
 }
