@@ -46,11 +46,11 @@ pub fn run(file: &Path, kind: Option<Kind>) -> ExitCode {
     let kind = kind.unwrap_or_else(|| guess(&text));
     let result = match kind {
         Kind::Attendant => rollcall_attendant::AttendantConfig::parse(&name, &text)
-            .map(|c| format!("{name}: valid attendant config ({} services)", c.services.len())),
+            .map(|c| format!("{name}: valid attendant config ({})", count(c.services.len(), "service"))),
         Kind::Poller => rollcall_poller::PollerConfig::parse(&name, &text).map(|c| {
             format!(
-                "{name}: valid poller config ({} servers, levels: {})",
-                c.servers.len(),
+                "{name}: valid poller config ({}, levels: {})",
+                count(c.servers.len(), "server"),
                 c.rules.levels().iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
             )
         }),
@@ -69,6 +69,11 @@ pub fn run(file: &Path, kind: Option<Kind>) -> ExitCode {
     }
 }
 
+/// `1 server`, `2 servers`.
+fn count(n: usize, one: &str) -> String {
+    format!("{n} {one}{}", if n == 1 { "" } else { "s" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +87,12 @@ mod tests {
             Kind::Poller => rollcall_poller::PollerConfig::parse(&name, &text).map(|_| kind),
         }
         .map_err(|e| e.problems())
+    }
+
+    #[test]
+    fn counts_read_as_people_write_them() {
+        assert_eq!(count(1, "server"), "1 server");
+        assert_eq!((count(0, "service"), count(3, "server")), ("0 services".into(), "3 servers".into()));
     }
 
     /// Every shipped example must stay valid; the count guards against parsing nothing.

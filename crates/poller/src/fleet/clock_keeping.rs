@@ -184,12 +184,22 @@ impl ClockKeeper {
 }
 
 /// Milliseconds as people read them in logs and messages: one decimal, no float noise
-/// (`1.5019090000000002` prints `1.5`).
+/// (`1.5019090000000002` prints `1.5`, `-0.04` prints `0.0`).
 #[derive(Debug, Clone, Copy)]
 pub struct Ms(pub f64);
 
 impl std::fmt::Display for Ms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.1}", self.0)
+        // Never `-0.0`: a value that rounds to zero reads `0.0`.
+        let v = if (self.0 * 10.0).round() == 0.0 { 0.0 } else { self.0 };
+        write!(f, "{v:.1}")
     }
+}
+
+#[cfg(test)]
+#[test]
+fn milliseconds_read_with_one_decimal_and_never_minus_zero() {
+    assert_eq!(Ms(1.5019090000000002).to_string(), "1.5");
+    assert_eq!(Ms(-0.04).to_string(), "0.0");
+    assert_eq!(Ms(-45000.26).to_string(), "-45000.3");
 }
