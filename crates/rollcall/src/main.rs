@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use rollcall::process;
+use clap::{CommandFactory, Parser, Subcommand};
+use rollcall::{generate, process};
 
 #[derive(Parser)]
 #[command(name = "rollcall", version, about = "Server monitoring with one query per server.")]
@@ -90,6 +90,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `rollcall generate man|completions DIR` (packaging) is parsed apart from `Cli`, so it
+    // shows in no help text, man page or completion script of its own.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        return generate::main(Cli::command());
+    }
     let cli = Cli::parse();
     process::main(run(cli.command))
 }

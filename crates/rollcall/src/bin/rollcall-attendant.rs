@@ -4,18 +4,11 @@
 //! dashboard and mail notifications: a smaller program on every server of the fleet
 //! (measured in docs/performance.md).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use rollcall::attendant_args::Args;
 use rollcall::process;
-
-#[derive(Parser)]
-#[command(name = "rollcall-attendant", version, about = "Rollcall's attendant: answers the poller's one query.")]
-struct Args {
-    #[arg(long, short)]
-    config: PathBuf,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
