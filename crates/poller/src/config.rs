@@ -208,6 +208,8 @@ pub const DEFAULT_DATABASE: &str = "sqlite://rollcall.db";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REPLY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
+/// The largest `max_reply_bytes` (SPEC section 10): 64 MiB.
+pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 /// `first_poll_within` unless set: a new server is seen within half a minute.
 pub const DEFAULT_FIRST_POLL_WITHIN: Duration = Duration::from_secs(30);
 /// The longest `first_poll_within`: beyond it, the spread helps no one.
@@ -250,6 +252,13 @@ impl PollerConfig {
         let max_reply_bytes = raw.max_reply_bytes.unwrap_or(DEFAULT_MAX_REPLY_BYTES);
         if max_reply_bytes < 1024 {
             p.push("max_reply_bytes", format!("{max_reply_bytes} is too small for any compilation (at least 1024)"));
+        } else if max_reply_bytes > MAX_REPLY_BYTES {
+            p.push(
+                "max_reply_bytes",
+                format!(
+                    "{max_reply_bytes} is more than the poller holds for one reply (at most {MAX_REPLY_BYTES}: 64 MiB)"
+                ),
+            );
         }
         let max_concurrent_polls = raw.max_concurrent_polls.unwrap_or(DEFAULT_MAX_CONCURRENT_POLLS);
         if max_concurrent_polls == 0 {

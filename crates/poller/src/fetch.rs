@@ -144,8 +144,10 @@ impl HttpFetcher {
             return Err(PollError::Oversized(self.max_reply_bytes));
         }
         // Sized from Content-Length (already checked against the bound): one allocation of the
-        // body's size instead of a doubling series whose slack the stored reply would keep.
-        let mut body = BytesMut::with_capacity(resp.content_length().unwrap_or(0) as usize);
+        // body's size instead of a doubling series whose slack the stored reply would keep;
+        // never more than plain::PREALLOCATE before the bytes arrive.
+        let declared = usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX);
+        let mut body = BytesMut::with_capacity(declared.min(plain::PREALLOCATE));
         while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url, self.timeout))? {
             if (body.len() + chunk.len()) as u64 > self.max_reply_bytes {
                 return Err(PollError::Oversized(self.max_reply_bytes));

@@ -240,3 +240,13 @@ fn retention_has_defaults_and_refuses_nonsense() {
     assert!(p.iter().any(|l| l.contains("retention.compilations") && l.contains("at least 1h")), "{p:?}");
     assert!(!problems("[retention]\nforever = true\n").is_empty());
 }
+
+#[test]
+fn sizes_and_windows_beyond_their_bounds_are_named_with_the_bound() {
+    let p = problems("max_reply_bytes = 10000000000000\nfirst_poll_within = \"2h\"");
+    assert!(p.iter().any(|m| m.contains("max_reply_bytes") && m.contains("64 MiB")), "{p:?}");
+    assert!(p.iter().any(|m| m.contains("first_poll_within") && m.contains("at most 1h")), "{p:?}");
+    let c = parse("max_reply_bytes = 67108864\nfirst_poll_within = \"5s\"").unwrap();
+    assert_eq!((c.max_reply_bytes, c.first_poll_within), (64 << 20, std::time::Duration::from_secs(5)));
+    assert_eq!(parse("").unwrap().first_poll_within, std::time::Duration::from_secs(30));
+}

@@ -198,6 +198,10 @@ async fn exchange(mut stream: TcpStream, request: &[u8], max: u64, reused: bool)
     Attempt::Done(Reply { status: head.status, body, sent_at, received_at }, keep)
 }
 
+/// The most a declared Content-Length reserves before the bytes arrive (a compilation is a
+/// few kB; a reply claiming more must send it to make the poller hold it).
+pub(super) const PREALLOCATE: usize = 1 << 20;
+
 /// Reads what has arrived into `buf`, growing it by [`FIRST_READ`] when full (the reply's
 /// size is not known yet); `Ok(0)` means the attendant closed the connection.
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
@@ -270,8 +274,10 @@ fn has_token(value: &[u8], token: &str) -> bool {
 /// the connection ended exactly at the body's end (so it can carry another request).
 async fn read_exact_body(stream: &mut TcpStream, mut buf: BytesMut, n: usize) -> Result<(Bytes, bool), PollError> {
     if buf.len() < n {
-        // One allocation of the body's size: the stored reply keeps no slack.
-        let mut body = BytesMut::with_capacity(n);
+        // One allocation of the body's size, so the stored reply keeps no slack; but never
+        // more than PREALLOCATE on the attendant's word alone: a longer body grows as it
+        // arrives.
+        let mut body = BytesMut::with_capacity(n.min(PREALLOCATE));
         body.extend_from_slice(&buf);
         buf = body;
     }
@@ -305,7 +311,7 @@ async fn read_to_close(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> R
 async fn read_chunked(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> Result<(Bytes, bool), PollError> {
     let mut body = BytesMut::new();
     loop {
-        let done = matches!(decode_chunks(&mut buf, &mut body)?, Chunks::Done);
+        let done = matches!(decode_chunks(&mut buf, &mut body, max)?, Chunks::Done);
         if body.len() as u64 > max {
             return Err(PollError::Oversized(max));
         }
@@ -329,14 +335,20 @@ enum Chunks {
 }
 
 /// Moves every complete chunk from `buf` into `body`; `Done` after the last chunk and its
-/// trailers, with `buf` holding what followed them.
-fn decode_chunks(buf: &mut BytesMut, body: &mut BytesMut) -> Result<Chunks, PollError> {
+/// trailers, with `buf` holding what followed them. A declared chunk size that would take
+/// the body past `max` is `Oversized` before any of it is read (so no arithmetic on it can
+/// wrap: it is at most `max`).
+fn decode_chunks(buf: &mut BytesMut, body: &mut BytesMut, max: u64) -> Result<Chunks, PollError> {
     loop {
         let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(Chunks::More) };
         let line = std::str::from_utf8(&buf[..eol]).unwrap_or("");
         let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
+        let size = u64::from_str_radix(size_text, 16)
             .map_err(|_| PollError::Malformed(format!("chunked reply with a bad chunk size {size_text:?}")))?;
+        if size > max.saturating_sub(body.len() as u64) {
+            return Err(PollError::Oversized(max));
+        }
+        let size = usize::try_from(size).map_err(|_| PollError::Oversized(max))?;
         if size == 0 {
             // Trailers, then an empty line.
             let rest = &buf[eol + 2..];
@@ -348,7 +360,8 @@ fn decode_chunks(buf: &mut BytesMut, body: &mut BytesMut) -> Result<Chunks, Poll
             buf.advance(eol + 2 + end + 4);
             return Ok(Chunks::Done);
         }
-        let need = eol + 2 + size + 2;
+        // Checked: `size` is bounded by `max`, which a caller may set to anything.
+        let Some(need) = (eol + 4).checked_add(size) else { return Err(PollError::Oversized(max)) };
         if buf.len() < need {
             return Ok(Chunks::More);
         }

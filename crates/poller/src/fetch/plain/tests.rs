@@ -69,7 +69,7 @@ fn chunks_are_decoded_across_reads_with_extensions_and_trailers() {
     let mut done_at = None;
     for (i, b) in whole.iter().enumerate() {
         buf.extend_from_slice(&[*b]);
-        if let Chunks::Done = decode_chunks(&mut buf, &mut body).unwrap() {
+        if let Chunks::Done = decode_chunks(&mut buf, &mut body, 1 << 20).unwrap() {
             done_at = Some(i);
             break;
         }
@@ -78,10 +78,10 @@ fn chunks_are_decoded_across_reads_with_extensions_and_trailers() {
     assert_eq!(done_at, Some(whole.len() - 5), "done at the empty line after the trailer");
     let mut buf = BytesMut::from(&b"zz\r\nabc\r\n"[..]);
     assert!(
-        matches!(decode_chunks(&mut buf, &mut BytesMut::new()), Err(PollError::Malformed(m)) if m.contains("\"zz\""))
+        matches!(decode_chunks(&mut buf, &mut BytesMut::new(), 1 << 20), Err(PollError::Malformed(m)) if m.contains("\"zz\""))
     );
     let mut buf = BytesMut::from(&b"2\r\nabc\r\n"[..]);
-    assert!(decode_chunks(&mut buf, &mut BytesMut::new()).is_err(), "a chunk longer than its size");
+    assert!(decode_chunks(&mut buf, &mut BytesMut::new(), 1 << 20).is_err(), "a chunk longer than its size");
 }
 
 #[tokio::test]
@@ -158,4 +158,36 @@ async fn a_closed_port_is_refused() {
     drop(l);
     let e = PlainClient::new(10).get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
     assert_eq!(e.kind(), "refused", "{e:?}");
+}
+
+#[test]
+fn declared_chunk_sizes_past_the_bound_are_oversized_before_any_arithmetic() {
+    // Sizes near the integer limit once wrapped `eol + size + 4` and panicked the poll.
+    for size in ["fffffffffffffffe", "ffffffffffffffff", "100001"] {
+        let mut buf = BytesMut::from(format!("{size}\r\nabc\r\n").as_bytes());
+        let got = decode_chunks(&mut buf, &mut BytesMut::new(), 1 << 20);
+        assert!(matches!(got, Err(PollError::Oversized(_))), "{size}: {:?}", got.map(|_| ()));
+    }
+    // Past u64 altogether: a malformed size, named.
+    let mut buf = BytesMut::from(&b"1ffffffffffffffff\r\nabc\r\n"[..]);
+    assert!(matches!(decode_chunks(&mut buf, &mut BytesMut::new(), 1 << 20), Err(PollError::Malformed(_))));
+    // The bound counts what the body already holds.
+    let mut body = BytesMut::from(&b"0123456789"[..]);
+    let mut buf = BytesMut::from(&b"8\r\nabcdefgh\r\n"[..]);
+    assert!(matches!(decode_chunks(&mut buf, &mut body, 16), Err(PollError::Oversized(16))));
+}
+
+#[tokio::test]
+async fn a_hostile_declared_length_is_oversized_or_waits_for_bytes_never_allocated_up_front() {
+    let c = PlainClient::new(10);
+    let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000000\r\n\r\n{}".to_vec();
+    let (url, _) = serve(huge, false).await;
+    assert_eq!(c.get(&url, "/v1/compilation", None, 64 << 20).await.unwrap_err(), PollError::Oversized(64 << 20));
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffe\r\nabc\r\n".to_vec();
+    let (url, _) = serve(chunked, false).await;
+    assert_eq!(c.get(&url, "/v1/compilation", None, 64 << 20).await.unwrap_err(), PollError::Oversized(64 << 20));
+    // A length within the bound that never comes: cut short, holding only what arrived.
+    let short = b"HTTP/1.1 200 OK\r\nContent-Length: 60000000\r\nConnection: close\r\n\r\n{}".to_vec();
+    let (url, _) = serve(short, true).await;
+    assert!(matches!(c.get(&url, "/v1/compilation", None, 64 << 20).await, Err(PollError::Malformed(_))));
 }
