@@ -17,12 +17,10 @@ pub struct Problem {
 /// Why a config file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is part of the message (check-config prints only the message), so it is
+    /// not also a `source`: a chain printer would say it twice.
+    #[error("{file}: cannot read: {cause}")]
+    Io { file: String, cause: std::io::Error },
     #[error("{file}:{line}:{column}: {message}")]
     Parse { file: String, line: usize, column: usize, message: String },
     #[error("{}", render_problems(file, problems))]
@@ -54,7 +52,7 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
 
 /// Reads a whole config file as text.
 pub fn read_file(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.display().to_string(), source })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: path.display().to_string(), cause: source })
 }
 
 /// A parsed file kept beside its text, so validation can point at lines.

@@ -111,7 +111,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let cfg = rollcall_poller::PollerConfig::load(&config)?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
-                .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+                .with_context(|| format!("cannot listen on {} (`listen` in {})", cfg.listen, config.display()))?;
             rollcall_poller::run(cfg, listener, stop).await?;
         }
         Command::Status { poller, json } => status::run(&poller, json).await?,

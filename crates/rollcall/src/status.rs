@@ -8,12 +8,10 @@ use crate::render::{relative, table};
 
 pub async fn run(poller: &str, json: bool) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/servers", poller.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .timeout(std::time::Duration::from_secs(10))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the poller at {url}"))?;
+    let resp =
+        reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(10)).send().await.with_context(
+            || format!("cannot reach the poller at {url} (another one: --poller URL or ROLLCALL_POLLER)"),
+        )?;
     let status = resp.status();
     let body = resp.text().await.with_context(|| format!("reading {url}"))?;
     if !status.is_success() {
@@ -50,10 +48,29 @@ pub fn render(servers: &[ServerSummary]) -> String {
                 s.facts.state.as_str().to_string(),
                 relative(s.facts.last_poll_at, now),
                 relative(s.next_poll_at, now),
-                s.facts.clock_offset_ms.map_or("-".into(), |o| format!("{o:+.0}ms")),
+                s.facts.clock_offset_ms.map_or("-".into(), offset),
                 defs,
             ]
         })
         .collect();
     table(&["NAME", "LEVEL", "STATE", "LAST POLL", "NEXT POLL", "CLOCK", "DEFICIENCIES"], &rows)
+}
+
+/// A clock offset in whole milliseconds, signed; never `-0ms`.
+fn offset(ms: f64) -> String {
+    let r = ms.round();
+    if r == 0.0 {
+        "0ms".into()
+    } else {
+        format!("{r:+.0}ms")
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn offsets_are_whole_signed_milliseconds_and_never_minus_zero() {
+    assert_eq!(
+        (offset(-0.3), offset(0.4), offset(1.5), offset(-45_000.2)),
+        ("0ms".into(), "0ms".into(), "+2ms".into(), "-45000ms".into())
+    );
 }

@@ -52,4 +52,22 @@ async fn unknown_server_names_get_a_404_with_a_json_error() {
         assert!(text(&body, "error").contains("nope"), "{method} {path}: {body}");
     }
     assert_eq!(fake.queries(), 0, "no poll may reach an attendant for an unknown name");
+    // Every error under /api/v1 is JSON naming what was wrong: a bad query, a wrong
+    // method, an unknown route.
+    for (method, path, status, says) in [
+        ("GET", "/api/v1/servers/mail-01/history?limit=abc", 400, "limit"),
+        ("GET", "/api/v1/servers/mail-01/poll", 405, "POST"),
+        ("GET", "/api/v1/bogus", 404, "/api/v1/bogus"),
+    ] {
+        let url = format!("{base}{path}");
+        let r = if method == "GET" { http.get(&url) } else { http.post(&url) }.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: serde_json::Value = r.json().await.unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"));
+        assert!(text(&body, "error").contains(says), "{method} {path}: {body}");
+    }
+    // limit=0 means none of each kind.
+    poller.api.poll_now("mail-01").await;
+    let h: serde_json::Value =
+        http.get(format!("{base}/api/v1/servers/mail-01/history?limit=0")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["polls"].as_array().map(Vec::len), Some(0), "{h}");
 }

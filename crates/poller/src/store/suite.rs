@@ -144,6 +144,7 @@ pub(crate) async fn history_is_newest_first_and_a_failed_poll_keeps_the_last_com
     assert_eq!(hist.clock_corrections.len(), 1);
     assert_eq!(hist.clock_corrections[0].correction_ms, -45_000.0);
     assert_eq!(poll_times(&store.history("a", 2).await.unwrap()), [3_000, 2_000], "the limit holds");
+    assert_eq!(store.history("a", 0).await.unwrap(), History::default(), "a limit of 0 is none of each kind");
     assert_eq!(poll_times(&store.history("b", 10).await.unwrap()), [2_500]);
     assert_eq!(store.compilation("a").await.unwrap().as_deref(), Some("{\"n\":1}"));
     assert_eq!(store.compilation("nobody").await.unwrap(), None);

@@ -74,7 +74,18 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Most history rows of each kind one request returns.
 pub const MAX_HISTORY: u32 = 1000;
 
-fn error(status: StatusCode, message: String) -> Response {
+/// `GET` on a route that takes `POST`, or the other way round.
+pub(crate) async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let allowed = if uri.path().ends_with("/poll") { "POST" } else { "GET" };
+    error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}: use {allowed}", uri.path()))
+}
+
+/// A path under /api/v1 that is no route.
+pub(crate) async fn no_route(uri: axum::http::Uri) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no API route {} (see /api/v1/openapi.json)", uri.path()))
+}
+
+pub(crate) fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
@@ -112,14 +123,22 @@ pub(crate) async fn detail(State(api): State<Arc<Api>>, Path(name): Path<String>
     params(("name" = String, Path, description = "The server's name in poller.toml"), HistoryQuery),
     responses(
         (status = 200, description = "Polls, level transitions and clock corrections, newest first", body = crate::model::History),
+        (status = 400, description = "The query is not understood (limit: 0 to 1000)", body = ApiError),
         (status = 404, description = "No such server", body = ApiError),
         (status = 500, description = "The store cannot be read", body = ApiError),
         (status = 503, description = "The store is failing (its writer retries) or has stopped", body = ApiError)))]
 pub(crate) async fn history(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    q: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            let why = e.body_text();
+            return error(StatusCode::BAD_REQUEST, format!("{why} (limit is a whole number, 0 to {MAX_HISTORY})"));
+        }
+    };
     if api.fleet.get(&name).is_none() {
         return no_such(&name);
     }

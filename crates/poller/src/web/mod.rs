@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use axum::Router;
 
 /// Every route the poller serves: the JSON API under `/api/v1` (bounded in body size and
-/// time), the dashboard at `/`, and `/metrics`.
+/// time; every error there, unknown routes and wrong methods included, is JSON
+/// `{"error": ...}`), the dashboard at `/`, and `/metrics`.
 pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router {
     let json = Router::new()
         .route("/api/v1/servers", get(api::list))
@@ -26,6 +27,8 @@ pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/notifications", get(api::notifications))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/{*rest}", axum::routing::any(api::no_route))
+        .method_not_allowed_fallback(api::wrong_method)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(api::MAX_BODY_BYTES))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
