@@ -22,7 +22,7 @@ use rollcall_testkit::free_port;
 const TOUR_DEADLINE: Duration = Duration::from_secs(120);
 /// One foreground command, retried until it succeeds, within this.
 const STEP_DEADLINE_S: u32 = 20;
-const BUILD_LINE: &str = "cargo build --release && export PATH=$PWD/target/release:$PATH";
+const BUILD_LINE: &str = "cargo build --release && export PATH=${CARGO_TARGET_DIR:-$PWD/target}/release:$PATH";
 const MARK: &str = "<!-- tour:";
 
 /// The fenced blocks that follow a `<!-- tour: ... -->` line, in order.
