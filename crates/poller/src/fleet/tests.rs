@@ -171,6 +171,24 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
     Rig { fleet, script, store, events, stop, _dir: dir }
 }
 
+/// A second fleet of the one server `s`, as after a restart: no signing key, the rig's
+/// rules, `stored` rows and `script`'s replies.
+fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer) -> Fleet {
+    Fleet::new(
+        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
+        stored,
+        r.fleet.rules().clone(),
+        Arc::new(script),
+        writer,
+        FleetOptions {
+            timebase: Timebase::now(),
+            max_in_flight: 4,
+            clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
+            first_poll_within: Duration::from_secs(30),
+        },
+    )
+}
+
 fn gaps(calls: &[Instant]) -> Vec<u64> {
     calls.windows(2).map(|w| (w[1] - w[0]).as_millis() as u64).collect()
 }
@@ -377,19 +395,7 @@ async fn a_restart_resumes_levels_from_the_store() {
         store.load_servers().await.unwrap()
     })
     .await;
-    let fleet = Fleet::new(
-        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
-        stored,
-        r.fleet.rules().clone(),
-        Arc::new(Script::default()),
-        r.fleet.writer().clone(),
-        FleetOptions {
-            timebase: Timebase::now(),
-            max_in_flight: 4,
-            clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
-            first_poll_within: Duration::from_secs(30),
-        },
-    );
+    let fleet = restarted(&r, stored, Script::default(), r.fleet.writer().clone());
     let s = fleet.summary(fleet.get("s").unwrap());
     assert_eq!((s.facts.level.as_str(), s.facts.state), ("critical", ServerState::Deficient));
     assert_eq!(s.facts.deficiencies[0].source, "service:mta");
@@ -479,19 +485,7 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
 
     let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
     let stored = on_store(async move { store.load_servers().await.unwrap() }).await;
-    let fleet = Fleet::new(
-        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
-        stored,
-        r.fleet.rules().clone(),
-        Arc::new(r.script.clone()),
-        writer.clone(),
-        FleetOptions {
-            timebase: Timebase::now(),
-            max_in_flight: 4,
-            clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
-            first_poll_within: Duration::from_secs(30),
-        },
-    );
+    let fleet = restarted(&r, stored, r.script.clone(), writer.clone());
     assert!(fleet.detail(fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
     fleet.poll_now(fleet.get("s").unwrap()).await;
     assert_eq!(stored_compilations(&writer, &r.store, "s").await, 2, "the same substance after a restart");
@@ -503,19 +497,7 @@ async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
     r.stop.cancel();
     let script = Script::default();
     *script.offset_ms.lock().unwrap() = 45_000.0;
-    let fleet = Fleet::new(
-        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
-        vec![],
-        r.fleet.rules().clone(),
-        Arc::new(script.clone()),
-        r.fleet.writer().clone(),
-        FleetOptions {
-            timebase: Timebase::now(),
-            max_in_flight: 4,
-            clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
-            first_poll_within: Duration::from_secs(30),
-        },
-    );
+    let fleet = restarted(&r, vec![], script.clone(), r.fleet.writer().clone());
     let s = fleet.poll_now(fleet.get("s").unwrap()).await;
     assert_eq!(s.facts.state, ServerState::Deficient);
     let d = &s.facts.deficiencies[0];
