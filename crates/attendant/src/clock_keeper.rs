@@ -3,7 +3,10 @@
 //! Rules it keeps, in this order: no `poller_public_key` → every order is rejected (403);
 //! the signature must verify, the order must name this attendant, its time must agree
 //! with ours once corrected (within [`ORDER_WINDOW`]), and its nonce must be new —
-//! otherwise rejected (401). An authentic order is still refused when it exceeds
+//! otherwise rejected (401). A nonce is remembered for as long as its order could still
+//! pass the time check: twice the window plus the size of its correction (an order that
+//! moved the clock by C agrees with the corrected clock again |C| later). A correction
+//! that does not fit the clock's range is refused, never added. An authentic order is still refused when it exceeds
 //! `max_clock_step` (like ntpd's panic threshold), when the OS clock is already disciplined
 //! by NTP, or when it would be a step beyond [`MAX_STEPS_PER_HOUR`]. Corrections up to
 //! [`STEP_THRESHOLD`] are slewed, larger ones stepped. Every outcome is posted as probe
@@ -77,6 +80,7 @@ pub struct ClockKeeper {
     /// The poller's key and `max_clock_step`: both follow config reloads.
     settings: RwLock<(Option<VerifyingKey>, Duration)>,
     system: Option<Box<dyn SystemClock>>,
+    /// Each nonce seen, with the instant it may be forgotten.
     nonces: Mutex<HashMap<String, Instant>>,
     steps: Mutex<VecDeque<Instant>>,
 }
@@ -100,7 +104,7 @@ impl ClockKeeper {
     /// Handles one order; answers the HTTP status and reply, and posts probe `clock`.
     pub fn handle(&self, signed: &SignedOrder, clock: &Clock, name: &str, board: &ProbeBoard) -> (u16, ClockReply) {
         let started = Instant::now();
-        let (status, reply) = self.judge(signed, clock, name);
+        let (status, reply) = self.judge(signed, clock, name, Instant::now());
         match reply.outcome {
             Outcome::Applied => {
                 tracing::info!(server = %name, correction_ms = reply.correction_ms, method = reply.method.as_deref().unwrap_or("-"), "clock corrected")
@@ -132,7 +136,8 @@ impl ClockKeeper {
         (status, reply)
     }
 
-    fn judge(&self, signed: &SignedOrder, clock: &Clock, name: &str) -> (u16, ClockReply) {
+    /// Judges an order at `now` (the instant nonces are remembered against).
+    pub(crate) fn judge(&self, signed: &SignedOrder, clock: &Clock, name: &str, now: Instant) -> (u16, ClockReply) {
         let reject = |status: u16, correction_ms: f64, reason: String| {
             (status, ClockReply { outcome: Outcome::Rejected, method: None, correction_ms, reason })
         };
@@ -152,7 +157,13 @@ impl ClockKeeper {
         if order.server != name {
             return reject(401, correction_ms, format!("order is for {:?}, this is {name:?}", order.server));
         }
-        let corrected = clock.now() + chrono::Duration::microseconds(order.correction_us);
+        // Any i64 of microseconds is a TimeDelta; the sum is what may not fit.
+        let Some(corrected) = clock.now().checked_add_signed(chrono::TimeDelta::microseconds(order.correction_us))
+        else {
+            let reason =
+                format!("a correction of {} s does not fit the clock's range", order.correction_us / 1_000_000);
+            return (200, ClockReply { outcome: Outcome::Refused, method: None, correction_ms, reason });
+        };
         let disagreement = (corrected - order.poller_time).abs();
         if disagreement.to_std().unwrap_or(Duration::MAX) > ORDER_WINDOW {
             return reject(
@@ -167,14 +178,13 @@ impl ClockKeeper {
         }
         {
             let mut nonces = self.nonces.lock();
-            let now = Instant::now();
-            nonces.retain(|_, seen| now.duration_since(*seen) < 2 * ORDER_WINDOW);
-            if nonces.insert(order.nonce.clone(), now).is_some() {
+            nonces.retain(|_, until| *until > now);
+            let remember = 2 * ORDER_WINDOW + Duration::from_micros(order.correction_us.unsigned_abs());
+            if nonces.insert(order.nonce.clone(), now + remember).is_some() {
                 return reject(401, correction_ms, "replayed order: this nonce was already used".into());
             }
         }
         let mut steps = self.steps.lock();
-        let now = Instant::now();
         while steps.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(3600)) {
             steps.pop_front();
         }

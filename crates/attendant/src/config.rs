@@ -29,6 +29,9 @@ pub use probes::{MailLoopProbe, MailboxProbe, ProbesConfig};
 /// Default time a check may take.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest `max_clock_step` (SPEC section 10): a day.
+const MAX_CLOCK_STEP: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Deserialize)]
 struct Raw {
     name: Option<String>,
@@ -178,6 +181,9 @@ impl AttendantConfig {
 
         let probes = raw.probe.validate(&mut TableCx::new(&loc, &mut p, "probe"));
         let max_clock_step = raw.max_clock_step.unwrap_or(Duration::from_secs(1000));
+        if max_clock_step > MAX_CLOCK_STEP {
+            p.push("max_clock_step", format!("{max_clock_step} is more than a day: no clock needs a larger step"));
+        }
         if let Some(k) = &raw.poller_public_key {
             if let Err(e) = rollcall_protocol::clock_order::parse_public_key(k) {
                 p.push("poller_public_key", e);

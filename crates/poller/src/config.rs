@@ -208,6 +208,12 @@ pub const DEFAULT_DATABASE: &str = "sqlite://rollcall.db";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_REPLY_BYTES: u64 = 1024 * 1024;
 pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(2);
+/// Bounds of a poll's `timeout` (SPEC section 10).
+const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
+const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// Bounds of a level's `interval` (SPEC section 10): a poll a second at most, a week at least.
+const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// The largest `max_reply_bytes` (SPEC section 10): 64 MiB.
 pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 /// `first_poll_within` unless set: a new server is seen within half a minute.
@@ -246,8 +252,8 @@ impl PollerConfig {
         }
 
         let timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        if timeout.get().is_zero() {
-            p.push("timeout", "must be longer than 0");
+        if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout.get()) {
+            p.push("timeout", format!("{timeout} is outside 100ms to 5m"));
         }
         let max_reply_bytes = raw.max_reply_bytes.unwrap_or(DEFAULT_MAX_REPLY_BYTES);
         if max_reply_bytes < 1024 {
@@ -293,8 +299,8 @@ impl PollerConfig {
             }
             if raw.levels[i].interval.is_none() {
                 p.push(format!("level[{i}]"), "missing: interval = \"15m\"");
-            } else if l.interval.is_zero() {
-                p.push(format!("level[{i}].interval"), "must be longer than 0");
+            } else if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&l.interval) {
+                p.push(format!("level[{i}].interval"), format!("{} is outside 1s to 7d", Duration(l.interval)));
             } else if timeout.get() >= l.interval {
                 p.push(
                     format!("level[{i}].interval"),

@@ -41,7 +41,7 @@ async fn knobs_show_in_what_the_poller_reports() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "listen = \"127.0.0.1:0\"\ndatabase = \"sqlite://{}\"\ntimeout = \"300ms\"\nrecover_after = 2\n\
-         [[level]]\nname = \"normal\"\ninterval = \"1s\"\n[[level]]\nname = \"critical\"\ninterval = \"400ms\"\n{}",
+         [[level]]\nname = \"normal\"\ninterval = \"1s\"\n[[level]]\nname = \"critical\"\ninterval = \"1s\"\n{}",
         dir.path().join("t.db").display(),
         rollcall_simulator::targets::poller_servers(10, &addressing)
     );

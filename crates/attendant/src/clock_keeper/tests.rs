@@ -193,3 +193,33 @@ fn the_system_path_refuses_under_ntp_or_without_cap_sys_time() {
     assert!(f.keeper.handle(&o, &f.clock, "a", &f.board).1.reason.contains("CAP_SYS_TIME"));
     assert!(os.calls.lock().is_empty());
 }
+
+#[test]
+fn a_correction_beyond_the_clock_s_range_is_refused_not_a_panic() {
+    let f = fixture(0, None);
+    for c in [9_000_000_000_000_000_000, i64::MIN, i64::MAX] {
+        let o = SignedOrder::sign(
+            &ClockOrder { server: "a".into(), correction_us: c, poller_time: Utc::now(), nonce: format!("n{c}") },
+            &f.key,
+        );
+        let (code, r) = f.keeper.handle(&o, &f.clock, "a", &f.board);
+        assert_ne!(r.outcome, Outcome::Applied, "{c}: {}", r.reason);
+        assert!(code == 200 || code == 401, "{c}: {code}");
+    }
+    assert_eq!(f.clock.offset_us(), 0, "nothing applied");
+}
+
+#[test]
+fn an_order_replayed_when_the_corrected_clock_agrees_again_is_still_a_replay() {
+    // The clock is 80 s ahead; the order steps it back.
+    let f = fixture(80_000_000, None);
+    let o = order(&f, -80_000_000, "recorded");
+    let t0 = std::time::Instant::now();
+    assert_eq!(f.keeper.judge(&o, &f.clock, "a", t0).1.outcome, Outcome::Applied);
+    // 80 s later the corrected clock reads the order's time plus 80 s, so with the order's
+    // correction it agrees with the order's time again: only the nonce stops the replay.
+    f.clock.adjust(80_000_000);
+    let (code, r) = f.keeper.judge(&o, &f.clock, "a", t0 + std::time::Duration::from_secs(80));
+    assert_eq!((code, r.outcome), (401, Outcome::Rejected), "{}", r.reason);
+    assert!(r.reason.contains("replayed"), "{}", r.reason);
+}

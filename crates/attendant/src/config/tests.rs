@@ -321,3 +321,14 @@ fn every_table_with_a_login_follows_the_same_rules() {
     ));
     assert_eq!(p, ["attendant.toml:4: service[0].bind_dn: missing: the password is for whom? set bind_dn"]);
 }
+
+#[test]
+fn a_max_clock_step_beyond_a_day_is_named() {
+    let err = AttendantConfig::parse(
+        "attendant.toml",
+        "insecure = true\nlisten = \"127.0.0.1:7460\"\nmax_clock_step = \"2d\"",
+    )
+    .unwrap_err()
+    .problems();
+    assert!(err.iter().any(|m| m.contains("max_clock_step") && m.contains("more than a day")), "{err:?}");
+}

@@ -250,3 +250,15 @@ fn sizes_and_windows_beyond_their_bounds_are_named_with_the_bound() {
     assert_eq!((c.max_reply_bytes, c.first_poll_within), (64 << 20, std::time::Duration::from_secs(5)));
     assert_eq!(parse("").unwrap().first_poll_within, std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn intervals_and_timeouts_beyond_their_bounds_are_named() {
+    // As tried: an interval of 300000000 years polled without pause; 1ns/2ns was accepted.
+    let p = problems("[[level]]\nname = \"normal\"\ninterval = \"300000000years\"");
+    assert!(p.iter().any(|m| m.contains("level[0].interval") && m.contains("outside 1s to 7d")), "{p:?}");
+    let p = problems("timeout = \"1ns\"\n[[level]]\nname = \"normal\"\ninterval = \"2ns\"");
+    assert!(p.iter().any(|m| m.contains("timeout") && m.contains("outside 100ms to 5m")), "{p:?}");
+    assert!(p.iter().any(|m| m.contains("level[0].interval") && m.contains("outside 1s to 7d")), "{p:?}");
+    assert!(parse("timeout = \"100ms\"\n[[level]]\nname = \"n\"\ninterval = \"1s\"").is_ok());
+    assert!(parse("timeout = \"5m\"\n[[level]]\nname = \"n\"\ninterval = \"7d\"").is_ok());
+}
