@@ -74,7 +74,7 @@ pub trait Fetch: Send + Sync + 'static {
 /// Largest clock-order reply read (a few hundred bytes in practice).
 const MAX_ORDER_REPLY: usize = 64 * 1024;
 
-/// The real fetcher: polls over `http://` with [`plain::PlainClient`] (one idle
+/// The real fetcher: polls over `http://` with `plain::PlainClient` (one idle
 /// connection per server within a file budget), over `https://` and clock orders with
 /// reqwest.
 #[derive(Clone)]

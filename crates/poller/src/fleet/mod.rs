@@ -4,12 +4,13 @@
 //! slow attendant only ever delays itself; a semaphore caps polls in flight. The fetcher
 //! is the fleet's test seam (`Arc<dyn Fetch>`); nothing past the fleet knows of it.
 //!
-//! A poll reads as five steps, each in a room of its own:
-//! ask ([`crate::fetch`]) → judge ([`verdict`], pure) → decide ([`crate::levels`], pure) →
-//! apply (the live state, [`server`]; clock keeping, [`clock_keeping`]) → record (the
-//! store's [`Writer`]) → announce (broadcast [`FleetEvent`]s for live views and the
-//! notifier). Poll statistics are in [`stats`], the packed latest compilations in
-//! [`latest`].
+//! A poll reads as its steps, each in a room of its own:
+//! ask ([`crate::fetch`]) → judge ([`verdict`], pure) → keep the clock ([`clock_keeping`]:
+//! its `clock:skew` deficiency joins the verdict) → decide ([`crate::levels`], pure; the
+//! next slot planned) → apply (the live state, `server`) → record (the store's
+//! [`Writer`]) → announce (broadcast [`FleetEvent`]s for live views and the notifier, with
+//! the next poll already planned). Poll statistics are in [`stats`], the packed latest
+//! compilations in `latest`.
 //!
 //! A loop can run and be stopped again; it must not be reused after it was stopped.
 

@@ -4,12 +4,12 @@
 //! Rules it keeps:
 //! - WAL journal, `synchronous = NORMAL`: a commit survives a crash of the poller; a power
 //!   cut may lose the last commits, never the database.
-//! - Rows are written many to a statement ([`insert_rows`]: chunks of 64, 32, ... 1, so a
+//! - Rows are written many to a statement (`insert_rows`: chunks of 64, 32, ... 1, so a
 //!   handful of prepared statements serve any batch).
 //! - Each server's poll rows form a chain (migration 0005): a row names the previous row
 //!   of its server, and `poll_heads` names the newest, so a server's history is read by
 //!   following links instead of keeping an index on every poll row. Ids are assigned
-//!   here ([`chains`]), above every id a head ever named, so a pruned id is never reused.
+//!   here (`chains`), above every id a head ever named, so a pruned id is never reused.
 //! - Times are stored as Unix milliseconds (UTC).
 
 use std::str::FromStr;

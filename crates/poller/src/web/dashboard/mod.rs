@@ -4,7 +4,7 @@
 //! stylesheet embedded in the binary: nothing to build, nothing fetched at run time. The
 //! script keeps pages live from `GET /api/v1/events`: on the fleet page, the rows of the
 //! servers just polled are re-fetched, batched, from `POST /fleet/rows` (rendered by
-//! [`row`], the same function the page uses); a server page re-fetches its parts
+//! `row`, the same function the page uses); a server page re-fetches its parts
 //! (`/servers/{name}/parts`). Every piece of HTML is rendered here, in one place, so a
 //! live update shows exactly what a reload would.
 //!
