@@ -6,7 +6,7 @@
 //! a 0/1 series per possible value, Prometheus' idiom for state sets; a series whose value
 //! is not known (no RTT before the first answer) is left out rather than reported as 0.
 //! Everything is read from memory at scrape time: a scrape never touches the store.
-//! Every float goes through [`seconds`]: rounded to the microsecond and printed shortest
+//! Every float goes through `seconds`: rounded to the microsecond and printed shortest
 //! (`0.001502`, never `0.0015019090000000002`); whole counts are printed as integers.
 
 use std::fmt::Write as _;

@@ -10,8 +10,8 @@
 //!
 //! Rules it keeps: every value from an attendant or the config is escaped (maud does);
 //! a page works without JavaScript (it is just not live); reads come from the fleet's
-//! memory and the store, never from the attendants; counts are worded by [`plural`];
-//! clock offsets carry the class [`clock_class`] gives against `max_clock_skew`;
+//! memory and the store, never from the attendants; counts are worded by `plural`;
+//! clock offsets carry the class `clock_class` gives against `max_clock_skew`;
 //! timestamps never wrap.
 
 use std::sync::Arc;
