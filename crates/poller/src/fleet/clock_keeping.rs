@@ -183,16 +183,15 @@ impl ClockKeeper {
     }
 }
 
-/// Milliseconds as people read them in logs and messages: one decimal, no float noise
-/// (`1.5019090000000002` prints `1.5`, `-0.04` prints `0.0`).
+/// Milliseconds as people read them in logs, messages and the dashboard: one decimal, no
+/// float noise (`1.5019090000000002` prints `1.5`, `-0.04` prints `0.0`).
 #[derive(Debug, Clone, Copy)]
 pub struct Ms(pub f64);
 
 impl std::fmt::Display for Ms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never `-0.0`: a value that rounds to zero reads `0.0`.
-        let v = if (self.0 * 10.0).round() == 0.0 { 0.0 } else { self.0 };
-        write!(f, "{v:.1}")
+        // Rounded first, then `+ 0.0` turns a rounded `-0.0` into `0.0`.
+        write!(f, "{:.1}", (self.0 * 10.0).round() / 10.0 + 0.0)
     }
 }
 

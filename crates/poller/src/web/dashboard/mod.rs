@@ -158,8 +158,7 @@ fn time(t: Option<DateTime<Utc>>) -> Markup {
 
 /// Milliseconds to one decimal, never `-0.0`.
 pub(crate) fn ms_text(v: f64) -> String {
-    // Adding +0.0 turns a rounded -0.0 into 0.0.
-    format!("{:.1} ms", (v * 10.0).round() / 10.0 + 0.0)
+    format!("{} ms", crate::fleet::clock_keeping::Ms(v))
 }
 
 fn ms(v: Option<f64>) -> Markup {
