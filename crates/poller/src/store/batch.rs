@@ -40,8 +40,10 @@ pub struct Shed {
 impl Batch {
     /// Adds one poll's results.
     pub fn push(&mut self, rec: PollRecord) {
-        let PollRecord { facts, facts_changed, poll, transition, compilation, clock_corrections } = rec;
-        let name = facts.name.clone();
+        let PollRecord { mut facts, facts_changed, poll, transition, compilation, clock_corrections } = rec;
+        // Most polls change no fact: their facts are dropped, so their name is moved out
+        // rather than copied (one allocation per poll fewer on the writer's path).
+        let name = if facts_changed { facts.name.clone() } else { std::mem::take(&mut facts.name) };
         if let Some(t) = transition {
             self.transitions.push((name.clone(), t));
         }
