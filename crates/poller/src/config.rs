@@ -19,6 +19,7 @@ use crate::levels::{Level, Rule, Rules};
 struct Raw {
     listen: Option<String>,
     database: Option<String>,
+    database_password_file: Option<PathBuf>,
     timeout: Option<Duration>,
     max_reply_bytes: Option<u64>,
     max_clock_skew: Option<Duration>,
@@ -100,6 +101,8 @@ struct RawServer {
 pub struct PollerConfig {
     pub listen: SocketAddr,
     pub database: String,
+    /// The PostgreSQL password from `database_password_file`, when set.
+    pub database_password: Option<Secret>,
     pub timeout: Duration,
     pub max_reply_bytes: u64,
     pub max_clock_skew: Duration,
@@ -243,13 +246,21 @@ impl PollerConfig {
             Some(d) => d,
             None => DEFAULT_DATABASE.to_string(),
         };
-        if !database.starts_with("sqlite:") {
-            if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-                p.push("database", "PostgreSQL is not available in this version yet; use sqlite://PATH");
-            } else {
-                p.push("database", format!("{database:?} is not a database URL (sqlite://PATH)"));
-            }
+        let postgres = is_postgres(&database);
+        if !database.starts_with("sqlite:") && !postgres {
+            p.push(
+                "database",
+                format!("{:?} is not a database URL (sqlite://PATH or postgres://USER@HOST/DB)", redact_url(&database)),
+            );
         }
+        let database_password = match &raw.database_password_file {
+            Some(_) if !postgres => {
+                p.push("database_password_file", "only a postgres:// database takes a password");
+                None
+            }
+            Some(f) => SecretSource::File(loc.resolve(f)).read().map_err(|e| p.push("database_password_file", e)).ok(),
+            None => None,
+        };
 
         let timeout = raw.timeout.unwrap_or(DEFAULT_TIMEOUT);
         if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&timeout.get()) {
@@ -414,6 +425,7 @@ impl PollerConfig {
             retention,
             listen,
             database: resolve_sqlite(&database, &loc),
+            database_password,
             timeout,
             max_reply_bytes,
             max_clock_skew: raw.max_clock_skew.unwrap_or(DEFAULT_MAX_CLOCK_SKEW),
@@ -566,6 +578,23 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 }
 
 /// A relative SQLite path is taken beside the config file, like every other path in it.
+/// A PostgreSQL database URL (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with its password, if any, replaced by `***`: how a database URL is shown in
+/// messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn resolve_sqlite(url: &str, loc: &Located) -> String {
     match url.strip_prefix("sqlite://") {
         Some(path) if !path.starts_with('/') && !path.starts_with(':') => {

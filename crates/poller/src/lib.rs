@@ -38,7 +38,7 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = store::open(&config.database).await?;
+    let store = store::open(&config.database, config.database_password.as_ref()).await?;
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
     let files = rollcall_netserve::raise_open_file_limit();

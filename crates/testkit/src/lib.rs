@@ -4,6 +4,7 @@
 //! - [`Daemon`]: outside programs (Dovecot, Postfix, slapd, Prometheus, Alertmanager,
 //!   chromedriver...) started for real, on loopback, and stopped;
 //! - [`mailstack`]: a real mail stack (Dovecot, Postfix, slapd) built from [`Daemon`]s;
+//! - [`postgres`]: a real PostgreSQL cluster, one per test, in a temp dir;
 //! - [`TcpService`]: a tcp "service" the test stops and starts under an attendant's check;
 //! - [`Api`]: a client for the poller's JSON API, with waits on what it answers;
 //! - [`skip`] and [`require`]: what a test does when an outside program is missing.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod mailstack;
+pub mod postgres;
 pub mod service;
 pub mod wait;
 
@@ -147,10 +149,16 @@ impl Daemon {
 
     /// SIGTERM to the group, up to 5 s to exit, then SIGKILL to whatever is left.
     pub fn stop(&mut self) {
+        self.stop_with(libc::SIGTERM);
+    }
+
+    /// `signal` to the program (its own stop request, e.g. SIGINT for PostgreSQL's fast
+    /// shutdown), up to 5 s to exit, then SIGKILL to whatever is left of the group.
+    pub fn stop_with(&mut self, signal: libc::c_int) {
         let pgid = self.child.id() as i32;
         // SAFETY: kill(2) on our own child's process group; no memory is involved.
         unsafe {
-            libc::kill(-pgid, libc::SIGTERM);
+            libc::kill(-pgid, signal);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {

@@ -136,7 +136,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let (store, writer) = std::thread::spawn(move || {
         store_runtime().block_on(async move {
-            let store = crate::store::open(&url).await.unwrap();
+            let store = crate::store::open(&url, None).await.unwrap();
             let (writer, _) = crate::store::Writer::start(store.clone());
             (store, writer)
         })

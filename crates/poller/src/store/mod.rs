@@ -1,7 +1,8 @@
 //! The storage API: what the poller keeps (servers' facts, their latest compilation, poll,
 //! transition and clock-correction history, what notifications told) behind one trait,
 //! [`Store`], with one module per backend, each with its own migrations
-//! (`crates/poller/migrations/<backend>`). SQLite ([`sqlite`]) is the first backend.
+//! (`crates/poller/migrations/<backend>`): SQLite ([`sqlite`], the default for one poller)
+//! and PostgreSQL ([`postgres`], for sites that run it and for several pollers).
 //!
 //! Rules it keeps:
 //! - Callers (the writer, API, dashboard, notifier, pruner) see [`Store`] and the plain row
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::model::{History, NotifyRow, StoredServer};
 
 pub mod batch;
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -49,7 +51,7 @@ pub enum StoreError {
         #[source]
         source: sqlx::migrate::MigrateError,
     },
-    #[error("database {url}: no store backend for this URL (sqlite://PATH)")]
+    #[error("database {url}: no store backend for this URL (sqlite://PATH or postgres://USER@HOST/DB)")]
     Unsupported { url: String },
     #[error("database: {0}")]
     Query(#[from] sqlx::Error),
@@ -106,12 +108,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 pub type SharedStore = Arc<dyn Store>;
 
 /// Opens (creating when missing) and migrates the database at `url`, choosing the backend
-/// by the URL's scheme: `sqlite://PATH`.
-pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+/// by the URL's scheme: `sqlite://PATH`, or `postgres://USER@HOST[:PORT]/DB` (also
+/// `postgresql://`) with `password` when given.
+pub async fn open(url: &str, password: Option<&rollcall_config::Secret>) -> Result<SharedStore, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if crate::config::is_postgres(url) {
+        Ok(Arc::new(postgres::PostgresStore::open(url, password).await?))
     } else {
-        Err(StoreError::Unsupported { url: url.to_string() })
+        Err(StoreError::Unsupported { url: crate::config::redact_url(url) })
     }
 }
 
