@@ -104,6 +104,20 @@ impl Postgres {
             .args(["-c", "fsync=off", "-c", "max_connections=200", "-c", "log_min_messages=warning"]);
         as_owner(&mut cmd, run_as());
         self.daemon = Some(Daemon::listening("postgres", &mut cmd, &self.dir.join("postgres.log"), &[self.port], &[]));
+        // Listening is not accepting: recovery at start answers "the database system is
+        // starting up" for a moment.
+        let deadline = std::time::Instant::now() + crate::START_DEADLINE;
+        loop {
+            let ready = Command::new(bin_dir().join("pg_isready"))
+                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "postgres never became ready:\n{}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Fast shutdown: open sessions are ended, as `pg_ctl stop -m fast` does.

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::model::{History, NotifyRow, StoredServer};
 
 pub mod batch;
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -99,6 +100,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Persists what notifications told about one server (before the notice is sent).
     async fn save_notify_memory(&self, row: &NotifyRow) -> Result<(), StoreError>;
+
+    /// Rows in `table` now (for the progress of a copy).
+    async fn count_rows(&self, table: &copy::Table) -> Result<u64, StoreError>;
+
+    /// The highest id in `table` (a history table), or `None` when it is empty.
+    async fn max_id(&self, table: &copy::Table) -> Result<Option<i64>, StoreError>;
+
+    /// Up to `limit` rows of `table` after `after` in key order, every column as a
+    /// [`copy::Value`] in [`copy::Table::columns`]' order.
+    async fn export_rows(
+        &self,
+        table: &copy::Table,
+        after: &copy::After,
+        limit: u32,
+    ) -> Result<Vec<copy::Row>, StoreError>;
+
+    /// Writes rows exported from another store in one transaction: history rows keep
+    /// their ids (one already there is left as it is), rows keyed by server are upserted.
+    async fn import_rows(&self, table: &copy::Table, rows: &[copy::Row]) -> Result<(), StoreError>;
+
+    /// Called after each table of a copy: whatever makes the imported rows and the
+    /// backend's own bookkeeping agree (PostgreSQL: id sequences above the copied ids).
+    async fn after_import(&self) -> Result<(), StoreError>;
 
     /// Closes the connections; pending reads finish first.
     async fn close(&self);

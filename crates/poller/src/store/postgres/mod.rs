@@ -28,6 +28,7 @@ use crate::model::{
     ClockCorrectionRow, History, NotifyRow, PollRow, ServerFacts, ServerState, StoredServer, TransitionRow,
 };
 
+mod copy;
 mod prune;
 
 /// The PostgreSQL store. Cheap to clone (a pool handle).
@@ -358,6 +359,35 @@ impl super::Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn count_rows(&self, table: &crate::store::copy::Table) -> Result<u64, StoreError> {
+        self.count(table).await
+    }
+
+    async fn max_id(&self, table: &crate::store::copy::Table) -> Result<Option<i64>, StoreError> {
+        self.highest_id(table).await
+    }
+
+    async fn export_rows(
+        &self,
+        table: &crate::store::copy::Table,
+        after: &crate::store::copy::After,
+        limit: u32,
+    ) -> Result<Vec<crate::store::copy::Row>, StoreError> {
+        self.export(table, after, limit).await
+    }
+
+    async fn import_rows(
+        &self,
+        table: &crate::store::copy::Table,
+        rows: &[crate::store::copy::Row],
+    ) -> Result<(), StoreError> {
+        self.import(table, rows).await
+    }
+
+    async fn after_import(&self) -> Result<(), StoreError> {
+        self.advance_sequences().await
     }
 
     async fn close(&self) {

@@ -54,6 +54,21 @@ impl Chains {
         Links { rows, heads, next_id: id }
     }
 
+    /// Links rows that come with their ids (a copy from another store, in id order) to
+    /// each server's previous row; the next id the writer gives is above all of them.
+    pub(super) fn adopt<'a>(&self, rows: impl Iterator<Item = (&'a str, i64)>) -> Links<'a> {
+        let mut heads: HashMap<&str, i64> = HashMap::new();
+        let mut next_id = self.next_id;
+        let rows = rows
+            .map(|(name, id)| {
+                let prev = heads.insert(name, id).or_else(|| self.heads.get(name).copied());
+                next_id = next_id.max(id.saturating_add(1));
+                (id, prev)
+            })
+            .collect();
+        Links { rows, heads, next_id }
+    }
+
     /// The links' transaction committed: they become the heads.
     pub(super) fn commit(&mut self, links: Links<'_>) {
         self.next_id = links.next_id;
