@@ -10,6 +10,7 @@ mod query;
 mod render;
 mod simulate;
 mod status;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Manage the poller's store (copy it to another backend).
+    Store {
+        #[command(subcommand)]
+        command: store::StoreCommand,
+    },
     /// Serve N virtual attendants from this one process (benchmarks, fleet-scale trials).
     Simulate(simulate::Args),
     /// Run a poller and attendants on loopback with virtual clocks, until Ctrl-C.
@@ -120,6 +126,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keygen { out, force } => keygen::run(&out, force)?,
         Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),
+        Command::Store { command } => store::run(command).await?,
         Command::Simulate(args) => simulate::run(args, process::stop_on_signal()).await?,
         Command::Demo { listen, state_dir } => {
             let stop = process::stop_on_signal();

@@ -109,11 +109,31 @@ fn unknown_keys_and_bad_values_name_their_line() {
 }
 
 #[test]
-fn missing_token_file_and_postgres_are_explained() {
-    let p = problems("database = \"postgres://u@h/db\"\n[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntoken_file = \"/nonexistent/t\"\n");
-    assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].starts_with("poller.toml:1: database: PostgreSQL is not available"), "{p:?}");
-    assert!(p[1].starts_with("poller.toml:5: server[0].token_file: cannot read secret file"), "{p:?}");
+fn missing_token_file_is_explained() {
+    let p = problems("[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntoken_file = \"/nonexistent/t\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("poller.toml:4: server[0].token_file: cannot read secret file"), "{p:?}");
+}
+
+#[test]
+fn postgres_urls_and_their_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("db.pass");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let c =
+        parse(&format!("database = \"postgres://rollcall@db.example/fleet\"\ndatabase_password_file = {secret:?}\n"))
+            .unwrap();
+    assert_eq!(c.database, "postgres://rollcall@db.example/fleet");
+    assert_eq!(c.database_password.as_ref().map(|s| s.expose()), Some("s3cret"));
+    assert!(!format!("{c:?}").contains("s3cret"), "the password shows in Debug");
+    assert!(parse("database = \"postgresql://u@h/db\"\n").is_ok());
+
+    let p = problems("database = \"mysql://u:pw@h/db\"\n");
+    assert_eq!(p, ["poller.toml:1: database: \"mysql://u:***@h/db\" is not a database URL (sqlite://PATH or postgres://USER@HOST/DB)"]);
+    let p = problems(&format!("database_password_file = {secret:?}\n"));
+    assert_eq!(p, ["poller.toml:1: database_password_file: only a postgres:// database takes a password"]);
+    let p = problems("database = \"postgres://u@h/db\"\ndatabase_password_file = \"/nonexistent/p\"\n");
+    assert!(p[0].starts_with("poller.toml:2: database_password_file: cannot read secret file /nonexistent/p"), "{p:?}");
 }
 
 #[test]
