@@ -27,6 +27,8 @@ struct Raw {
     recover_after: Option<u32>,
     max_concurrent_polls: Option<usize>,
     first_poll_within: Option<Duration>,
+    node: Option<String>,
+    failover_after: Option<Duration>,
     #[serde(default, rename = "level")]
     levels: Vec<RawLevel>,
     #[serde(default, rename = "rule")]
@@ -112,6 +114,10 @@ pub struct PollerConfig {
     /// A server never polled is polled within this of start (or of being added), its
     /// first polls spread evenly over it (SPEC section 13).
     pub first_poll_within: std::time::Duration,
+    /// This poller's name among those sharing a PostgreSQL database (SPEC section 12).
+    pub node: String,
+    /// A node silent this long loses its servers to the others.
+    pub failover_after: std::time::Duration,
     pub rules: Rules,
     pub servers: Vec<ServerConfig>,
     /// Notification channels, in file order.
@@ -221,6 +227,10 @@ const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 24 
 pub const MAX_REPLY_BYTES: u64 = 64 << 20;
 /// `first_poll_within` unless set: a new server is seen within half a minute.
 pub const DEFAULT_FIRST_POLL_WITHIN: Duration = Duration::from_secs(30);
+/// `failover_after` unless set, and its bounds (SPEC section 12).
+pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(30);
+const FAILOVER_AFTER_BOUNDS: (std::time::Duration, std::time::Duration) =
+    (std::time::Duration::from_secs(5), std::time::Duration::from_secs(600));
 /// The longest `first_poll_within`: beyond it, the spread helps no one.
 const MAX_FIRST_POLL_WITHIN: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Polls in flight at once; each costs a socket and a few kB, so this can be generous.
@@ -280,6 +290,34 @@ impl PollerConfig {
         let max_concurrent_polls = raw.max_concurrent_polls.unwrap_or(DEFAULT_MAX_CONCURRENT_POLLS);
         if max_concurrent_polls == 0 {
             p.push("max_concurrent_polls", "must be at least 1");
+        }
+        const POSTGRES_ONLY: &str =
+            "only pollers sharing a postgres:// database form a cluster; remove it or use PostgreSQL";
+        let node = match &raw.node {
+            Some(n) if n.is_empty() || n.len() > 64 || n.chars().any(char::is_control) => {
+                p.push("node", format!("{n:?} is not a node name (1 to 64 printable characters)"));
+                String::new()
+            }
+            Some(n) => n.clone(),
+            None => hostname(),
+        };
+        if raw.node.is_some() && !postgres {
+            p.push("node", POSTGRES_ONLY);
+        }
+        let failover_after = raw.failover_after.unwrap_or(DEFAULT_FAILOVER_AFTER).get();
+        if raw.failover_after.is_some() && !postgres {
+            p.push("failover_after", POSTGRES_ONLY);
+        }
+        if !(FAILOVER_AFTER_BOUNDS.0..=FAILOVER_AFTER_BOUNDS.1).contains(&failover_after) {
+            p.push("failover_after", format!("{} is outside 5s to 10m", Duration(failover_after)));
+        } else if postgres && timeout.get() * 2 > failover_after {
+            p.push(
+                "failover_after",
+                format!(
+                    "{} must be at least twice the poll timeout ({timeout}): a node cut from the database must finish its last poll before another takes over",
+                    Duration(failover_after)
+                ),
+            );
         }
         let first_poll_within = raw.first_poll_within.unwrap_or(DEFAULT_FIRST_POLL_WITHIN);
         if first_poll_within.get().is_zero() || first_poll_within.get() > MAX_FIRST_POLL_WITHIN {
@@ -432,6 +470,8 @@ impl PollerConfig {
             signing_key,
             max_concurrent_polls,
             first_poll_within: first_poll_within.get(),
+            node,
+            failover_after,
             rules: Rules::new(levels, rules, recover_after),
             servers,
             notify,
@@ -578,6 +618,16 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 }
 
 /// A relative SQLite path is taken beside the config file, like every other path in it.
+/// This machine's host name, the default `node` (`/proc/sys/kernel/hostname`, else
+/// `"poller"`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "poller".to_string())
+}
+
 /// A PostgreSQL database URL (`postgres://` or `postgresql://`).
 pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

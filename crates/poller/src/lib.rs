@@ -11,6 +11,7 @@
 //! wires them together.
 
 pub mod clock_estimate;
+pub mod cluster;
 pub mod config;
 pub mod fetch;
 pub mod fleet;
@@ -52,6 +53,9 @@ pub async fn run(
              at each poll (raise LimitNOFILE / ulimit -n to keep them all)"
         );
     }
+    // Pollers sharing a PostgreSQL database share the fleet by leases (SPEC section 12).
+    let holdings = config::is_postgres(&config.database)
+        .then(|| Arc::new(cluster::Holdings::new(&config.node, config.failover_after)));
     let fetcher = fetch::HttpFetcher::with_idle_budget(config.timeout.get(), config.max_reply_bytes, idle)
         .context("cannot build the HTTP client")?;
     let fleet = Arc::new(fleet::Fleet::new(
@@ -65,6 +69,7 @@ pub async fn run(
             max_in_flight: config.max_concurrent_polls,
             clock: fleet::ClockPolicy { key: config.signing_key.clone(), max_skew: config.max_clock_skew.get() },
             first_poll_within: config.first_poll_within,
+            holdings: holdings.clone(),
         },
     ));
     let tracker = TaskTracker::new();
@@ -81,6 +86,18 @@ pub async fn run(
         &tracker,
     )
     .await?;
+    if let Some(h) = &holdings {
+        let inventory = config.servers.iter().map(|s| s.name.clone()).collect();
+        cluster::spawn(
+            h.clone(),
+            store.clone(),
+            writer.clone(),
+            inventory,
+            config.timeout.get(),
+            stop.clone(),
+            &tracker,
+        );
+    }
     fleet.start(&stop, &tracker);
     store::spawn_pruner(store.clone(), config.retention, stop.clone(), &tracker);
     heap_trim::spawn(stop.clone(), &tracker);
@@ -88,7 +105,8 @@ pub async fn run(
         listen = %listener.local_addr()?,
         servers = config.servers.len(),
         notify = config.notify.len(),
-        database = %config.database,
+        database = %config::redact_url(&config.database),
+        node = holdings.as_ref().map(|h| h.node.as_str()),
         "poller started"
     );
     let api = Arc::new(web::api::Api {
@@ -97,6 +115,7 @@ pub async fn run(
         notifier: notifier.clone(),
         stop: stop.clone(),
         max_clock_skew: config.max_clock_skew.get(),
+        node: config.node.clone(),
     });
     let metrics = Arc::new(web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) });
     let app = web::router(api, metrics);

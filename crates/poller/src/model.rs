@@ -87,6 +87,9 @@ pub struct ServerSummary {
     #[serde(flatten)]
     pub facts: ServerFacts,
     pub next_poll_at: Option<DateTime<Utc>>,
+    /// The poller node polling it, when several share the fleet (SPEC section 12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// A server as the store read it back on start.

@@ -11,10 +11,11 @@ fn allowed(room: &str) -> Option<&'static [&'static str]> {
         "model" | "levels" | "schedule" | "clock_estimate" | "heap_trim" => &[],
         "config" => &["levels"],
         "fetch" => &["config"],
-        "fleet" => &["config", "fetch", "levels", "schedule", "clock_estimate", "model", "store"],
+        "fleet" => &["config", "fetch", "levels", "schedule", "clock_estimate", "model", "store", "cluster"],
+        "cluster" => &["model", "store"],
         "store" => &["model", "config"],
         "notify" => &["config", "fleet", "model", "store"],
-        "web" => &["fleet", "store", "notify", "model", "levels"],
+        "web" => &["fleet", "store", "notify", "model", "levels", "cluster"],
         "lib" => return None,
         _ => return Some(&["?"]),
     })

@@ -28,11 +28,12 @@ use tokio::sync::{broadcast, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Holdings;
 use crate::config::ServerConfig;
 use crate::fetch::{Fetch, Fetched, PollError};
 use crate::levels::{LevelState, Rules, Transition};
 use crate::model::{
-    ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerFacts, ServerSummary, StoredServer,
+    ChangedCompilation, ClockCorrectionRow, NotifyRow, PollRecord, PollRow, ServerFacts, ServerSummary, StoredServer,
     TransitionRow,
 };
 use crate::schedule::{next_slot, Timebase};
@@ -55,6 +56,9 @@ pub enum FleetEvent {
     Transition { server: String, transition: TransitionRow },
     /// A clock order was sent or verified.
     ClockCorrection { server: String, correction: ClockCorrectionRow },
+    /// This node took the server over from another (cluster): what notifications had told
+    /// about it, as that node stored it (`None`: nothing yet).
+    Adopted { server: String, notify: Option<NotifyRow> },
 }
 
 /// Everything about running the fleet that is not the servers themselves.
@@ -66,6 +70,9 @@ pub struct FleetOptions {
     /// A server never polled is first polled within this of the fleet's start, spread
     /// evenly over it by its phase (or at its normal slot, if that is sooner).
     pub first_poll_within: std::time::Duration,
+    /// Which servers this node may poll, when several pollers share the fleet; `None`:
+    /// all of them.
+    pub holdings: Option<Arc<Holdings>>,
 }
 
 /// The whole fleet and what it needs to poll.
@@ -80,6 +87,7 @@ pub struct Fleet {
     events: broadcast::Sender<FleetEvent>,
     clock: ClockKeeper,
     stats: PollStats,
+    holdings: Option<Arc<Holdings>>,
 }
 
 /// When a server never polled is first polled: at its normal slot if that comes within
@@ -164,6 +172,7 @@ impl Fleet {
             events,
             clock: ClockKeeper::new(options.clock, options.timebase),
             stats: PollStats::default(),
+            holdings: options.holdings,
         }
     }
 
@@ -194,14 +203,35 @@ impl Fleet {
 
     /// The server as the API shows it.
     pub fn summary(&self, server: &Server) -> ServerSummary {
-        server.summary()
+        self.with_node(server.summary())
+    }
+
+    /// The cluster this node belongs to, when the fleet is shared.
+    pub fn holdings(&self) -> Option<&Arc<Holdings>> {
+        self.holdings.as_ref()
+    }
+
+    /// The node polling `server` when it is not this one (shared fleet only).
+    pub fn polled_elsewhere(&self, server: &Server) -> Option<String> {
+        let h = self.holdings.as_ref()?;
+        if h.holds(&server.config.name) {
+            return None;
+        }
+        Some(h.owner(&server.config.name).unwrap_or_else(|| "no node yet".to_string()))
+    }
+
+    fn with_node(&self, mut summary: ServerSummary) -> ServerSummary {
+        if let Some(h) = &self.holdings {
+            summary.node = h.owner(&summary.facts.name);
+        }
+        summary
     }
 
     /// The server as the API shows it with its latest compilation as received this run
     /// (`None` before its first answer), both from the same poll.
     pub fn detail(&self, server: &Server) -> (ServerSummary, Option<bytes::Bytes>) {
         let (summary, latest) = server.read(|s| (s.summary(), s.latest.clone()));
-        (summary, latest.and_then(|p| p.unpack(&server.config.name)))
+        (self.with_node(summary), latest.and_then(|p| p.unpack(&server.config.name)))
     }
 
     /// Every server's latest compilation received this run, for the store at shutdown.
@@ -381,7 +411,7 @@ impl Fleet {
         for c in clock_corrections {
             let _ = self.events.send(FleetEvent::ClockCorrection { server: name.clone(), correction: c });
         }
-        let summary = server.summary();
+        let summary = self.summary(server);
         let _ = self.events.send(FleetEvent::Polled(summary.clone()));
         summary
     }
@@ -396,6 +426,43 @@ impl Fleet {
         summary
     }
 
+    /// Shows `server` as the node polling it last stored it (shared fleet).
+    fn follow(&self, server: &Server, h: &Holdings) {
+        let Some(stored) = h.stored(&server.config.name) else { return };
+        server.update(|s| {
+            if s.facts != stored.facts {
+                s.facts = stored.facts;
+                s.facts.address = server.config.address.clone();
+                s.substance = stored.substance;
+            }
+            s.next_poll_at = None;
+        });
+    }
+
+    /// Takes `server` over: its stored facts and the notification memory for the notifier.
+    /// A server whose node is gone is polled at once (SPEC section 12); one handed over by
+    /// a live node keeps its slot; one never polled keeps its first-poll plan.
+    fn adopt(&self, server: &Server, h: &Holdings) {
+        let name = &server.config.name;
+        let stored = h.stored(name);
+        let now = self.timebase.wall_now();
+        let orphaned = h.take_orphaned(name);
+        server.update(|s| {
+            if orphaned {
+                s.next_poll_at = Some(now);
+            }
+            if let Some(stored) = stored {
+                s.facts_given = stored.facts.address == server.config.address;
+                s.facts = stored.facts;
+                s.facts.address = server.config.address.clone();
+                s.substance = stored.substance;
+            }
+            s.clock = ClockState::default();
+        });
+        tracing::info!(server = %name, node = %h.node, "taking over polling");
+        let _ = self.events.send(FleetEvent::Adopted { server: name.clone(), notify: h.take_notify(name) });
+    }
+
     /// Starts one loop per server; they stop when `stop` is cancelled.
     pub fn start(self: &Arc<Self>, stop: &CancellationToken, tracker: &TaskTracker) {
         for server in &self.servers {
@@ -407,7 +474,26 @@ impl Fleet {
         // The slot of the last scheduled poll: a plan is never that slot again, so the
         // loop cannot poll twice in one slot whatever a poll left in the state.
         let mut polled: Option<DateTime<Utc>> = None;
+        let mut changes = self.holdings.as_ref().map(|h| h.subscribe());
+        let mut held = self.holdings.is_none();
         loop {
+            if let (Some(h), Some(changes)) = (&self.holdings, changes.as_mut()) {
+                if !h.holds(&server.config.name) {
+                    held = false;
+                    // Another node polls it (or nobody may yet): show what it stored.
+                    self.follow(&server, h);
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = changes.changed() => continue,
+                    }
+                }
+                if !held {
+                    // Just taken over: start from what the last node stored, poll at once.
+                    held = true;
+                    polled = None;
+                    self.adopt(&server, h);
+                }
+            }
             // The time the last poll planned (or the first-poll window's), unless it has
             // passed: then the next slot from now.
             let now = self.timebase.wall_now();
@@ -423,6 +509,9 @@ impl Fleet {
                 _ = stop.cancelled() => return,
                 _ = server.reschedule.notified() => continue,
                 _ = tokio::time::sleep_until(self.timebase.instant(due)) => {}
+            }
+            if self.holdings.as_ref().is_some_and(|h| !h.holds(&server.config.name)) {
+                continue; // given up (or the database lost) while waiting
             }
             self.stats.started_late(self.timebase.wall_now() - due);
             polled = Some(due);

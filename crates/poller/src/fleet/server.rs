@@ -35,7 +35,7 @@ pub(crate) struct Status {
 
 impl Status {
     pub(crate) fn summary(&self) -> ServerSummary {
-        ServerSummary { facts: self.facts.clone(), next_poll_at: self.next_poll_at }
+        ServerSummary { facts: self.facts.clone(), next_poll_at: self.next_poll_at, node: None }
     }
 }
 

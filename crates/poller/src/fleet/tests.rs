@@ -163,6 +163,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
         max_in_flight: 64,
         clock: ClockPolicy { key: Some(SigningKey(Arc::new(test_key()))), max_skew: Duration::from_secs(2) },
         first_poll_within: first,
+        holdings: None,
     };
     let fleet = Arc::new(Fleet::new(configs, vec![], rules, Arc::new(script.clone()), writer, options));
     let events = fleet.subscribe();
@@ -185,6 +186,7 @@ fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer)
             max_in_flight: 4,
             clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
             first_poll_within: Duration::from_secs(30),
+            holdings: None,
         },
     )
 }

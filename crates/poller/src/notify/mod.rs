@@ -334,6 +334,18 @@ impl Decider {
             FleetEvent::Transition { server, transition } => {
                 self.reasons.insert(server, transition.reason);
             }
+            FleetEvent::Adopted { server, notify } => {
+                // What the node that polled it last told, so nothing is told twice.
+                match notify {
+                    Some(row) => {
+                        let (name, mem) = Memory::from_row(row);
+                        self.memory.insert(name, mem);
+                    }
+                    None => {
+                        self.memory.remove(&server);
+                    }
+                }
+            }
             FleetEvent::ClockCorrection { server, correction } => {
                 let mem = self.memory.get(&server).cloned().unwrap_or_else(|| Memory::fresh(&self.first_level));
                 let summary = format!(

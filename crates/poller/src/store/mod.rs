@@ -58,6 +58,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("database holds an unreadable value in {what}: {detail}")]
     Corrupt { what: String, detail: String },
+    #[error("this database is not one several pollers can share (only PostgreSQL is)")]
+    NotShared,
     #[error("the store writer has stopped")]
     WriterGone,
     /// The writer keeps what could not be written and retries; reads may be behind.
@@ -124,8 +126,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// backend's own bookkeeping agree (PostgreSQL: id sequences above the copied ids).
     async fn after_import(&self) -> Result<(), StoreError>;
 
+    /// Cluster: records `node`'s heartbeat, renews every lease it holds to run out
+    /// `lease` from now (the database's now), and reads every node and lease. Only
+    /// PostgreSQL holds a cluster; other backends answer [`StoreError::NotShared`].
+    async fn heartbeat(&self, node: &str, lease: Duration) -> Result<ClusterView, StoreError> {
+        let _ = (node, lease);
+        Err(StoreError::NotShared)
+    }
+
+    /// Cluster: takes the leases of those of `servers` that nobody holds or whose lease
+    /// has run out, for `lease` from now; returns the servers taken.
+    async fn claim(&self, node: &str, servers: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {
+        let _ = (node, servers, lease);
+        Err(StoreError::NotShared)
+    }
+
+    /// Cluster: gives up `node`'s leases of `servers` (another node takes them).
+    async fn release(&self, node: &str, servers: &[String]) -> Result<(), StoreError> {
+        let _ = (node, servers);
+        Err(StoreError::NotShared)
+    }
+
     /// Closes the connections; pending reads finish first.
     async fn close(&self);
+}
+
+/// The cluster as the database sees it at one heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    /// Every node that ever joined, with the time since its last heartbeat.
+    pub nodes: Vec<(String, Duration)>,
+    /// Every lease: server, node, and whether it is still running.
+    pub leases: Vec<(String, String, bool)>,
 }
 
 /// A store shared by the poller's parts.

@@ -23,6 +23,8 @@ pub struct Api {
     pub stop: tokio_util::sync::CancellationToken,
     /// The config's `max_clock_skew`: the dashboard colours clock offsets against it.
     pub max_clock_skew: std::time::Duration,
+    /// This poller's `node` name.
+    pub node: String,
 }
 
 impl Api {
@@ -159,12 +161,54 @@ pub(crate) async fn history(
     params(("name" = String, Path, description = "The server's name in poller.toml")),
     responses(
         (status = 200, description = "Polled now; the server as it now stands", body = ServerSummary),
-        (status = 404, description = "No such server", body = ApiError)))]
+        (status = 404, description = "No such server", body = ApiError),
+        (status = 409, description = "Another poller node polls this server (ask that node)", body = ApiError)))]
 pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
+    if let Some(node) = api.fleet.polled_elsewhere(server) {
+        // Two nodes must never poll one server at once (SPEC section 12).
+        return error(StatusCode::CONFLICT, format!("{name} is polled by node {node}: ask that node to poll it now"));
+    }
     Json(api.fleet.poll_now(server).await).into_response()
+}
+
+/// `GET /api/v1/cluster`: the pollers sharing this fleet (SPEC section 12).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ClusterDoc {
+    /// This node's name.
+    pub node: String,
+    /// False on SQLite: one poller polls everything.
+    pub shared: bool,
+    /// Seconds of silence after which a node's servers go to the others.
+    pub failover_after_s: f64,
+    /// Every node that ever joined, by name.
+    pub nodes: Vec<crate::cluster::NodeStatus>,
+}
+
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "servers",
+    responses((status = 200, description = "The poller nodes, their heartbeat age and servers held", body = ClusterDoc)))]
+pub(crate) async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterDoc> {
+    Json(match api.fleet.holdings() {
+        Some(h) => ClusterDoc {
+            node: h.node.clone(),
+            shared: true,
+            failover_after_s: h.failover_after.as_secs_f64(),
+            nodes: h.nodes(),
+        },
+        None => ClusterDoc {
+            node: api.node.clone(),
+            shared: false,
+            failover_after_s: 0.0,
+            nodes: vec![crate::cluster::NodeStatus {
+                name: api.node.clone(),
+                heartbeat_age_s: 0.0,
+                live: true,
+                servers: api.fleet.servers().len(),
+            }],
+        },
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",

@@ -57,6 +57,8 @@ fn fleet_event(e: FleetEvent) -> Event {
         FleetEvent::Polled(s) => event("poll", &s),
         FleetEvent::Transition { server, transition } => event("transition", &TransitionEvent { server, transition }),
         FleetEvent::ClockCorrection { server, correction } => event("clock", &ClockEvent { server, correction }),
+        // Internal to the notifier; the server's next poll shows its state.
+        FleetEvent::Adopted { .. } => Event::default().comment("adopted"),
     }
 }
 

@@ -26,6 +26,7 @@ pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router
         .route("/api/v1/servers/{name}/poll", post(api::poll))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/notifications", get(api::notifications))
+        .route("/api/v1/cluster", get(api::cluster))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/{*rest}", axum::routing::any(api::no_route))
         .method_not_allowed_fallback(api::wrong_method)

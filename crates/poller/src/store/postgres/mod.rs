@@ -28,6 +28,7 @@ use crate::model::{
     ClockCorrectionRow, History, NotifyRow, PollRow, ServerFacts, ServerState, StoredServer, TransitionRow,
 };
 
+mod cluster;
 mod copy;
 mod prune;
 
@@ -388,6 +389,18 @@ impl super::Store for PostgresStore {
 
     async fn after_import(&self) -> Result<(), StoreError> {
         self.advance_sequences().await
+    }
+
+    async fn heartbeat(&self, node: &str, lease: Duration) -> Result<super::ClusterView, StoreError> {
+        cluster::heartbeat(&self.pool, node, lease).await
+    }
+
+    async fn claim(&self, node: &str, servers: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {
+        cluster::claim(&self.pool, node, servers, lease).await
+    }
+
+    async fn release(&self, node: &str, servers: &[String]) -> Result<(), StoreError> {
+        cluster::release(&self.pool, node, servers).await
     }
 
     async fn close(&self) {
