@@ -282,3 +282,29 @@ fn intervals_and_timeouts_beyond_their_bounds_are_named() {
     assert!(parse("timeout = \"100ms\"\n[[level]]\nname = \"n\"\ninterval = \"1s\"").is_ok());
     assert!(parse("timeout = \"5m\"\n[[level]]\nname = \"n\"\ninterval = \"7d\"").is_ok());
 }
+
+#[test]
+fn cluster_keys_need_postgres_and_bounds() {
+    let pg = "database = \"postgres://u@h/db\"\n";
+    let c = parse(&format!("{pg}node = \"poller-a\"\nfailover_after = \"5s\"\ntimeout = \"2s\"\n")).unwrap();
+    assert_eq!((c.node.as_str(), c.failover_after), ("poller-a", std::time::Duration::from_secs(5)));
+    let c = parse(pg).unwrap();
+    assert!(!c.node.is_empty(), "the host name by default");
+    assert_eq!(c.failover_after, std::time::Duration::from_secs(30));
+
+    let p = problems("node = \"a\"\nfailover_after = \"10s\"\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("poller.toml:1: node: only pollers sharing a postgres:// database"), "{p:?}");
+    assert!(p[1].starts_with("poller.toml:2: failover_after: only pollers sharing"), "{p:?}");
+    let p = problems(&format!("{pg}failover_after = \"4s\"\n"));
+    assert_eq!(p, ["poller.toml:2: failover_after: 4s is outside 5s to 10m"]);
+    let p = problems(&format!("{pg}failover_after = \"11m\"\n"));
+    assert_eq!(p, ["poller.toml:2: failover_after: 11m is outside 5s to 10m"]);
+    let p = problems(&format!("{pg}failover_after = \"5s\"\ntimeout = \"3s\"\n"));
+    assert!(
+        p[0].starts_with("poller.toml:2: failover_after: 5s must be at least twice the poll timeout (3s)"),
+        "{p:?}"
+    );
+    let p = problems(&format!("{pg}node = \"\"\n"));
+    assert_eq!(p, ["poller.toml:2: node: \"\" is not a node name (1 to 64 printable characters)"]);
+}
