@@ -37,6 +37,7 @@ struct Raw {
     #[serde(default, rename = "notify")]
     notify: Vec<RawNotify>,
     retention: Option<RawRetention>,
+    public_url: Option<String>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -93,6 +94,8 @@ struct RawServer {
     #[serde(default)]
     address: String,
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    parents: Vec<String>,
 }
 
 /// A validated poller configuration.
@@ -117,6 +120,9 @@ pub struct PollerConfig {
     pub damping: Damping,
     /// How long history is kept (`[retention]`).
     pub retention: Retention,
+    /// The dashboard's address as people reach it (behind a proxy, say), without a
+    /// trailing `/`: notices link to `PUBLIC_URL/servers/NAME`.
+    pub public_url: Option<String>,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -201,6 +207,9 @@ pub struct ServerConfig {
     pub address: String,
     /// Bearer token presented to the attendant; `None` for an insecure loopback attendant.
     pub token: Option<Secret>,
+    /// The servers this one is reached through (routers, firewalls: SPEC 13). When every
+    /// one of them is unreachable, this server's failed polls make it `behind` them.
+    pub parents: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
@@ -360,8 +369,10 @@ impl PollerConfig {
                 name: s.name.clone(),
                 address: s.address.trim_end_matches('/').to_string(),
                 token,
+                parents: s.parents.clone(),
             });
         }
+        check_parents(&servers, &mut p);
 
         let notify = notify_channels(&raw.notify, &loc, &mut p);
         let flap_threshold = raw.flap_threshold.unwrap_or(DEFAULT_FLAP_THRESHOLD);
@@ -409,9 +420,23 @@ impl PollerConfig {
                 }
             }
         }
+        let public_url = match raw.public_url {
+            Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && reqwest::Url::parse(&u).is_ok() => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            Some(u) => {
+                p.push(
+                    "public_url",
+                    format!("{u:?} is not an http:// or https:// URL (the dashboard as people reach it)"),
+                );
+                None
+            }
+            None => None,
+        };
         p.finish()?;
         Ok(PollerConfig {
             retention,
+            public_url,
             listen,
             database: resolve_sqlite(&database, &loc),
             timeout,
@@ -556,6 +581,64 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
         out.push(c);
     }
     out
+}
+
+/// Every `parents` entry names another configured server, and following parents never
+/// comes back to where it started (a cycle would make each server wait on the other).
+fn check_parents(servers: &[ServerConfig], p: &mut rollcall_config::Problems<'_>) {
+    let index: std::collections::HashMap<&str, usize> =
+        servers.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    for (i, s) in servers.iter().enumerate() {
+        for parent in &s.parents {
+            if *parent == s.name {
+                p.push(format!("server[{i}].parents"), format!("{:?} names itself", s.name));
+            } else if !index.contains_key(parent.as_str()) {
+                p.push(format!("server[{i}].parents"), format!("{:?} of {:?} is no configured server", parent, s.name));
+            }
+        }
+    }
+    // Depth-first over parents: 0 unseen, 1 on the current path, 2 done.
+    let mut mark = vec![0u8; servers.len()];
+    let mut reported = std::collections::HashSet::new();
+    for start in 0..servers.len() {
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        if mark[start] != 0 {
+            continue;
+        }
+        mark[start] = 1;
+        while let Some(top) = path.last_mut() {
+            let (node, next) = *top;
+            let parents = &servers[node].parents;
+            if next == parents.len() {
+                mark[node] = 2;
+                path.pop();
+                continue;
+            }
+            top.1 += 1;
+            let parent = &parents[next];
+            let Some(&j) = index.get(parent.as_str()) else { continue };
+            if j == node {
+                continue; // named itself: reported above
+            }
+            match mark[j] {
+                0 => {
+                    mark[j] = 1;
+                    path.push((j, 0));
+                }
+                1 => {
+                    let from = path.iter().position(|&(n, _)| n == j).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[from..].iter().map(|&(n, _)| servers[n].name.as_str()).collect();
+                    let mut key = cycle.clone();
+                    key.sort_unstable();
+                    if reported.insert(key) {
+                        cycle.push(servers[j].name.as_str());
+                        p.push(format!("server[{j}].parents"), format!("a cycle of parents: {}", cycle.join(" -> ")));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn split_host_port(s: &str) -> Option<(String, u16)> {

@@ -76,6 +76,7 @@ pub async fn run(
             first_level: config.rules.level(0).name.clone(),
             store: store.clone(),
             events: fleet.subscribe(),
+            public_url: config.public_url.clone(),
         },
         &stop,
         &tracker,

@@ -13,7 +13,7 @@ fn allowed(room: &str) -> Option<&'static [&'static str]> {
         "fetch" => &["config"],
         "fleet" => &["config", "fetch", "levels", "schedule", "clock_estimate", "model", "store"],
         "store" => &["model", "config"],
-        "notify" => &["config", "fleet", "model", "store"],
+        "notify" => &["config", "fleet", "levels", "model", "store"],
         "web" => &["fleet", "store", "notify", "model", "levels"],
         "lib" => return None,
         _ => return Some(&["?"]),

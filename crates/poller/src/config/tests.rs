@@ -262,3 +262,35 @@ fn intervals_and_timeouts_beyond_their_bounds_are_named() {
     assert!(parse("timeout = \"100ms\"\n[[level]]\nname = \"n\"\ninterval = \"1s\"").is_ok());
     assert!(parse("timeout = \"5m\"\n[[level]]\nname = \"n\"\ninterval = \"7d\"").is_ok());
 }
+
+#[test]
+fn parents_name_configured_servers_and_never_form_a_cycle() {
+    let server = |name: &str, parents: &str| {
+        format!("[[server]]\nname = \"{name}\"\naddress = \"http://{name}:7460\"\nparents = [{parents}]\n")
+    };
+    let ok = parse(&(server("router-01", "") + &server("web-01", "\"router-01\""))).unwrap();
+    assert_eq!(ok.servers[1].parents, ["router-01"]);
+
+    let text =
+        server("a", "\"b\"") + &server("b", "\"c\"") + &server("c", "\"a\"") + &server("d", "\"d\", \"nowhere\"");
+    assert_eq!(
+        problems(&text),
+        [
+            "poller.toml:4: server[0].parents: a cycle of parents: a -> b -> c -> a",
+            "poller.toml:16: server[3].parents: \"d\" names itself",
+            "poller.toml:16: server[3].parents: \"nowhere\" of \"d\" is no configured server",
+        ]
+    );
+}
+
+#[test]
+fn public_url_is_an_http_url_without_its_trailing_slash() {
+    assert_eq!(
+        parse("public_url = \"https://rollcall.example.org/\"\n").unwrap().public_url.as_deref(),
+        Some("https://rollcall.example.org")
+    );
+    assert_eq!(
+        problems("public_url = \"rollcall.example.org\"\n"),
+        ["poller.toml:1: public_url: \"rollcall.example.org\" is not an http:// or https:// URL (the dashboard as people reach it)"]
+    );
+}

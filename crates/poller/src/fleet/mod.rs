@@ -14,6 +14,7 @@
 //!
 //! A loop can run and be stopped again; it must not be reused after it was stopped.
 
+pub mod ack;
 pub mod clock_keeping;
 mod latest;
 mod server;
@@ -32,11 +33,12 @@ use crate::config::ServerConfig;
 use crate::fetch::{Fetch, Fetched, PollError};
 use crate::levels::{LevelState, Rules, Transition};
 use crate::model::{
-    ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerFacts, ServerSummary, StoredServer,
-    TransitionRow,
+    Ack, AckChange, ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerFacts, ServerState,
+    ServerSummary, StoredServer, TransitionRow,
 };
 use crate::schedule::{next_slot, Timebase};
 use crate::store::Writer;
+pub use ack::AckError;
 use clock_keeping::{ClockKeeper, ClockState};
 pub use clock_keeping::{ClockPolicy, ORDER_BACKOFF};
 use latest::Packed;
@@ -72,6 +74,8 @@ pub struct FleetOptions {
 pub struct Fleet {
     servers: Vec<Arc<Server>>,
     by_name: HashMap<String, usize>,
+    /// The servers that name each server in their `parents`, by the parent's index.
+    children: HashMap<usize, Vec<usize>>,
     rules: Rules,
     fetcher: Arc<dyn Fetch>,
     writer: Writer,
@@ -100,6 +104,8 @@ struct Applied {
     facts_changed: bool,
     transition: Option<TransitionRow>,
     compilation: Option<ChangedCompilation>,
+    /// The acknowledgement this poll ended: when it was given, and why it ended.
+    ack_ended: Option<(DateTime<Utc>, &'static str)>,
 }
 
 impl Fleet {
@@ -152,10 +158,19 @@ impl Fleet {
             by_name.insert(config.name.clone(), servers.len());
             servers.push(Arc::new(Server::new(config, phase, status)));
         }
+        let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, s) in servers.iter().enumerate() {
+            for parent in &s.config.parents {
+                if let Some(&p) = by_name.get(parent) {
+                    children.entry(p).or_default().push(i);
+                }
+            }
+        }
         let (events, _) = broadcast::channel(1024);
         Fleet {
             servers,
             by_name,
+            children,
             rules,
             fetcher,
             writer,
@@ -194,14 +209,68 @@ impl Fleet {
 
     /// The server as the API shows it.
     pub fn summary(&self, server: &Server) -> ServerSummary {
-        server.summary()
+        let mut summary = server.summary();
+        summary.servers_behind = self.servers_behind(server, summary.facts.state);
+        summary
     }
 
     /// The server as the API shows it with its latest compilation as received this run
     /// (`None` before its first answer), both from the same poll.
     pub fn detail(&self, server: &Server) -> (ServerSummary, Option<bytes::Bytes>) {
-        let (summary, latest) = server.read(|s| (s.summary(), s.latest.clone()));
+        let (mut summary, latest) = server.read(|s| (s.summary(), s.latest.clone()));
+        summary.servers_behind = self.servers_behind(server, summary.facts.state);
         (summary, latest.and_then(|p| p.unpack(&server.config.name)))
+    }
+
+    /// How many servers are behind `server` (in `state`): while it is unreachable, its
+    /// children whose every parent is unreachable, and theirs in turn (SPEC 13).
+    fn servers_behind(&self, server: &Server, state: ServerState) -> u32 {
+        let Some(&start) = self.by_name.get(&server.config.name) else { return 0 };
+        if state != ServerState::Unreachable || !self.children.contains_key(&start) {
+            return 0;
+        }
+        let unreachable = |i: usize| self.servers[i].read(|s| s.facts.state == ServerState::Unreachable);
+        let mut behind = std::collections::HashSet::new();
+        let mut todo = vec![start];
+        while let Some(p) = todo.pop() {
+            for &c in self.children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+                let all_parents_down = self.servers[c].config.parents.iter().all(|name| {
+                    self.by_name.get(name).is_some_and(|&i| i == start || behind.contains(&i) || unreachable(i))
+                });
+                if all_parents_down && behind.insert(c) {
+                    todo.push(c);
+                }
+            }
+        }
+        behind.len() as u32
+    }
+
+    /// The parents `server` is behind, judged at its failed poll that started at
+    /// `started`: when every parent is unreachable, their names. A parent not polled since
+    /// is polled first (once, however many of its children ask: polls of a server never
+    /// overlap, and the next child finds it fresh).
+    fn parents_down<'a>(
+        &'a self,
+        server: &'a Server,
+        started: DateTime<Utc>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move {
+            let parents = &server.config.parents;
+            if parents.is_empty() {
+                return None;
+            }
+            for name in parents {
+                let parent = self.get(name)?;
+                let stale = parent.read(|s| s.facts.last_poll_at.is_none_or(|at| at < started));
+                if stale {
+                    self.poll(parent).await;
+                }
+                if parent.read(|s| s.facts.state) != ServerState::Unreachable {
+                    return None;
+                }
+            }
+            Some(parents.join(", "))
+        })
     }
 
     /// Every server's latest compilation received this run, for the store at shutdown.
@@ -216,6 +285,7 @@ impl Fleet {
     /// now stands.
     pub async fn poll(&self, server: &Server) -> ServerSummary {
         let _one_at_a_time = server.polling.lock().await;
+        let started = self.timebase.wall_now();
         let (result, took) = self.ask(server).await;
         let at = self.timebase.wall_now();
         let mut verdict = verdict::judge(result);
@@ -224,12 +294,25 @@ impl Fleet {
             verdict.add(d);
         }
         self.stats.polled(verdict.state, took);
-        let before = server.read(|s| self.level_state(&s.facts));
-        let (level, change) = self.rules.decide(before, &verdict.deficiencies);
+        // Reachability is judged at the poll: a failed poll asks whether every parent is
+        // unreachable too; then the server is behind them and its level stays.
+        let behind = match verdict.state {
+            ServerState::Unreachable => self.parents_down(server, started).await,
+            _ => None,
+        };
+        let (before, was_unreachable) =
+            server.read(|s| (self.level_state(&s.facts), s.facts.state == ServerState::Unreachable));
+        let (level, change) = match behind {
+            Some(_) => (before, None),
+            None => self.rules.decide(before, &verdict.deficiencies),
+        };
         let next = self.next_poll(server, level, at, kept.verify_soon);
         let poll = self.poll_row(at, &verdict, level);
-        let Applied { facts, facts_changed, transition, compilation } =
-            self.apply(server, at, verdict, level, change, next);
+        let Applied { facts, facts_changed, transition, compilation, ack_ended } =
+            self.apply(server, at, verdict, level, change, next, behind);
+        if was_unreachable && facts.state != ServerState::Unreachable {
+            self.wake_children_behind(server);
+        }
         let record = PollRecord {
             facts,
             facts_changed,
@@ -239,7 +322,47 @@ impl Fleet {
             clock_corrections: kept.rows.clone(),
         };
         self.record(server, record).await;
+        if let Some((given, why)) = ack_ended {
+            tracing::info!(server = %server.config.name, why, "acknowledgement ended");
+            if let Err(e) = self.writer.record_ack(&server.config.name, AckChange::Ended { at: given }).await {
+                tracing::error!(server = %server.config.name, error = %e, "the end of an acknowledgement not stored");
+            }
+        }
         self.announce(server, transition, kept.rows)
+    }
+
+    /// A parent answers again: the children behind it are polled at once, not at their
+    /// next slot, so they leave `behind` (or show their own problem) within seconds.
+    fn wake_children_behind(&self, server: &Server) {
+        let Some(&i) = self.by_name.get(&server.config.name) else { return };
+        for &c in self.children.get(&i).map(Vec::as_slice).unwrap_or_default() {
+            let child = &self.servers[c];
+            if child.read(|s| s.facts.behind.is_some()) {
+                tracing::info!(server = %child.config.name, parent = %server.config.name, "parent answers again: polling now");
+                child.poll_soon.notify_one();
+            }
+        }
+    }
+
+    /// Acknowledges the server's current problem for `by` (SPEC 13): notifications about
+    /// it stop until a poll finds it recovered or worse ([`ack`]). Taken between polls, so
+    /// the acknowledgement is judged against the problem the operator saw.
+    pub async fn acknowledge(&self, server: &Server, by: &str, comment: &str) -> Result<Ack, AckError> {
+        let _between_polls = server.polling.lock().await;
+        let at = self.timebase.wall_now();
+        let name = &server.config.name;
+        let ack = server.update(|s| {
+            let f = &s.facts;
+            let ack = ack::acknowledge(name, f.state.as_str(), &f.level, &f.deficiencies, by, at, comment)?;
+            s.facts.ack = Some(ack.clone());
+            Ok::<_, AckError>(ack)
+        })?;
+        tracing::info!(server = %name, by, comment, "problem acknowledged");
+        if let Err(e) = self.writer.record_ack(name, AckChange::Set(ack.clone())).await {
+            tracing::error!(server = %name, error = %e, "acknowledgement not stored");
+        }
+        let _ = self.events.send(FleetEvent::Polled(self.summary(server)));
+        Ok(ack)
     }
 
     /// When the server is polled next: its next slot at its (new) level, or sooner to
@@ -308,6 +431,7 @@ impl Fleet {
         level: LevelState,
         change: Option<Transition>,
         next: DateTime<Utc>,
+        behind: Option<String>,
     ) -> Applied {
         let name = &server.config.name;
         let level_name = &self.rules.level(level.level).name;
@@ -326,7 +450,8 @@ impl Fleet {
                 || f.calm_streak != level.calm_streak
                 || f.state != v.state
                 || f.deficiencies != v.deficiencies
-                || f.last_error != error;
+                || f.last_error != error
+                || f.behind != behind;
             let before = (f.state, f.last_error.take());
             if f.level != *level_name {
                 f.level.clone_from(level_name);
@@ -334,6 +459,12 @@ impl Fleet {
             f.calm_streak = level.calm_streak;
             f.state = v.state;
             f.deficiencies = v.deficiencies;
+            f.behind = behind;
+            let ack_ended =
+                f.ack.as_ref().and_then(|a| Some((a.at, ack::ends(a, &f.deficiencies, level.level, &self.rules)?)));
+            if ack_ended.is_some() {
+                f.ack = None;
+            }
             f.last_poll_at = Some(at);
             f.last_error = error;
             if let Some(e) = v.estimate {
@@ -350,7 +481,8 @@ impl Fleet {
                 }
                 s.latest = packed;
             }
-            (before.0, before.1, Applied { facts: s.facts.clone(), facts_changed, transition: None, compilation })
+            let applied = Applied { facts: s.facts.clone(), facts_changed, transition: None, compilation, ack_ended };
+            (before.0, before.1, applied)
         });
         if let Some(e) = &v.error {
             if before_error.as_deref() != applied.facts.last_error.as_deref() {
@@ -381,7 +513,7 @@ impl Fleet {
         for c in clock_corrections {
             let _ = self.events.send(FleetEvent::ClockCorrection { server: name.clone(), correction: c });
         }
-        let summary = server.summary();
+        let summary = self.summary(server);
         let _ = self.events.send(FleetEvent::Polled(summary.clone()));
         summary
     }
@@ -422,10 +554,12 @@ impl Fleet {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = server.reschedule.notified() => continue,
-                _ = tokio::time::sleep_until(self.timebase.instant(due)) => {}
+                _ = server.poll_soon.notified() => {}
+                _ = tokio::time::sleep_until(self.timebase.instant(due)) => {
+                    self.stats.started_late(self.timebase.wall_now() - due);
+                    polled = Some(due);
+                }
             }
-            self.stats.started_late(self.timebase.wall_now() - due);
-            polled = Some(due);
             tokio::select! {
                 _ = stop.cancelled() => return,
                 // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an

@@ -35,7 +35,7 @@ pub(crate) struct Status {
 
 impl Status {
     pub(crate) fn summary(&self) -> ServerSummary {
-        ServerSummary { facts: self.facts.clone(), next_poll_at: self.next_poll_at }
+        ServerSummary { facts: self.facts.clone(), next_poll_at: self.next_poll_at, servers_behind: 0 }
     }
 }
 
@@ -49,6 +49,8 @@ pub struct Server {
     pub(crate) polling: tokio::sync::Mutex<()>,
     /// Wakes the loop to recompute its next slot (after a poll on request).
     pub(crate) reschedule: Notify,
+    /// Wakes the loop to poll at once (a parent this server was behind recovered).
+    pub(crate) poll_soon: Notify,
 }
 
 impl Server {
@@ -59,6 +61,7 @@ impl Server {
             status: Mutex::new(status),
             polling: tokio::sync::Mutex::new(()),
             reschedule: Notify::new(),
+            poll_soon: Notify::new(),
         }
     }
 
@@ -72,8 +75,9 @@ impl Server {
         f(&mut self.status.lock())
     }
 
-    /// The server as the API shows it.
-    pub fn summary(&self) -> ServerSummary {
+    /// The server as it stands (without what only the fleet knows: see
+    /// [`super::Fleet::summary`]).
+    pub(crate) fn summary(&self) -> ServerSummary {
         self.read(Status::summary)
     }
 }

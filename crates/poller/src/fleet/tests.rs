@@ -132,6 +132,39 @@ async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32)
 }
 
 async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32, first: Duration) -> Rig {
+    let configs = names
+        .iter()
+        .map(|n| ServerConfig {
+            name: n.to_string(),
+            address: format!("http://{n}:7460"),
+            token: None,
+            parents: vec![],
+        })
+        .collect();
+    rig_of(configs, normal_s, critical_s, recover_after, first).await
+}
+
+/// A rig of servers with parents: `(name, parents)`.
+async fn rig_parents(servers: &[(&str, &[&str])], normal_s: u64, critical_s: u64) -> Rig {
+    let configs = servers
+        .iter()
+        .map(|(n, p)| ServerConfig {
+            name: n.to_string(),
+            address: format!("http://{n}:7460"),
+            token: None,
+            parents: p.iter().map(|p| p.to_string()).collect(),
+        })
+        .collect();
+    rig_of(configs, normal_s, critical_s, 1, Duration::from_secs(normal_s)).await
+}
+
+async fn rig_of(
+    configs: Vec<ServerConfig>,
+    normal_s: u64,
+    critical_s: u64,
+    recover_after: u32,
+    first: Duration,
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let (store, writer) = std::thread::spawn(move || {
@@ -151,10 +184,6 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
         vec![],
         recover_after,
     );
-    let configs = names
-        .iter()
-        .map(|n| ServerConfig { name: n.to_string(), address: format!("http://{n}:7460"), token: None })
-        .collect();
     let script = Script::default();
     // 1_800_000_000 is a whole minute (and 10 s), so slots are easy to reason about.
     let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
@@ -175,7 +204,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
 /// rules, `stored` rows and `script`'s replies.
 fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer) -> Fleet {
     Fleet::new(
-        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
+        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, parents: vec![] }],
         stored,
         r.fleet.rules().clone(),
         Arc::new(script),
@@ -519,5 +548,100 @@ async fn a_refused_order_leaves_a_deficiency_naming_the_refusal() {
     let s = r.fleet.summary(r.fleet.get("s").unwrap());
     let d = s.facts.deficiencies.iter().find(|d| d.source == "clock:skew").expect("a clock:skew deficiency");
     assert!(d.summary.contains("refused") && d.summary.contains("max_clock_step"), "{}", d.summary);
+    r.stop.cancel();
+}
+
+fn summary(r: &Rig, name: &str) -> ServerSummary {
+    r.fleet.summary(r.fleet.get(name).unwrap())
+}
+
+fn transitions_of(events: &mut broadcast::Receiver<FleetEvent>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let FleetEvent::Transition { server, transition } = e {
+            out.push(format!("{server}: {} -> {}", transition.from, transition.to));
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn children_behind_an_unreachable_parent_move_no_level_and_are_counted_by_it() {
+    let kids: &[&str] = &["router"];
+    let mut r = rig_parents(&[("router", &[]), ("web-1", kids), ("web-2", kids), ("web-3", kids)], 60, 10).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    // The segment goes away: the router and everything behind it stop answering.
+    for n in ["router", "web-1", "web-2", "web-3"] {
+        r.script.set(n, Act::Fail(PollError::Refused("connection refused".into())));
+    }
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let router = summary(&r, "router");
+    assert_eq!((router.facts.level.as_str(), router.facts.state), ("critical", ServerState::Unreachable));
+    assert_eq!(router.servers_behind, 3);
+    for n in ["web-1", "web-2", "web-3"] {
+        let s = summary(&r, n);
+        assert_eq!(s.facts.state, ServerState::Unreachable, "{n}");
+        assert_eq!(s.facts.behind.as_deref(), Some("router"), "{n}");
+        assert_eq!(s.facts.level, "normal", "{n}: no level moves for being behind");
+    }
+    assert_eq!(transitions_of(&mut r.events), ["router: normal -> critical"]);
+
+    // The router answers again: its children are polled at once, not at their next slot.
+    for n in ["router", "web-1", "web-2", "web-3"] {
+        r.script.set(n, Act::Answer(vec![]));
+    }
+    let before: Vec<usize> = ["web-1", "web-2", "web-3"].iter().map(|n| r.script.calls(n).len()).collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let router_back = *r.script.calls("router").last().unwrap();
+    for (i, n) in ["web-1", "web-2", "web-3"].iter().enumerate() {
+        let calls = r.script.calls(n);
+        assert_eq!(calls.len(), before[i] + 1, "{n} polled once more");
+        assert!(calls.last().unwrap().duration_since(router_back) < Duration::from_millis(10), "{n} polled at once");
+        let s = summary(&r, n);
+        assert_eq!((s.facts.state, s.facts.behind.as_deref()), (ServerState::Ok, None), "{n}");
+    }
+    assert_eq!(summary(&r, "router").servers_behind, 0);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_that_fails_while_its_parent_answers_has_its_own_problem() {
+    let mut r = rig_parents(&[("router", &[]), ("web-1", &["router"])], 60, 10).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    r.script.set("web-1", Act::Fail(PollError::Refused("connection refused".into())));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let s = summary(&r, "web-1");
+    assert_eq!((s.facts.level.as_str(), s.facts.behind.as_deref()), ("critical", None));
+    assert_eq!(transitions_of(&mut r.events), ["web-1: normal -> critical"]);
+    // Its parent was asked at once (reachability is judged at the poll), and answered.
+    assert!(r.script.calls("router").len() >= 2);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ack_silences_the_problem_it_saw_and_ends_when_it_gets_worse() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let server = r.fleet.get("s").unwrap().clone();
+    let e = r.fleet.acknowledge(&server, "ops", "x").await.unwrap_err();
+    assert_eq!(e.to_string(), "s has no problem to acknowledge (state ok, no deficiencies)");
+
+    r.script.set("s", Act::Answer(vec![critical("service:smtp")]));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let ack = r.fleet.acknowledge(&server, "ops", "on it").await.unwrap();
+    assert_eq!((ack.sources.as_slice(), ack.level.as_str()), (&["service:smtp".to_string()][..], "critical"));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(summary(&r, "s").facts.ack.as_ref().map(|a| a.comment.as_str()), Some("on it"), "same problem");
+
+    r.script.set("s", Act::Answer(vec![critical("service:smtp"), critical("service:imap")]));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(summary(&r, "s").facts.ack, None, "a new deficiency source ends it");
+    let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
+    let stored = on_store(async move {
+        writer.flush().await.unwrap();
+        store.load_servers().await.unwrap()
+    })
+    .await;
+    assert_eq!(stored[0].facts.ack, None, "its end is stored");
     r.stop.cancel();
 }
