@@ -38,6 +38,15 @@ struct Raw {
     notify: Vec<RawNotify>,
     retention: Option<RawRetention>,
     public_url: Option<String>,
+    #[serde(default)]
+    server_files: Vec<String>,
+}
+
+/// A file named by `server_files`: `[[server]]` tables and nothing else.
+#[derive(Debug, Deserialize)]
+struct RawServerFile {
+    #[serde(default, rename = "server")]
+    servers: Vec<RawServer>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -123,6 +132,10 @@ pub struct PollerConfig {
     /// The dashboard's address as people reach it (behind a proxy, say), without a
     /// trailing `/`: notices link to `PUBLIC_URL/servers/NAME`.
     pub public_url: Option<String>,
+    /// The files `server_files` matched, in the order their servers were read.
+    pub server_files: Vec<PathBuf>,
+    /// The file this was loaded from (`None` when parsed from text): what a reload reads.
+    pub source: Option<PathBuf>,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -235,7 +248,9 @@ pub const DEFAULT_MAX_CONCURRENT_POLLS: usize = 4096;
 impl PollerConfig {
     pub fn load(path: &Path) -> Result<PollerConfig, ConfigError> {
         let text = rollcall_config::read_file(path)?;
-        Self::parse(&path.display().to_string(), &text)
+        let mut config = Self::parse(&path.display().to_string(), &text)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<PollerConfig, ConfigError> {
@@ -339,40 +354,41 @@ impl PollerConfig {
             }
         }
 
-        let mut servers = Vec::new();
         let mut names = std::collections::HashSet::new();
-        for (i, s) in raw.servers.iter().enumerate() {
-            let at = |k: &str| format!("server[{i}].{k}");
-            if s.name.trim().is_empty() {
-                p.push(at("name"), "must not be empty");
-            } else if !names.insert(s.name.clone()) {
-                p.push(at("name"), format!("duplicate server name {:?}", s.name));
+        let mut servers: Vec<ServerConfig> =
+            raw.servers.iter().enumerate().map(|(i, s)| server(s, i, &loc, &mut p, &mut names)).collect();
+        // Where each server was written: `None` for this file, else the index of its file.
+        let mut origin: Vec<(Option<usize>, usize)> = (0..servers.len()).map(|i| (None, i)).collect();
+        let server_files = match expand_server_files(&raw.server_files, &loc) {
+            Ok(f) => f,
+            Err(e) => {
+                p.push("server_files", e);
+                Vec::new()
             }
-            if s.address.is_empty() {
-                p.push(at("address"), "missing: address = \"http://HOST:7460\"");
-            } else if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
-                || reqwest::Url::parse(&s.address).is_err()
-            {
-                p.push(at("address"), format!("{:?} is not an http:// or https:// URL", s.address));
+        };
+        let mut file_errors = Vec::new();
+        for (f, path) in server_files.iter().enumerate() {
+            match read_server_file(path, &mut names) {
+                Ok(more) => {
+                    origin.extend((0..more.len()).map(|i| (Some(f), i)));
+                    servers.extend(more);
+                }
+                Err(e) => file_errors.push(e),
             }
-            let token = match &s.token_file {
-                Some(f) => match SecretSource::File(loc.resolve(f)).read() {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        p.push(at("token_file"), e);
-                        None
-                    }
-                },
-                None => None,
-            };
-            servers.push(ServerConfig {
-                name: s.name.clone(),
-                address: s.address.trim_end_matches('/').to_string(),
-                token,
-                parents: s.parents.clone(),
-            });
         }
-        check_parents(&servers, &mut p);
+        for (j, message) in check_parents(&servers) {
+            match origin[j] {
+                (None, i) => p.push(format!("server[{i}].parents"), message),
+                (Some(f), i) => file_errors.push(ConfigError::Invalid {
+                    file: server_files[f].display().to_string(),
+                    problems: vec![rollcall_config::Problem {
+                        key: format!("server[{i}].parents"),
+                        line: None,
+                        message,
+                    }],
+                }),
+            }
+        }
 
         let notify = notify_channels(&raw.notify, &loc, &mut p);
         let flap_threshold = raw.flap_threshold.unwrap_or(DEFAULT_FLAP_THRESHOLD);
@@ -434,9 +450,14 @@ impl PollerConfig {
             None => None,
         };
         p.finish()?;
+        if let Some(e) = file_errors.into_iter().next() {
+            return Err(e);
+        }
         Ok(PollerConfig {
             retention,
             public_url,
+            server_files,
+            source: None,
             listen,
             database: resolve_sqlite(&database, &loc),
             timeout,
@@ -583,17 +604,114 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
     out
 }
 
+/// Validates one `[[server]]` table (`server[i]` of the file `loc` read); a name seen
+/// before (in any file) is a duplicate.
+fn server(
+    s: &RawServer,
+    i: usize,
+    loc: &Located,
+    p: &mut rollcall_config::Problems<'_>,
+    names: &mut std::collections::HashSet<String>,
+) -> ServerConfig {
+    let at = |k: &str| format!("server[{i}].{k}");
+    if s.name.trim().is_empty() {
+        p.push(at("name"), "must not be empty");
+    } else if !names.insert(s.name.clone()) {
+        p.push(at("name"), format!("duplicate server name {:?}", s.name));
+    }
+    if s.address.is_empty() {
+        p.push(at("address"), "missing: address = \"http://HOST:7460\"");
+    } else if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
+        || reqwest::Url::parse(&s.address).is_err()
+    {
+        p.push(at("address"), format!("{:?} is not an http:// or https:// URL", s.address));
+    }
+    let token = match &s.token_file {
+        Some(f) => match SecretSource::File(loc.resolve(f)).read() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                p.push(at("token_file"), e);
+                None
+            }
+        },
+        None => None,
+    };
+    ServerConfig {
+        name: s.name.clone(),
+        address: s.address.trim_end_matches('/').to_string(),
+        token,
+        parents: s.parents.clone(),
+    }
+}
+
+/// Most files `server_files` may match, all globs together.
+const MAX_SERVER_FILES: usize = 10_000;
+
+/// The files `server_files` names, each glob relative to the config's folder: a glob in
+/// the file name only (`servers.d/*.toml`; `*` any run, `?` one character), matches sorted
+/// by name; a name without wildcards must exist.
+fn expand_server_files(globs: &[String], loc: &Located) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for g in globs {
+        let path = loc.resolve(Path::new(g));
+        let (Some(dir), Some(pattern)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+            return Err(format!("{g:?} names no file"));
+        };
+        if dir.to_str().is_some_and(|d| d.contains(['*', '?'])) {
+            return Err(format!("{g:?}: wildcards are allowed in the file name only (like servers.d/*.toml)"));
+        }
+        if !pattern.contains(['*', '?']) {
+            if !path.is_file() {
+                return Err(format!("{g:?}: no such file ({})", path.display()));
+            }
+            out.push(path);
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("{g:?}: cannot read the folder {}: {e}", dir.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| e.file_name().to_str().is_some_and(|n| crate::levels::glob_match(pattern, n)))
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        out.extend(found);
+        if out.len() > MAX_SERVER_FILES {
+            return Err(format!("matches more than {MAX_SERVER_FILES} files"));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the `[[server]]` tables of one file of `server_files`; its problems are named by
+/// its own file, key and line.
+fn read_server_file(
+    path: &Path,
+    names: &mut std::collections::HashSet<String>,
+) -> Result<Vec<ServerConfig>, ConfigError> {
+    let file = path.display().to_string();
+    let text = rollcall_config::read_file(path)?;
+    let (raw, loc): (RawServerFile, Located) = Located::parse(&file, &text)?;
+    let mut p = loc.problems();
+    let servers = raw.servers.iter().enumerate().map(|(i, s)| server(s, i, &loc, &mut p, names)).collect();
+    p.finish()?;
+    Ok(servers)
+}
+
 /// Every `parents` entry names another configured server, and following parents never
 /// comes back to where it started (a cycle would make each server wait on the other).
-fn check_parents(servers: &[ServerConfig], p: &mut rollcall_config::Problems<'_>) {
+/// Answers each problem with the index of the server it is about.
+fn check_parents(servers: &[ServerConfig]) -> Vec<(usize, String)> {
+    let mut problems = Vec::new();
     let index: std::collections::HashMap<&str, usize> =
         servers.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     for (i, s) in servers.iter().enumerate() {
         for parent in &s.parents {
             if *parent == s.name {
-                p.push(format!("server[{i}].parents"), format!("{:?} names itself", s.name));
+                problems.push((i, format!("{:?} names itself", s.name)));
             } else if !index.contains_key(parent.as_str()) {
-                p.push(format!("server[{i}].parents"), format!("{:?} of {:?} is no configured server", parent, s.name));
+                problems.push((i, format!("{:?} of {:?} is no configured server", parent, s.name)));
             }
         }
     }
@@ -632,13 +750,14 @@ fn check_parents(servers: &[ServerConfig], p: &mut rollcall_config::Problems<'_>
                     key.sort_unstable();
                     if reported.insert(key) {
                         cycle.push(servers[j].name.as_str());
-                        p.push(format!("server[{j}].parents"), format!("a cycle of parents: {}", cycle.join(" -> ")));
+                        problems.push((j, format!("a cycle of parents: {}", cycle.join(" -> "))));
                     }
                 }
                 _ => {}
             }
         }
     }
+    problems
 }
 
 fn split_host_port(s: &str) -> Option<(String, u16)> {

@@ -294,3 +294,41 @@ fn public_url_is_an_http_url_without_its_trailing_slash() {
         ["poller.toml:1: public_url: \"rollcall.example.org\" is not an http:// or https:// URL (the dashboard as people reach it)"]
     );
 }
+
+#[test]
+fn server_files_join_the_inventory_and_their_problems_name_their_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("servers.d");
+    std::fs::create_dir(&d).unwrap();
+    let server =
+        |name: &str, more: &str| format!("[[server]]\nname = \"{name}\"\naddress = \"http://{name}:7460\"\n{more}");
+    std::fs::write(d.join("b.toml"), server("web-01", "parents = [\"router-01\"]\n")).unwrap();
+    std::fs::write(d.join("a.toml"), server("router-01", "")).unwrap();
+    std::fs::write(d.join("notes.txt"), "not toml").unwrap();
+    let main = dir.path().join("poller.toml");
+    let load = |text: &str| {
+        std::fs::write(&main, text).unwrap();
+        PollerConfig::load(&main)
+    };
+    let c = load(&format!("server_files = [\"servers.d/*.toml\"]\n{}", server("mail-01", ""))).unwrap();
+    let names: Vec<&str> = c.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["mail-01", "router-01", "web-01"], "this file's first, then the files by name");
+    assert_eq!(c.server_files, [d.join("a.toml"), d.join("b.toml")]);
+    assert_eq!(c.source.as_deref(), Some(main.as_path()));
+
+    // A duplicate across files, an unknown key: named by the server file, key and line.
+    std::fs::write(d.join("c.toml"), server("mail-01", "colour = \"red\"\n")).unwrap();
+    let e = load(&format!("server_files = [\"servers.d/*.toml\"]\n{}", server("mail-01", ""))).unwrap_err();
+    let c_toml = d.join("c.toml").display().to_string();
+    assert_eq!(
+        e.problems(),
+        [
+            format!("{c_toml}:2: server[0].name: duplicate server name \"mail-01\""),
+            format!("{c_toml}:4: server[0].colour: unknown key (check its spelling and section)"),
+        ]
+    );
+    let e = load("server_files = [\"nowhere.d/*.toml\"]\n").unwrap_err().to_string();
+    assert!(e.contains("poller.toml:1: server_files: \"nowhere.d/*.toml\": cannot read the folder"), "{e}");
+    let e = load("server_files = [\"*.d/x.toml\"]\n").unwrap_err().to_string();
+    assert!(e.contains("wildcards are allowed in the file name only"), "{e}");
+}
