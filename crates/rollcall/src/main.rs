@@ -166,7 +166,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Poller { config } => {
             let stop = process::stop_on_signal();
-            process::ignore_hangup("poller");
+            // SIGHUP reloads the configuration: the poller listens for it itself.
             let cfg = rollcall_poller::PollerConfig::load(&config)?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await

@@ -90,3 +90,80 @@ async fn downtimes_and_acks_from_the_command_line_survive_a_restart_and_are_audi
         .collect();
     assert_eq!(done, [("anonymous", "downtime-add"), ("anonymous", "ack"), ("anonymous", "downtime-remove")], "{h:#}");
 }
+
+/// The names `GET /api/v1/servers` lists, in order.
+async fn names(poller: &Poller) -> Vec<String> {
+    poller.api.servers().await.iter().map(|s| text(s, "name").to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_server_files_and_an_invalid_reload_keeps_the_running_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut atts = Vec::new();
+    for name in ["alive-1", "alive-2", "alive-3"] {
+        atts.push(start_attendant(dir.path(), name, |port| attendant_toml(name, port, &AttAuth::Insecure, &[])).await);
+    }
+    let server = |name: &str, url: &str| format!("[[server]]\nname = \"{name}\"\naddress = \"{url}\"\n");
+    let d = dir.path().join("servers.d");
+    std::fs::create_dir(&d).unwrap();
+    write(&d, "one.toml", &server("alive-1", &atts[0].url()));
+    write(&d, "two.toml", &server("alive-2", &atts[1].url()));
+    let mut cfg = PollerToml::fast(vec![ServerEntry::new("down", format!("http://127.0.0.1:{}", free_port()))]);
+    cfg.extra = "server_files = [\"servers.d/*.toml\"]\nfirst_poll_within = \"2s\"\n".into();
+    let poller = start_poller(dir.path(), &cfg).await;
+    assert_eq!(names(&poller).await, ["down", "alive-1", "alive-2"]);
+    let (code, out, err) = run_cli(&["check-config", poller.config.to_str().unwrap()]).await;
+    assert_eq!(code, Some(0), "check-config reads server_files too: {out}{err}");
+    poller.api.wait_server("down", "critical", |s| s["level"] == "critical").await;
+    for n in ["alive-1", "alive-2"] {
+        poller.api.wait_server(n, "ok", |s| s["state"] == "ok").await;
+    }
+    let down_before = poller.api.history("down").await["transitions"].clone();
+
+    // alive-2 goes, alive-3 comes, alive-1 moves to another address; "down" is untouched.
+    std::fs::remove_file(d.join("two.toml")).unwrap();
+    write(&d, "three.toml", &server("alive-3", &atts[2].url()));
+    write(&d, "one.toml", &server("alive-1", &format!("{}/", atts[1].url())));
+    poller.proc.signal("HUP");
+    poller.proc.wait_log("configuration reloaded").await;
+    assert_eq!(names(&poller).await, ["down", "alive-1", "alive-3"]);
+    let s = poller.api.wait_server("alive-3", "a first poll within first_poll_within", |s| s["state"] == "ok").await;
+    assert_eq!(s["level"], "normal");
+    assert_eq!(poller.api.server("alive-1").await["address"], atts[1].url());
+    let down = poller.api.server("down").await;
+    assert_eq!((down["level"].as_str(), down["state"].as_str()), (Some("critical"), Some("unreachable")), "{down:#}");
+    assert_eq!(poller.api.history("down").await["transitions"], down_before, "the untouched server kept its level");
+    let h = poller.api.history("alive-3").await;
+    assert_eq!((h["actions"][0]["by"].as_str(), h["actions"][0]["action"].as_str()), (Some("SIGHUP"), Some("reload")));
+
+    // An invalid file: SIGHUP logs it and keeps the running config; the API says why.
+    write(&d, "four.toml", "[[server]]\nname = \"broken\"\naddres = \"http://x:1\"\n");
+    poller.proc.signal("HUP");
+    poller.proc.wait_log("SIGHUP: reload refused").await;
+    assert_eq!(names(&poller).await, ["down", "alive-1", "alive-3"]);
+    let (status, e) = poller.api.send(reqwest::Method::POST, "/api/v1/reload", None).await;
+    let msg = e["error"].as_str().unwrap_or_default();
+    assert_eq!(status, 400, "{e:#}");
+    assert!(
+        msg.contains("the running one is kept") && msg.contains("four.toml:3: server[0].addres: unknown key"),
+        "{msg}"
+    );
+    let (code, out, _) = run_cli(&["check-config", poller.config.to_str().unwrap()]).await;
+    assert_eq!(code, Some(1), "{out}");
+
+    // Mended: the API reloads it, as the operator who asked.
+    write(&d, "four.toml", &server("alive-4", &atts[0].url()));
+    let (status, report) = poller.api.send(reqwest::Method::POST, "/api/v1/reload", None).await;
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!((report["added"].clone(), report["unchanged"].as_u64()), (serde_json::json!(["alive-4"]), Some(3)));
+    assert_eq!(
+        names(&poller).await,
+        ["down", "alive-4", "alive-1", "alive-3"],
+        "files in name order: four, one, three"
+    );
+    let h = poller.api.history("alive-4").await;
+    assert_eq!(
+        (h["actions"][0]["by"].as_str(), h["actions"][0]["action"].as_str()),
+        (Some("anonymous"), Some("reload"))
+    );
+}

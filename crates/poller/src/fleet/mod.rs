@@ -16,6 +16,7 @@
 
 pub mod ack;
 pub mod clock_keeping;
+pub mod inventory;
 mod latest;
 mod server;
 pub mod stats;
@@ -41,6 +42,7 @@ use crate::store::Writer;
 pub use ack::AckError;
 use clock_keeping::{ClockKeeper, ClockState};
 pub use clock_keeping::{ClockPolicy, ORDER_BACKOFF};
+pub use inventory::{Inventory, ReloadReport};
 use latest::Packed;
 pub use server::Server;
 use server::Status;
@@ -59,6 +61,16 @@ pub enum FleetEvent {
     ClockCorrection { server: String, correction: ClockCorrectionRow },
 }
 
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error("this poller was not started from a config file: nothing to reload")]
+    NoFile,
+    /// The new configuration is invalid: the running one is kept.
+    #[error("the new configuration is invalid; the running one is kept:\n{0}")]
+    Invalid(String),
+}
+
 /// Everything about running the fleet that is not the servers themselves.
 #[derive(Clone, Debug)]
 pub struct FleetOptions {
@@ -68,14 +80,20 @@ pub struct FleetOptions {
     /// A server never polled is first polled within this of the fleet's start, spread
     /// evenly over it by its phase (or at its normal slot, if that is sooner).
     pub first_poll_within: std::time::Duration,
+    /// The config file a reload reads again (`None`: the fleet cannot be reloaded).
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// The whole fleet and what it needs to poll.
 pub struct Fleet {
-    servers: Vec<Arc<Server>>,
-    by_name: HashMap<String, usize>,
-    /// The servers that name each server in their `parents`, by the parent's index.
-    children: HashMap<usize, Vec<usize>>,
+    /// The servers; a reload swaps in a new inventory ([`inventory`]).
+    inventory: parking_lot::RwLock<Arc<Inventory>>,
+    /// Where the loops run, once started: a reload starts new servers' loops there.
+    running: parking_lot::Mutex<Option<(CancellationToken, TaskTracker)>>,
+    first_poll_within: std::time::Duration,
+    source: Option<std::path::PathBuf>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     rules: Rules,
     fetcher: Arc<dyn Fetch>,
     writer: Writer,
@@ -125,7 +143,6 @@ impl Fleet {
         let start = options.timebase.wall_now();
         let window = options.first_poll_within;
         let mut servers = Vec::with_capacity(configs.len());
-        let mut by_name = HashMap::with_capacity(configs.len());
         for (config, phase) in configs.into_iter().zip(phases) {
             let status = match stored.remove(&config.name) {
                 Some(StoredServer { mut facts, substance }) => {
@@ -155,22 +172,15 @@ impl Fleet {
                     facts_given: false,
                 },
             };
-            by_name.insert(config.name.clone(), servers.len());
             servers.push(Arc::new(Server::new(config, phase, status)));
-        }
-        let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (i, s) in servers.iter().enumerate() {
-            for parent in &s.config.parents {
-                if let Some(&p) = by_name.get(parent) {
-                    children.entry(p).or_default().push(i);
-                }
-            }
         }
         let (events, _) = broadcast::channel(1024);
         Fleet {
-            servers,
-            by_name,
-            children,
+            inventory: parking_lot::RwLock::new(Arc::new(Inventory::new(servers))),
+            running: parking_lot::Mutex::new(None),
+            first_poll_within: window,
+            source: options.source,
+            reloading: tokio::sync::Mutex::new(()),
             rules,
             fetcher,
             writer,
@@ -182,12 +192,13 @@ impl Fleet {
         }
     }
 
-    pub fn servers(&self) -> &[Arc<Server>] {
-        &self.servers
+    /// The servers now (a reload may replace them; this set stays as it is).
+    pub fn servers(&self) -> Arc<Inventory> {
+        self.inventory.read().clone()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Server>> {
-        self.by_name.get(name).map(|&i| &self.servers[i])
+    pub fn get(&self, name: &str) -> Option<Arc<Server>> {
+        self.inventory.read().get(name).cloned()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -225,18 +236,23 @@ impl Fleet {
     /// How many servers are behind `server` (in `state`): while it is unreachable, its
     /// children whose every parent is unreachable, and theirs in turn (SPEC 13).
     fn servers_behind(&self, server: &Server, state: ServerState) -> u32 {
-        let Some(&start) = self.by_name.get(&server.config.name) else { return 0 };
-        if state != ServerState::Unreachable || !self.children.contains_key(&start) {
+        if state != ServerState::Unreachable || !self.has_children(server) {
             return 0;
         }
-        let unreachable = |i: usize| self.servers[i].read(|s| s.facts.state == ServerState::Unreachable);
+        let inv = self.servers();
+        let Some(start) = inv.index(&server.config.name) else { return 0 };
+        if !inv.has_children(start) {
+            return 0;
+        }
+        let unreachable = |i: usize| inv[i].read(|s| s.facts.state == ServerState::Unreachable);
         let mut behind = std::collections::HashSet::new();
         let mut todo = vec![start];
         while let Some(p) = todo.pop() {
-            for &c in self.children.get(&p).map(Vec::as_slice).unwrap_or_default() {
-                let all_parents_down = self.servers[c].config.parents.iter().all(|name| {
-                    self.by_name.get(name).is_some_and(|&i| i == start || behind.contains(&i) || unreachable(i))
-                });
+            for &c in inv.children(p) {
+                let all_parents_down =
+                    inv[c].config.parents.iter().all(|name| {
+                        inv.index(name).is_some_and(|i| i == start || behind.contains(&i) || unreachable(i))
+                    });
                 if all_parents_down && behind.insert(c) {
                     todo.push(c);
                 }
@@ -261,6 +277,7 @@ impl Fleet {
             }
             for name in parents {
                 let parent = self.get(name)?;
+                let parent = parent.as_ref();
                 let stale = parent.read(|s| s.facts.last_poll_at.is_none_or(|at| at < started));
                 if stale {
                     self.poll(parent).await;
@@ -275,7 +292,7 @@ impl Fleet {
 
     /// Every server's latest compilation received this run, for the store at shutdown.
     pub fn latest_compilations(&self) -> Vec<(String, bytes::Bytes)> {
-        self.servers
+        self.servers()
             .iter()
             .filter_map(|s| Some((s.config.name.clone(), s.read(|st| st.latest.clone())?.unpack(&s.config.name)?)))
             .collect()
@@ -334,9 +351,10 @@ impl Fleet {
     /// A parent answers again: the children behind it are polled at once, not at their
     /// next slot, so they leave `behind` (or show their own problem) within seconds.
     fn wake_children_behind(&self, server: &Server) {
-        let Some(&i) = self.by_name.get(&server.config.name) else { return };
-        for &c in self.children.get(&i).map(Vec::as_slice).unwrap_or_default() {
-            let child = &self.servers[c];
+        let inv = self.servers();
+        let Some(i) = inv.index(&server.config.name) else { return };
+        for &c in inv.children(i) {
+            let child = &inv[c];
             if child.read(|s| s.facts.behind.is_some()) {
                 tracing::info!(server = %child.config.name, parent = %server.config.name, "parent answers again: polling now");
                 child.poll_soon.notify_one();
@@ -528,11 +546,121 @@ impl Fleet {
         summary
     }
 
-    /// Starts one loop per server; they stop when `stop` is cancelled.
+    /// Starts one loop per server; they stop when `stop` is cancelled (and each when its
+    /// server is removed or changed by a reload).
     pub fn start(self: &Arc<Self>, stop: &CancellationToken, tracker: &TaskTracker) {
-        for server in &self.servers {
+        *self.running.lock() = Some((stop.clone(), tracker.clone()));
+        for server in self.servers().iter() {
             tracker.spawn(self.clone().run_loop(server.clone(), stop.clone()));
         }
+    }
+
+    /// Whether any server names `server` among its parents (cheap: no inventory walk).
+    fn has_children(&self, server: &Server) -> bool {
+        let inv = self.inventory.read();
+        inv.index(&server.config.name).is_some_and(|i| inv.has_children(i))
+    }
+
+    /// Reads the config file again and applies its servers (SPEC 13): diffed by name, see
+    /// [`inventory`]. An invalid file changes nothing and answers why. Settings other than
+    /// the servers take effect at the next restart; the report names those that changed.
+    pub async fn reload_file(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let Some(path) = &self.source else { return Err(ReloadError::NoFile) };
+        let config = crate::config::PollerConfig::load(path).map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        let mut report = self.reload(config.servers);
+        if config.rules != self.rules {
+            report.restart_needed.push("level, rule, recover_after".into());
+        }
+        tracing::info!(
+            added = report.added.len(),
+            removed = report.removed.len(),
+            changed = report.changed.len(),
+            unchanged = report.unchanged,
+            restart_needed = %report.restart_needed.join("; "),
+            "configuration reloaded"
+        );
+        Ok(report)
+    }
+
+    /// Records a reload in the history of each server it added, changed or removed, as
+    /// done by `by` (the API user, or `SIGHUP`).
+    pub async fn audit_reload(&self, report: &ReloadReport, by: &str) {
+        let at = self.timebase.wall_now();
+        for (names, what) in [(&report.added, "added"), (&report.changed, "changed"), (&report.removed, "removed")] {
+            for name in names {
+                let row = crate::model::ActionRow {
+                    at,
+                    by: by.to_string(),
+                    action: "reload".into(),
+                    detail: format!("{what} by a reload of the configuration"),
+                };
+                if let Err(e) = self.writer.record_action(name, row).await {
+                    tracing::error!(server = %name, error = %e, "operator action not stored");
+                }
+            }
+        }
+    }
+
+    /// Applies a new list of servers: diffed by name (see [`inventory`]).
+    pub fn reload(self: &Arc<Self>, configs: Vec<ServerConfig>) -> ReloadReport {
+        let old = self.servers();
+        let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+        let phases = crate::schedule::phases(&names);
+        let now = self.timebase.wall_now();
+        let first = self.rules.level(0).name.clone();
+        let mut report = ReloadReport::default();
+        let mut servers = Vec::with_capacity(configs.len());
+        let mut start = Vec::new();
+        for (config, phase) in configs.into_iter().zip(phases) {
+            let first_at = first_poll(phase, &self.rules, self.first_poll_within, now);
+            match old.get(&config.name) {
+                Some(s) if s.config == config => {
+                    servers.push(s.clone());
+                    report.unchanged += 1;
+                }
+                Some(s) => {
+                    s.stop.cancel();
+                    let mut status = s.read(|st| st.clone());
+                    status.facts.address.clone_from(&config.address);
+                    status.facts_given = false;
+                    status.next_poll_at = Some(first_at);
+                    tracing::info!(server = %config.name, "server changed: its loop restarts");
+                    report.changed.push(config.name.clone());
+                    let server = Arc::new(Server::new(config, s.phase, status));
+                    start.push(server.clone());
+                    servers.push(server);
+                }
+                None => {
+                    let status = Status {
+                        facts: ServerFacts::new(&config.name, &config.address, &first),
+                        next_poll_at: Some(first_at),
+                        clock: ClockState::default(),
+                        substance: None,
+                        latest: None,
+                        facts_given: false,
+                    };
+                    tracing::info!(server = %config.name, first_poll_at = %first_at, "server added");
+                    report.added.push(config.name.clone());
+                    let server = Arc::new(Server::new(config, phase, status));
+                    start.push(server.clone());
+                    servers.push(server);
+                }
+            }
+        }
+        let kept: std::collections::HashSet<&str> = servers.iter().map(|s| s.config.name.as_str()).collect();
+        for s in old.iter().filter(|s| !kept.contains(s.config.name.as_str())) {
+            s.stop.cancel();
+            tracing::info!(server = %s.config.name, "server removed: no longer polled (its history is kept)");
+            report.removed.push(s.config.name.clone());
+        }
+        *self.inventory.write() = Arc::new(Inventory::new(servers));
+        if let Some((stop, tracker)) = self.running.lock().clone() {
+            for server in start {
+                tracker.spawn(self.clone().run_loop(server, stop.clone()));
+            }
+        }
+        report
     }
 
     async fn run_loop(self: Arc<Self>, server: Arc<Server>, stop: CancellationToken) {
@@ -553,6 +681,7 @@ impl Fleet {
             });
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = server.stop.cancelled() => return,
                 _ = server.reschedule.notified() => continue,
                 _ = server.poll_soon.notified() => {}
                 _ = tokio::time::sleep_until(self.timebase.instant(due)) => {
@@ -562,6 +691,7 @@ impl Fleet {
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = server.stop.cancelled() => return,
                 // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an
                 // idle loop would otherwise carry it between polls, once per server.
                 _ = Box::pin(self.poll(&server)) => {}

@@ -51,6 +51,8 @@ pub struct Server {
     pub(crate) reschedule: Notify,
     /// Wakes the loop to poll at once (a parent this server was behind recovered).
     pub(crate) poll_soon: Notify,
+    /// Stops this server's loop (a reload removed or changed it).
+    pub(crate) stop: tokio_util::sync::CancellationToken,
 }
 
 impl Server {
@@ -62,6 +64,7 @@ impl Server {
             polling: tokio::sync::Mutex::new(()),
             reschedule: Notify::new(),
             poll_soon: Notify::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
         }
     }
 

@@ -192,6 +192,7 @@ async fn rig_of(
         max_in_flight: 64,
         clock: ClockPolicy { key: Some(SigningKey(Arc::new(test_key()))), max_skew: Duration::from_secs(2) },
         first_poll_within: first,
+        source: None,
     };
     let fleet = Arc::new(Fleet::new(configs, vec![], rules, Arc::new(script.clone()), writer, options));
     let events = fleet.subscribe();
@@ -214,6 +215,7 @@ fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer)
             max_in_flight: 4,
             clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
             first_poll_within: Duration::from_secs(30),
+            source: None,
         },
     )
 }
@@ -223,7 +225,7 @@ fn gaps(calls: &[Instant]) -> Vec<u64> {
 }
 
 fn level(r: &Rig, name: &str) -> String {
-    r.fleet.summary(r.fleet.get(name).unwrap()).facts.level
+    r.fleet.summary(&r.fleet.get(name).unwrap()).facts.level
 }
 
 #[tokio::test(start_paused = true)]
@@ -235,7 +237,7 @@ async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interv
 
     r.script.set("mail-01", Act::Fail(PollError::Refused("connection refused".into())));
     tokio::time::sleep(Duration::from_secs(95)).await;
-    let s = r.fleet.summary(r.fleet.get("mail-01").unwrap());
+    let s = r.fleet.summary(&r.fleet.get("mail-01").unwrap());
     assert_eq!((s.facts.level.as_str(), s.facts.state), ("critical", ServerState::Unreachable));
     assert_eq!(s.facts.deficiencies[0].source, "poll:refused");
     let calls = r.script.calls("mail-01");
@@ -366,7 +368,7 @@ async fn new_servers_are_first_polled_within_first_poll_within_spread_evenly() {
     }
     // The next poll each answered is in the future, at its normal slot.
     let now = r.fleet.timebase.wall_now();
-    for s in r.fleet.servers() {
+    for s in r.fleet.servers().iter() {
         let next = s.summary().next_poll_at.expect("a next poll");
         assert!(next > now, "{}: next poll {next} not after {now}", s.config.name);
     }
@@ -425,7 +427,7 @@ async fn a_restart_resumes_levels_from_the_store() {
     })
     .await;
     let fleet = restarted(&r, stored, Script::default(), r.fleet.writer().clone());
-    let s = fleet.summary(fleet.get("s").unwrap());
+    let s = fleet.summary(&fleet.get("s").unwrap());
     assert_eq!((s.facts.level.as_str(), s.facts.state), ("critical", ServerState::Deficient));
     assert_eq!(s.facts.deficiencies[0].source, "service:mta");
 }
@@ -443,7 +445,7 @@ async fn a_drifted_clock_is_ordered_back_and_the_next_poll_verifies_it() {
     // A stepped correction is verified within seconds, not at the next slot: the offset
     // shown is a measured one.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let offset = r.fleet.summary(r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap();
+    let offset = r.fleet.summary(&r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap();
     assert!(offset.abs() < 50.0, "offset shown {offset} ms after the verification poll");
     assert_eq!(r.script.calls("s").len(), 2, "one verification poll");
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -465,7 +467,7 @@ async fn skew_within_max_clock_skew_is_left_alone() {
     *r.script.offset_ms.lock().unwrap() = 1_500.0;
     tokio::time::sleep(Duration::from_secs(130)).await;
     assert!(r.script.orders.lock().unwrap().is_empty());
-    assert!((r.fleet.summary(r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
+    assert!((r.fleet.summary(&r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
     r.stop.cancel();
 }
 
@@ -515,8 +517,8 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
     let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
     let stored = on_store(async move { store.load_servers().await.unwrap() }).await;
     let fleet = restarted(&r, stored, r.script.clone(), writer.clone());
-    assert!(fleet.detail(fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
-    fleet.poll_now(fleet.get("s").unwrap()).await;
+    assert!(fleet.detail(&fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
+    fleet.poll_now(&fleet.get("s").unwrap()).await;
     assert_eq!(stored_compilations(&writer, &r.store, "s").await, 2, "the same substance after a restart");
 }
 
@@ -527,7 +529,7 @@ async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
     let script = Script::default();
     *script.offset_ms.lock().unwrap() = 45_000.0;
     let fleet = restarted(&r, vec![], script.clone(), r.fleet.writer().clone());
-    let s = fleet.poll_now(fleet.get("s").unwrap()).await;
+    let s = fleet.poll_now(&fleet.get("s").unwrap()).await;
     assert_eq!(s.facts.state, ServerState::Deficient);
     let d = &s.facts.deficiencies[0];
     assert_eq!((d.source.as_str(), d.severity), ("clock:skew", Severity::Warning));
@@ -535,7 +537,7 @@ async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
     assert!(script.orders.lock().unwrap().is_empty(), "no key, no order");
     // Back within the skew: the deficiency goes.
     *script.offset_ms.lock().unwrap() = 0.0;
-    let s = fleet.poll_now(fleet.get("s").unwrap()).await;
+    let s = fleet.poll_now(&fleet.get("s").unwrap()).await;
     assert_eq!((s.facts.state, s.facts.deficiencies.len()), (ServerState::Ok, 0));
 }
 
@@ -545,14 +547,14 @@ async fn a_refused_order_leaves_a_deficiency_naming_the_refusal() {
     *r.script.offset_ms.lock().unwrap() = 45_000.0;
     *r.script.refuse.lock().unwrap() = true;
     tokio::time::sleep(Duration::from_secs(61 + 10)).await;
-    let s = r.fleet.summary(r.fleet.get("s").unwrap());
+    let s = r.fleet.summary(&r.fleet.get("s").unwrap());
     let d = s.facts.deficiencies.iter().find(|d| d.source == "clock:skew").expect("a clock:skew deficiency");
     assert!(d.summary.contains("refused") && d.summary.contains("max_clock_step"), "{}", d.summary);
     r.stop.cancel();
 }
 
 fn summary(r: &Rig, name: &str) -> ServerSummary {
-    r.fleet.summary(r.fleet.get(name).unwrap())
+    r.fleet.summary(&r.fleet.get(name).unwrap())
 }
 
 fn transitions_of(events: &mut broadcast::Receiver<FleetEvent>) -> Vec<String> {
@@ -643,5 +645,58 @@ async fn an_ack_silences_the_problem_it_saw_and_ends_when_it_gets_worse() {
     })
     .await;
     assert_eq!(stored[0].facts.ack, None, "its end is stored");
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_adds_removes_and_restarts_servers_and_leaves_the_others_alone() {
+    let r = rig_with(&["gone", "steady", "moved"], 60, 10, 1, Duration::from_secs(5)).await;
+    r.script.set("steady", Act::Fail(PollError::Refused("connection refused".into())));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let before = summary(&r, "steady");
+    assert_eq!(before.facts.level, "critical");
+    let steady = r.fleet.get("steady").unwrap();
+
+    let config = |name: &str, address: &str| ServerConfig {
+        name: name.into(),
+        address: address.into(),
+        token: None,
+        parents: vec![],
+    };
+    let report = r.fleet.reload(vec![
+        config("steady", "http://steady:7460"),
+        config("moved", "http://moved-elsewhere:7460"),
+        config("new", "http://new:7460"),
+    ]);
+    assert_eq!(
+        report,
+        ReloadReport {
+            added: vec!["new".into()],
+            removed: vec!["gone".into()],
+            changed: vec!["moved".into()],
+            unchanged: 1,
+            restart_needed: vec![],
+        }
+    );
+    // The untouched server is the same one: level, state and next poll as they were.
+    assert!(Arc::ptr_eq(&steady, &r.fleet.get("steady").unwrap()));
+    let after = summary(&r, "steady");
+    assert_eq!((after.facts.level.as_str(), after.next_poll_at), ("critical", before.next_poll_at));
+    assert!(r.fleet.get("gone").is_none());
+    assert_eq!(summary(&r, "moved").facts.address, "http://moved-elsewhere:7460");
+
+    let gone_calls = r.script.calls("gone").len();
+    let moved_calls = r.script.calls("moved").len();
+    let added_at = Instant::now();
+    // first_poll_within = 5 s: a slot at exactly +5 s is polled just after it.
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let new_calls = r.script.calls("new");
+    assert_eq!(new_calls.len(), 1, "the new server is polled within first_poll_within");
+    assert!(new_calls[0] - added_at <= Duration::from_secs(5));
+    assert_eq!(r.script.calls("moved").len(), moved_calls + 1, "the changed server's loop restarted: polled soon");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(r.script.calls("gone").len(), gone_calls, "a removed server is no longer polled");
+    let names: Vec<String> = r.fleet.servers().iter().map(|s| s.config.name.clone()).collect();
+    assert_eq!(names, ["steady", "moved", "new"]);
     r.stop.cancel();
 }

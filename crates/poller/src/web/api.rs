@@ -163,7 +163,7 @@ pub(crate) async fn detail(State(api): State<Arc<Api>>, Path(name): Path<String>
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
-    let (summary, compilation) = match api.latest(server).await {
+    let (summary, compilation) = match api.latest(&server).await {
         Ok(both) => both,
         Err(e) => {
             tracing::error!(server = %name, error = %e, "cannot read the latest compilation");
@@ -219,7 +219,27 @@ pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>, 
         return no_such(&name);
     };
     api.audit(&name, &operator(&headers), "poll", "poll now".into()).await;
-    Json(api.fleet.poll_now(server).await).into_response()
+    Json(api.fleet.poll_now(&server).await).into_response()
+}
+
+#[utoipa::path(post, path = "/api/v1/reload", tag = "hygiene",
+    responses(
+        (status = 200, description = "Reloaded: which servers were added, changed and removed", body = crate::fleet::ReloadReport),
+        (status = 400, description = "The new configuration is invalid (every problem named); the running one is kept", body = ApiError),
+        (status = 409, description = "The poller was not started from a config file", body = ApiError)))]
+pub(crate) async fn reload(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let by = operator(&headers);
+    match api.fleet.reload_file().await {
+        Ok(report) => {
+            api.fleet.audit_reload(&report, &by).await;
+            Json(report).into_response()
+        }
+        Err(e @ crate::fleet::ReloadError::NoFile) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => {
+            tracing::error!(by, error = %e, "reload refused");
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
 }
 
 /// `POST /api/v1/servers/{name}/ack`.
@@ -271,10 +291,10 @@ pub(crate) async fn ack(
         return error(StatusCode::BAD_REQUEST, p);
     }
     let by = operator(&headers);
-    match api.fleet.acknowledge(server, &by, req.comment.trim()).await {
+    match api.fleet.acknowledge(&server, &by, req.comment.trim()).await {
         Ok(_) => {
             api.audit(&name, &by, "ack", req.comment.trim().to_string()).await;
-            Json(api.fleet.summary(server)).into_response()
+            Json(api.fleet.summary(&server)).into_response()
         }
         Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }

@@ -27,6 +27,7 @@ pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router
         .route("/api/v1/servers/{name}/ack", post(api::ack))
         .route("/api/v1/downtimes", get(api::downtimes_list).post(api::downtimes_add))
         .route("/api/v1/downtimes/{id}", delete(api::downtimes_remove))
+        .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/notifications", get(api::notifications))
         .route("/api/v1/openapi.json", get(openapi::document))

@@ -306,7 +306,7 @@ async fn fleet_rows(State(api): State<Arc<Api>>, Json(names): Json<Vec<String>>)
     let mut out = String::new();
     for name in &names {
         if let Some(server) = api.fleet.get(name) {
-            out += &row(&api, &api.fleet.summary(server)).into_string();
+            out += &row(&api, &api.fleet.summary(&server)).into_string();
         }
     }
     Html(out)
@@ -324,7 +324,7 @@ async fn server_page(State(api): State<Arc<Api>>, Path(name): Path<String>) -> R
         )
             .into_response();
     };
-    let (s, parts) = match parts(&api, server).await {
+    let (s, parts) = match parts(&api, &server).await {
         Ok(p) => p,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     };
@@ -342,7 +342,7 @@ async fn server_parts(State(api): State<Arc<Api>>, Path(name): Path<String>) -> 
     let Some(server) = api.fleet.get(&name) else {
         return (StatusCode::NOT_FOUND, "no such server").into_response();
     };
-    match parts(&api, server).await {
+    match parts(&api, &server).await {
         Ok((_, p)) => Html(p.into_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
