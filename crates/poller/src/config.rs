@@ -85,6 +85,7 @@ struct RawLevel {
     #[serde(default)]
     name: String,
     interval: Option<Duration>,
+    escalate_after: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,7 +310,13 @@ impl PollerConfig {
                 Level::new("critical", std::time::Duration::from_secs(2 * 60)),
             ]
         } else {
-            raw.levels.iter().map(|l| Level::new(&l.name, l.interval.unwrap_or_default().get())).collect()
+            raw.levels
+                .iter()
+                .map(|l| Level {
+                    escalate_after: l.escalate_after.map(Duration::get),
+                    ..Level::new(&l.name, l.interval.unwrap_or_default().get())
+                })
+                .collect()
         };
         let mut seen = std::collections::HashSet::new();
         for (i, l) in levels.iter().enumerate() {
@@ -320,6 +327,13 @@ impl PollerConfig {
                 p.push(format!("level[{i}].name"), "must not be empty");
             } else if !seen.insert(l.name.clone()) {
                 p.push(format!("level[{i}].name"), format!("duplicate level name {:?}", l.name));
+            }
+            if let Some(after) = l.escalate_after {
+                if i + 1 == levels.len() {
+                    p.push(format!("level[{i}].escalate_after"), "the last level has no level above it to escalate to");
+                } else if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&after) {
+                    p.push(format!("level[{i}].escalate_after"), format!("{} is outside 1s to 7d", Duration(after)));
+                }
             }
             if raw.levels[i].interval.is_none() {
                 p.push(format!("level[{i}]"), "missing: interval = \"15m\"");

@@ -51,6 +51,12 @@ pub struct ServerFacts {
     /// Clean polls in a row counted towards a lower level (see [`crate::levels`]).
     #[serde(skip)]
     pub calm_streak: u32,
+    /// When the server came to its level (for `escalate_after`).
+    #[serde(skip)]
+    pub level_since: Option<DateTime<Utc>>,
+    /// Its level was reached by `escalate_after` (see [`crate::levels`]).
+    #[serde(skip)]
+    pub escalated: bool,
     pub state: ServerState,
     #[schema(value_type = Vec<DeficiencyDoc>)]
     pub deficiencies: Vec<Deficiency>,
@@ -77,6 +83,8 @@ impl ServerFacts {
             address: address.to_string(),
             level: first_level.to_string(),
             calm_streak: 0,
+            level_since: None,
+            escalated: false,
             state: ServerState::Unknown,
             deficiencies: Vec::new(),
             last_poll_at: None,

@@ -35,3 +35,8 @@ CREATE TABLE operator_actions (
     detail      TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX operator_actions_by_server ON operator_actions (server, id);
+
+-- Progressive escalation (escalate_after): when each server came to its level, and whether
+-- it got there by escalation (then it stays while deficient).
+ALTER TABLE servers ADD COLUMN level_since INTEGER;
+ALTER TABLE servers ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0;

@@ -332,3 +332,19 @@ fn server_files_join_the_inventory_and_their_problems_name_their_own_file() {
     let e = load("server_files = [\"*.d/x.toml\"]\n").unwrap_err().to_string();
     assert!(e.contains("wildcards are allowed in the file name only"), "{e}");
 }
+
+#[test]
+fn escalate_after_is_bounded_and_never_on_the_last_level() {
+    let levels = |a: &str, b: &str| {
+        format!("[[level]]\nname = \"normal\"\ninterval = \"15m\"\nescalate_after = \"{a}\"\n[[level]]\nname = \"critical\"\ninterval = \"2m\"\nescalate_after = \"{b}\"\n")
+    };
+    assert_eq!(
+        problems(&levels("8d", "10m")),
+        [
+            "poller.toml:4: level[0].escalate_after: 8days is outside 1s to 7d",
+            "poller.toml:8: level[1].escalate_after: the last level has no level above it to escalate to",
+        ]
+    );
+    let ok = "[[level]]\nname = \"normal\"\ninterval = \"15m\"\nescalate_after = \"1h\"\n[[level]]\nname = \"critical\"\ninterval = \"2m\"\n";
+    assert_eq!(parse(ok).unwrap().rules.levels()[0].escalate_after, Some(Duration::from_secs(3600).get()));
+}

@@ -321,7 +321,16 @@ impl Fleet {
             server.read(|s| (self.level_state(&s.facts), s.facts.state == ServerState::Unreachable));
         let (level, change) = match behind {
             Some(_) => (before, None),
-            None => self.rules.decide(before, &verdict.deficiencies),
+            None => match self.rules.decide(before, &verdict.deficiencies) {
+                (level, None) => {
+                    let since = server.read(|s| s.facts.level_since).unwrap_or(at);
+                    match self.rules.escalate(level, !verdict.deficiencies.is_empty(), since, at) {
+                        Some((up, t)) => (up, Some(t)),
+                        None => (level, None),
+                    }
+                }
+                moved => moved,
+            },
         };
         let next = self.next_poll(server, level, at, kept.verify_soon);
         let poll = self.poll_row(at, &verdict, level);
@@ -425,7 +434,11 @@ impl Fleet {
 
     /// The level and calm streak of `facts` as [`Rules::decide`] takes them.
     fn level_state(&self, facts: &ServerFacts) -> LevelState {
-        LevelState { level: self.rules.index_of(&facts.level).unwrap_or(0), calm_streak: facts.calm_streak }
+        LevelState {
+            level: self.rules.index_of(&facts.level).unwrap_or(0),
+            calm_streak: facts.calm_streak,
+            escalated: facts.escalated,
+        }
     }
 
     fn poll_row(&self, at: DateTime<Utc>, v: &Verdict, level: LevelState) -> PollRow {
@@ -469,12 +482,16 @@ impl Fleet {
                 || f.state != v.state
                 || f.deficiencies != v.deficiencies
                 || f.last_error != error
-                || f.behind != behind;
+                || f.behind != behind
+                || f.escalated != level.escalated
+                || f.level_since.is_none();
             let before = (f.state, f.last_error.take());
-            if f.level != *level_name {
+            if f.level != *level_name || f.level_since.is_none() {
                 f.level.clone_from(level_name);
+                f.level_since = Some(at);
             }
             f.calm_streak = level.calm_streak;
+            f.escalated = level.escalated;
             f.state = v.state;
             f.deficiencies = v.deficiencies;
             f.behind = behind;

@@ -165,6 +165,18 @@ async fn rig_of(
     recover_after: u32,
     first: Duration,
 ) -> Rig {
+    let rules = Rules::new(
+        vec![
+            Level::new("normal", Duration::from_secs(normal_s)),
+            Level::new("critical", Duration::from_secs(critical_s)),
+        ],
+        vec![],
+        recover_after,
+    );
+    rig_rules(configs, rules, first).await
+}
+
+async fn rig_rules(configs: Vec<ServerConfig>, rules: Rules, first: Duration) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let (store, writer) = std::thread::spawn(move || {
@@ -176,14 +188,6 @@ async fn rig_of(
     })
     .join()
     .unwrap();
-    let rules = Rules::new(
-        vec![
-            Level::new("normal", Duration::from_secs(normal_s)),
-            Level::new("critical", Duration::from_secs(critical_s)),
-        ],
-        vec![],
-        recover_after,
-    );
     let script = Script::default();
     // 1_800_000_000 is a whole minute (and 10 s), so slots are easy to reason about.
     let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
@@ -698,5 +702,41 @@ async fn a_reload_adds_removes_and_restarts_servers_and_leaves_the_others_alone(
     assert_eq!(r.script.calls("gone").len(), gone_calls, "a removed server is no longer polled");
     let names: Vec<String> = r.fleet.servers().iter().map(|s| s.config.name.clone()).collect();
     assert_eq!(names, ["steady", "moved", "new"]);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn deficient_for_escalate_after_at_a_level_moves_up_one_and_stays_until_clean() {
+    let warning =
+        Level { escalate_after: Some(Duration::from_secs(120)), ..Level::new("warning", Duration::from_secs(30)) };
+    let rules = Rules::new(
+        vec![Level::new("normal", Duration::from_secs(60)), warning, Level::new("critical", Duration::from_secs(10))],
+        vec![crate::levels::Rule { source: "service:*".into(), severity: None, level: 1 }],
+        1,
+    );
+    let config = ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, parents: vec![] };
+    let mut r = rig_rules(vec![config], rules, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    r.script.set("s", Act::Answer(vec![critical("service:disk-report")]));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(level(&r, "s"), "warning");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(level(&r, "s"), "warning", "deficient for less than 2m at warning");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(level(&r, "s"), "critical", "deficient for 2m at warning");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(level(&r, "s"), "critical", "an escalation holds while the server is deficient");
+    r.script.set("s", Act::Answer(vec![]));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(level(&r, "s"), "normal", "moving down is unchanged: clean, back to normal");
+    let t = transitions_of(&mut r.events);
+    assert_eq!(t, ["s: normal -> warning", "s: warning -> critical", "s: critical -> normal"]);
+    let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
+    let h = on_store(async move {
+        writer.flush().await.unwrap();
+        store.history("s", 10).await.unwrap()
+    })
+    .await;
+    assert_eq!(h.transitions[1].reason, "deficient for 2m at warning");
     r.stop.cancel();
 }

@@ -144,7 +144,7 @@ impl super::Store for SqliteStore {
         let rows = sqlx::query(
             // The row is written when level or state change; the newest poll row has the
             // time, offset and delay of the last poll.
-            "SELECT s.name, s.address, s.level, s.calm_streak, s.state, s.deficiencies, s.last_error,
+            "SELECT s.name, s.address, s.level, s.calm_streak, s.level_since, s.escalated, s.state, s.deficiencies, s.last_error,
                max(s.last_poll_at, COALESCE(p.at, 0)) AS last_poll_at,
                COALESCE(p.clock_offset_ms, s.clock_offset_ms) AS clock_offset_ms,
                COALESCE(p.rtt_ms, s.rtt_ms) AS rtt_ms,
@@ -189,6 +189,8 @@ impl super::Store for SqliteStore {
                         address: r.try_get("address")?,
                         level: r.try_get("level")?,
                         calm_streak: r.try_get::<i64, _>("calm_streak")?.clamp(0, i64::from(u32::MAX)) as u32,
+                        level_since: r.try_get::<Option<i64>, _>("level_since")?.map(from_ms),
+                        escalated: r.try_get::<i64, _>("escalated")? != 0,
                         state: ServerState::parse(r.try_get::<&str, _>("state")?),
                         deficiencies,
                         last_poll_at: r.try_get::<Option<i64>, _>("last_poll_at")?.map(from_ms),
@@ -215,9 +217,10 @@ impl super::Store for SqliteStore {
         let facts: Vec<(&ServerFacts, &String)> = batch.facts.iter().zip(&defs).collect();
         insert_rows(
             &mut tx,
-            "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms)",
+            "INSERT INTO servers (name, address, level, calm_streak, level_since, escalated, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms)",
             "ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
-               calm_streak = excluded.calm_streak, state = excluded.state, deficiencies = excluded.deficiencies,
+               calm_streak = excluded.calm_streak, level_since = excluded.level_since, escalated = excluded.escalated,
+               state = excluded.state, deficiencies = excluded.deficiencies,
                last_poll_at = excluded.last_poll_at, last_error = excluded.last_error,
                clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms",
             &facts,
@@ -226,6 +229,8 @@ impl super::Store for SqliteStore {
                     .push_bind(&f.address)
                     .push_bind(&f.level)
                     .push_bind(i64::from(f.calm_streak))
+                    .push_bind(f.level_since.map(ms))
+                    .push_bind(i64::from(f.escalated))
                     .push_bind(f.state.as_str())
                     .push_bind(defs.as_str())
                     .push_bind(f.last_poll_at.map(ms))
