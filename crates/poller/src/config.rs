@@ -77,6 +77,8 @@ struct RawNotify {
     password_file: Option<PathBuf>,
     from: Option<String>,
     to: Option<Vec<String>>,
+    // email, webhook
+    template_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +196,9 @@ pub struct NotifyConfig {
     pub password: Option<Secret>,
     pub from: String,
     pub to: Vec<String>,
+    /// Email and webhook: the body's template (`template_file`): its path (for errors) and
+    /// text, checked to compile.
+    pub template: Option<(String, String)>,
 }
 
 pub const DEFAULT_FLAP_THRESHOLD: u32 = 4;
@@ -526,6 +531,7 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
             ("password_file", n.password_file.is_some() && web),
             ("from", n.from.is_some() && web),
             ("to", n.to.is_some() && web),
+            ("template_file", n.template_file.is_some() && kind == NotifyKind::Alertmanager),
         ];
         for (key, bad) in misplaced {
             if bad {
@@ -567,7 +573,18 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
             password: None,
             from: String::new(),
             to: Vec::new(),
+            template: None,
         };
+        if let (Some(f), false) = (&n.template_file, kind == NotifyKind::Alertmanager) {
+            let path = loc.resolve(f);
+            match std::fs::read_to_string(&path) {
+                Err(e) => p.push(at("template_file"), format!("cannot read {}: {e}", path.display())),
+                Ok(text) => match template_problem(&path.display().to_string(), &text) {
+                    Some(why) => p.push(at("template_file"), why),
+                    None => c.template = Some((path.display().to_string(), text)),
+                },
+            }
+        }
         if web {
             match &n.url {
                 None => p.push(at("url"), format!("missing: kind = \"{k}\" needs the receiver's http(s):// URL")),
@@ -772,6 +789,16 @@ fn check_parents(servers: &[ServerConfig]) -> Vec<(usize, String)> {
         }
     }
     problems
+}
+
+/// Why a notice template (minijinja, Jinja2 syntax) does not compile: file, line, what.
+fn template_problem(file: &str, text: &str) -> Option<String> {
+    let env = minijinja::Environment::new();
+    let e = env.template_from_str(text).err()?;
+    Some(match e.line() {
+        Some(line) => format!("{file}:{line}: {}", e.detail().unwrap_or(&e.kind().to_string())),
+        None => format!("{file}: {e}"),
+    })
 }
 
 fn split_host_port(s: &str) -> Option<(String, u16)> {

@@ -281,3 +281,33 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
     hook.wait_kinds(&["problem", "recovery"]).await;
     stop.cancel();
 }
+
+/// A webhook with `template_file` posts what the template renders (a chat service's own
+/// JSON), with the dashboard link and how long the server has been deficient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_template_shapes_the_body_the_receiver_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = hook(0).await;
+    std::fs::write(
+        dir.path().join("chat.json.j2"),
+        "{\"text\": {{ summary | tojson }}, \"link\": {{ url | tojson }}, \"kind\": {{ kind | tojson }}, \"for\": {{ deficient_for | tojson }}}\n",
+    )
+    .unwrap();
+    let mut att = Attendants::start(dir.path(), &["mail-01"]).await;
+    let tables = format!("{}template_file = \"chat.json.j2\"\n", webhook(&hook.url));
+    let poller = Poller::start(dir.path(), &att, "public_url = \"https://rollcall.example.org\"\n", &tables).await;
+    poller.api.poll_now("mail-01").await;
+    att.service("mail-01").stop().await;
+    poller.api.poll_now("mail-01").await;
+    hook.wait_kinds(&["problem"]).await;
+    let got = hook.got.lock().unwrap()[0].clone();
+    assert_eq!(
+        got,
+        json!({
+            "text": "mail-01 is deficient at level critical: service:smtp",
+            "link": "https://rollcall.example.org/servers/mail-01",
+            "kind": "problem",
+            "for": "0s",
+        })
+    );
+}

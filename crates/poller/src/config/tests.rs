@@ -348,3 +348,23 @@ fn escalate_after_is_bounded_and_never_on_the_last_level() {
     let ok = "[[level]]\nname = \"normal\"\ninterval = \"15m\"\nescalate_after = \"1h\"\n[[level]]\nname = \"critical\"\ninterval = \"2m\"\n";
     assert_eq!(parse(ok).unwrap().rules.levels()[0].escalate_after, Some(Duration::from_secs(3600).get()));
 }
+
+#[test]
+fn notify_templates_are_read_and_checked_and_only_for_email_and_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ok.j2"), "{\"text\": {{ summary | tojson }}}").unwrap();
+    std::fs::write(dir.path().join("bad.j2"), "fine\n{% for %}\n").unwrap();
+    let file = dir.path().join("poller.toml");
+    let parse_here = |t: &str| PollerConfig::parse(file.to_str().unwrap(), t);
+    let hook = |f: &str| format!("[[notify]]\nkind = \"webhook\"\nurl = \"http://h/x\"\ntemplate_file = \"{f}\"\n");
+    let c = parse_here(&hook("ok.j2")).unwrap();
+    assert_eq!(c.notify[0].template.as_ref().map(|(_, t)| t.as_str()), Some("{\"text\": {{ summary | tojson }}}"));
+    let e = parse_here(&hook("bad.j2")).unwrap_err().problems();
+    let bad = dir.path().join("bad.j2").display().to_string();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(&format!("notify[0].template_file: {bad}:2: ")), "{e:?}");
+    let e = parse_here("[[notify]]\nkind = \"alertmanager\"\nurl = \"http://am:9093\"\ntemplate_file = \"ok.j2\"\n")
+        .unwrap_err()
+        .problems();
+    assert!(e[0].ends_with("notify[0].template_file: is not a key of kind = \"alertmanager\""), "{e:?}");
+}

@@ -20,6 +20,7 @@ pub mod alertmanager;
 pub mod damping;
 pub mod downtimes;
 pub mod email;
+pub mod template;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -595,46 +596,14 @@ pub fn for_how_long(d: chrono::TimeDelta) -> String {
     }
 }
 
-/// Everything a delivery needs to say in plain text (email body, alert description).
+/// Everything a delivery needs to say in plain text (email body, alert description): the
+/// default template ([`template::DEFAULT`]) rendered.
 pub fn describe(n: &Notice) -> String {
-    let mut out =
-        format!("{}\n\nServer:   {}\nKind:     {}\nAt:       {}\n", n.summary, n.server, n.kind.as_str(), n.at);
-    out += &format!(
-        "Now:      level {}, state {}{}\n",
-        n.level,
-        n.state.as_str(),
-        if n.flapping { ", flapping" } else { "" }
-    );
-    out += &format!("Before:   level {}, state {}\n", n.previous.level, n.previous.state.as_str());
-    if let Some(r) = &n.reason {
-        out += &format!("Why:      {r}\n");
-    }
-    if let Some(since) = n.deficient_since {
-        out += &format!("Since:    {since} ({} not fine)\n", for_how_long(n.at - since));
-    }
-    if let Some(a) = &n.ack {
-        out += &format!("Acked:    by {} at {}: {}\n", a.by, a.at, a.comment);
-    }
-    if let Some(d) = &n.downtime {
-        out +=
-            &format!("Downtime: {} ended ({} to {}, by {}): {}\n", d.server, d.starts_at, d.ends_at, d.by, d.comment);
-    }
-    if n.servers_behind > 0 {
-        out += &format!("Behind:   {} unreachable behind this one\n", servers_count(n.servers_behind));
-    }
-    if let Some(u) = &n.url {
-        out += &format!("Details:  {u}\n");
-    }
-    for d in &n.deficiencies {
-        out += &format!("- {} ({}): {}\n", d.source, d.severity.as_str(), d.summary);
-    }
-    if let Some(c) = &n.clock {
-        out += &format!(
-            "Clock:    {} (offset {:.1} ms, correction {:.1} ms) {}\n",
-            c.outcome, c.offset_ms, c.correction_ms, c.detail
-        );
-    }
-    out
+    static DEFAULT: std::sync::OnceLock<template::Template> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(template::Template::default_body).render(n).unwrap_or_else(|e| {
+        tracing::error!(server = %n.server, error = %e, "the default notice template failed; the summary is sent alone");
+        n.summary.clone()
+    })
 }
 
 #[cfg(test)]
