@@ -67,8 +67,10 @@ pub struct ServerFacts {
     /// Network round trip of the last answered poll (ms).
     pub rtt_ms: Option<f64>,
     /// The operator's acknowledgement of the current problem, while it lasts (SPEC 13):
-    /// it silences notifications until the server recovers or gets worse.
-    pub ack: Option<Ack>,
+    /// it silences notifications until the server recovers or gets worse. (Boxed: most
+    /// servers have none, and every poll event carries the facts.)
+    #[schema(value_type = Option<Ack>)]
+    pub ack: Option<Box<Ack>>,
     /// The parents (`parents` in poller.toml) this server is unreachable behind: its
     /// failed polls while every parent is unreachable move no level and notify nothing
     /// (SPEC 13). `null` otherwise.

@@ -270,7 +270,7 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
         if state != ServerState::Ok {
             facts.deficiencies = vec![smtp.clone()];
         }
-        facts.ack = ack;
+        facts.ack = ack.map(Box::new);
         facts.last_poll_at = Some(chrono::Utc::now() + chrono::Duration::seconds(secs));
         FleetEvent::Polled(ServerSummary { facts, next_poll_at: None, servers_behind: 0 })
     };

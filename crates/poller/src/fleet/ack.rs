@@ -48,7 +48,7 @@ pub fn ends(ack: &Ack, deficiencies: &[Deficiency], level: usize, rules: &Rules)
     if deficiencies.is_empty() {
         return Some("recovered");
     }
-    if deficiencies.iter().any(|d| !ack.sources.iter().any(|s| *s == d.source)) {
+    if deficiencies.iter().any(|d| !ack.sources.contains(&d.source)) {
         return Some("a new deficiency source");
     }
     if rules.index_of(&ack.level).is_some_and(|acked| level > acked) {

@@ -116,6 +116,16 @@ fn first_poll(phase: f64, rules: &Rules, window: std::time::Duration, start: Dat
     }
 }
 
+/// What the poll path decided, for `apply`.
+struct Decided {
+    level: LevelState,
+    change: Option<Transition>,
+    /// When the server is polled next.
+    next: DateTime<Utc>,
+    /// The parents it is unreachable behind.
+    behind: Option<String>,
+}
+
 /// What applying a poll changed, for the record and the announcements.
 struct Applied {
     facts: ServerFacts,
@@ -335,7 +345,7 @@ impl Fleet {
         let next = self.next_poll(server, level, at, kept.verify_soon);
         let poll = self.poll_row(at, &verdict, level);
         let Applied { facts, facts_changed, transition, compilation, ack_ended } =
-            self.apply(server, at, verdict, level, change, next, behind);
+            self.apply(server, at, verdict, Decided { level, change, next, behind });
         if was_unreachable && facts.state != ServerState::Unreachable {
             self.wake_children_behind(server);
         }
@@ -381,7 +391,7 @@ impl Fleet {
         let ack = server.update(|s| {
             let f = &s.facts;
             let ack = ack::acknowledge(name, f.state.as_str(), &f.level, &f.deficiencies, by, at, comment)?;
-            s.facts.ack = Some(ack.clone());
+            s.facts.ack = Some(Box::new(ack.clone()));
             Ok::<_, AckError>(ack)
         })?;
         tracing::info!(server = %name, by, comment, "problem acknowledged");
@@ -454,16 +464,8 @@ impl Fleet {
     }
 
     /// Applies a verdict and level decision to the server's live state; logs what changed.
-    fn apply(
-        &self,
-        server: &Server,
-        at: DateTime<Utc>,
-        v: Verdict,
-        level: LevelState,
-        change: Option<Transition>,
-        next: DateTime<Utc>,
-        behind: Option<String>,
-    ) -> Applied {
+    fn apply(&self, server: &Server, at: DateTime<Utc>, v: Verdict, decided: Decided) -> Applied {
+        let Decided { level, change, next, behind } = decided;
         let name = &server.config.name;
         let level_name = &self.rules.level(level.level).name;
         let transition = change.map(|t| TransitionRow {

@@ -475,7 +475,7 @@ impl Decider {
                     clock: None,
                     summary,
                     deficient_since,
-                    ack: s.facts.ack,
+                    ack: s.facts.ack.map(|a| *a),
                     downtime: None,
                     url,
                     servers_behind: s.servers_behind,

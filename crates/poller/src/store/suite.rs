@@ -303,7 +303,7 @@ pub(crate) async fn acks_and_operator_actions_survive_reopening_and_an_ended_ack
     store.close().await;
     let store = h.open().await;
     let rows = store.load_servers().await.unwrap();
-    let acked = |n: &str| rows.iter().find(|r| r.facts.name == n).unwrap().facts.ack.clone();
+    let acked = |n: &str| rows.iter().find(|r| r.facts.name == n).unwrap().facts.ack.clone().map(|a| *a);
     assert_eq!(acked("a"), Some(ack(1_500, "on it")), "with what was acknowledged");
     assert_eq!(acked("b"), Some(ack(1_600, "second")));
     assert_eq!(store.history("a", 10).await.unwrap().actions, [action]);

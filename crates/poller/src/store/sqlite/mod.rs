@@ -173,13 +173,13 @@ impl super::Store for SqliteStore {
                             what: format!("acks.sources of {name}"),
                             detail: e.to_string(),
                         })?;
-                        Some(Ack {
+                        Some(Box::new(Ack {
                             by,
                             at: from_ms(r.try_get("ack_at")?),
                             comment: r.try_get("ack_comment")?,
                             level: r.try_get("ack_level")?,
                             sources,
-                        })
+                        }))
                     }
                 };
                 Ok(StoredServer {
