@@ -299,6 +299,41 @@
     b.textContent = label;
   });
 
+  // ---- operator forms: downtimes and acknowledgements, sent to the JSON API ----
+  async function apiSend(method, url, body, errorSpan) {
+    try {
+      const init = { method, headers: { "content-type": "application/json" } };
+      if (body !== undefined) init.body = JSON.stringify(body);
+      const r = await fetch(url, init);
+      if (r.ok) { location.reload(); return; }
+      const e = await r.json().catch(() => ({ error: r.statusText }));
+      if (errorSpan) errorSpan.textContent = e.error || r.statusText;
+    } catch (e) {
+      if (errorSpan) errorSpan.textContent = String(e);
+    }
+  }
+  document.addEventListener("submit", (ev) => {
+    const f = ev.target.closest("form.api");
+    if (!f) return;
+    ev.preventDefault();
+    const v = (n) => f.elements[n].value;
+    let body;
+    if (f.dataset.kind === "downtime") {
+      const start = new Date();
+      const end = new Date(start.getTime() + Number(v("hours")) * 3600 * 1000);
+      body = { server: v("server"), starts_at: start.toISOString(), ends_at: end.toISOString(), comment: v("comment") };
+    } else {
+      body = { comment: v("comment") };
+    }
+    apiSend(f.dataset.method, f.dataset.url, body, f.querySelector(".form-error"));
+  });
+  document.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button.api-delete");
+    if (!b) return;
+    b.disabled = true;
+    apiSend("DELETE", b.dataset.url, undefined, null);
+  });
+
   // ---- notification channel health ----
   const channels = new Map();
   function showChannels() {

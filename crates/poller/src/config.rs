@@ -40,6 +40,16 @@ struct Raw {
     #[serde(default, rename = "notify")]
     notify: Vec<RawNotify>,
     retention: Option<RawRetention>,
+    public_url: Option<String>,
+    #[serde(default)]
+    server_files: Vec<String>,
+}
+
+/// A file named by `server_files`: `[[server]]` tables and nothing else.
+#[derive(Debug, Deserialize)]
+struct RawServerFile {
+    #[serde(default, rename = "server")]
+    servers: Vec<RawServer>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -70,6 +80,8 @@ struct RawNotify {
     password_file: Option<PathBuf>,
     from: Option<String>,
     to: Option<Vec<String>>,
+    // email, webhook
+    template_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +90,7 @@ struct RawLevel {
     #[serde(default)]
     name: String,
     interval: Option<Duration>,
+    escalate_after: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +109,8 @@ struct RawServer {
     #[serde(default)]
     address: String,
     token_file: Option<PathBuf>,
+    #[serde(default)]
+    parents: Vec<String>,
 }
 
 /// A validated poller configuration.
@@ -126,6 +141,13 @@ pub struct PollerConfig {
     pub damping: Damping,
     /// How long history is kept (`[retention]`).
     pub retention: Retention,
+    /// The dashboard's address as people reach it (behind a proxy, say), without a
+    /// trailing `/`: notices link to `PUBLIC_URL/servers/NAME`.
+    pub public_url: Option<String>,
+    /// The files `server_files` matched, in the order their servers were read.
+    pub server_files: Vec<PathBuf>,
+    /// The file this was loaded from (`None` when parsed from text): what a reload reads.
+    pub source: Option<PathBuf>,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -183,6 +205,9 @@ pub struct NotifyConfig {
     pub password: Option<Secret>,
     pub from: String,
     pub to: Vec<String>,
+    /// Email and webhook: the body's template (`template_file`): its path (for errors) and
+    /// text, checked to compile.
+    pub template: Option<(String, String)>,
 }
 
 pub const DEFAULT_FLAP_THRESHOLD: u32 = 4;
@@ -210,6 +235,9 @@ pub struct ServerConfig {
     pub address: String,
     /// Bearer token presented to the attendant; `None` for an insecure loopback attendant.
     pub token: Option<Secret>,
+    /// The servers this one is reached through (routers, firewalls: SPEC 13). When every
+    /// one of them is unreachable, this server's failed polls make it `behind` them.
+    pub parents: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
@@ -239,7 +267,9 @@ pub const DEFAULT_MAX_CONCURRENT_POLLS: usize = 4096;
 impl PollerConfig {
     pub fn load(path: &Path) -> Result<PollerConfig, ConfigError> {
         let text = rollcall_config::read_file(path)?;
-        Self::parse(&path.display().to_string(), &text)
+        let mut config = Self::parse(&path.display().to_string(), &text)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<PollerConfig, ConfigError> {
@@ -334,7 +364,13 @@ impl PollerConfig {
                 Level::new("critical", std::time::Duration::from_secs(2 * 60)),
             ]
         } else {
-            raw.levels.iter().map(|l| Level::new(&l.name, l.interval.unwrap_or_default().get())).collect()
+            raw.levels
+                .iter()
+                .map(|l| Level {
+                    escalate_after: l.escalate_after.map(Duration::get),
+                    ..Level::new(&l.name, l.interval.unwrap_or_default().get())
+                })
+                .collect()
         };
         let mut seen = std::collections::HashSet::new();
         for (i, l) in levels.iter().enumerate() {
@@ -345,6 +381,13 @@ impl PollerConfig {
                 p.push(format!("level[{i}].name"), "must not be empty");
             } else if !seen.insert(l.name.clone()) {
                 p.push(format!("level[{i}].name"), format!("duplicate level name {:?}", l.name));
+            }
+            if let Some(after) = l.escalate_after {
+                if i + 1 == levels.len() {
+                    p.push(format!("level[{i}].escalate_after"), "the last level has no level above it to escalate to");
+                } else if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&after) {
+                    p.push(format!("level[{i}].escalate_after"), format!("{} is outside 1s to 7d", Duration(after)));
+                }
             }
             if raw.levels[i].interval.is_none() {
                 p.push(format!("level[{i}]"), "missing: interval = \"15m\"");
@@ -379,37 +422,40 @@ impl PollerConfig {
             }
         }
 
-        let mut servers = Vec::new();
         let mut names = std::collections::HashSet::new();
-        for (i, s) in raw.servers.iter().enumerate() {
-            let at = |k: &str| format!("server[{i}].{k}");
-            if s.name.trim().is_empty() {
-                p.push(at("name"), "must not be empty");
-            } else if !names.insert(s.name.clone()) {
-                p.push(at("name"), format!("duplicate server name {:?}", s.name));
+        let mut servers: Vec<ServerConfig> =
+            raw.servers.iter().enumerate().map(|(i, s)| server(s, i, &loc, &mut p, &mut names)).collect();
+        // Where each server was written: `None` for this file, else the index of its file.
+        let mut origin: Vec<(Option<usize>, usize)> = (0..servers.len()).map(|i| (None, i)).collect();
+        let server_files = match expand_server_files(&raw.server_files, &loc) {
+            Ok(f) => f,
+            Err(e) => {
+                p.push("server_files", e);
+                Vec::new()
             }
-            if s.address.is_empty() {
-                p.push(at("address"), "missing: address = \"http://HOST:7460\"");
-            } else if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
-                || reqwest::Url::parse(&s.address).is_err()
-            {
-                p.push(at("address"), format!("{:?} is not an http:// or https:// URL", s.address));
+        };
+        let mut file_errors = Vec::new();
+        for (f, path) in server_files.iter().enumerate() {
+            match read_server_file(path, &mut names) {
+                Ok(more) => {
+                    origin.extend((0..more.len()).map(|i| (Some(f), i)));
+                    servers.extend(more);
+                }
+                Err(e) => file_errors.push(e),
             }
-            let token = match &s.token_file {
-                Some(f) => match SecretSource::File(loc.resolve(f)).read() {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        p.push(at("token_file"), e);
-                        None
-                    }
-                },
-                None => None,
-            };
-            servers.push(ServerConfig {
-                name: s.name.clone(),
-                address: s.address.trim_end_matches('/').to_string(),
-                token,
-            });
+        }
+        for (j, message) in check_parents(&servers) {
+            match origin[j] {
+                (None, i) => p.push(format!("server[{i}].parents"), message),
+                (Some(f), i) => file_errors.push(ConfigError::Invalid {
+                    file: server_files[f].display().to_string(),
+                    problems: vec![rollcall_config::Problem {
+                        key: format!("server[{i}].parents"),
+                        line: None,
+                        message,
+                    }],
+                }),
+            }
         }
 
         let notify = notify_channels(&raw.notify, &loc, &mut p);
@@ -458,9 +504,28 @@ impl PollerConfig {
                 }
             }
         }
+        let public_url = match raw.public_url {
+            Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && reqwest::Url::parse(&u).is_ok() => {
+                Some(u.trim_end_matches('/').to_string())
+            }
+            Some(u) => {
+                p.push(
+                    "public_url",
+                    format!("{u:?} is not an http:// or https:// URL (the dashboard as people reach it)"),
+                );
+                None
+            }
+            None => None,
+        };
         p.finish()?;
+        if let Some(e) = file_errors.into_iter().next() {
+            return Err(e);
+        }
         Ok(PollerConfig {
             retention,
+            public_url,
+            server_files,
+            source: None,
             listen,
             database: resolve_sqlite(&database, &loc),
             database_password,
@@ -518,6 +583,7 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
             ("password_file", n.password_file.is_some() && web),
             ("from", n.from.is_some() && web),
             ("to", n.to.is_some() && web),
+            ("template_file", n.template_file.is_some() && kind == NotifyKind::Alertmanager),
         ];
         for (key, bad) in misplaced {
             if bad {
@@ -559,7 +625,18 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
             password: None,
             from: String::new(),
             to: Vec::new(),
+            template: None,
         };
+        if let (Some(f), false) = (&n.template_file, kind == NotifyKind::Alertmanager) {
+            let path = loc.resolve(f);
+            match std::fs::read_to_string(&path) {
+                Err(e) => p.push(at("template_file"), format!("cannot read {}: {e}", path.display())),
+                Ok(text) => match template_problem(&path.display().to_string(), &text) {
+                    Some(why) => p.push(at("template_file"), why),
+                    None => c.template = Some((path.display().to_string(), text)),
+                },
+            }
+        }
         if web {
             match &n.url {
                 None => p.push(at("url"), format!("missing: kind = \"{k}\" needs the receiver's http(s):// URL")),
@@ -608,6 +685,172 @@ fn notify_channels(raw: &[RawNotify], loc: &Located, p: &mut rollcall_config::Pr
         out.push(c);
     }
     out
+}
+
+/// Validates one `[[server]]` table (`server[i]` of the file `loc` read); a name seen
+/// before (in any file) is a duplicate.
+fn server(
+    s: &RawServer,
+    i: usize,
+    loc: &Located,
+    p: &mut rollcall_config::Problems<'_>,
+    names: &mut std::collections::HashSet<String>,
+) -> ServerConfig {
+    let at = |k: &str| format!("server[{i}].{k}");
+    if s.name.trim().is_empty() {
+        p.push(at("name"), "must not be empty");
+    } else if !names.insert(s.name.clone()) {
+        p.push(at("name"), format!("duplicate server name {:?}", s.name));
+    }
+    if s.address.is_empty() {
+        p.push(at("address"), "missing: address = \"http://HOST:7460\"");
+    } else if !(s.address.starts_with("http://") || s.address.starts_with("https://"))
+        || reqwest::Url::parse(&s.address).is_err()
+    {
+        p.push(at("address"), format!("{:?} is not an http:// or https:// URL", s.address));
+    }
+    let token = match &s.token_file {
+        Some(f) => match SecretSource::File(loc.resolve(f)).read() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                p.push(at("token_file"), e);
+                None
+            }
+        },
+        None => None,
+    };
+    ServerConfig {
+        name: s.name.clone(),
+        address: s.address.trim_end_matches('/').to_string(),
+        token,
+        parents: s.parents.clone(),
+    }
+}
+
+/// Most files `server_files` may match, all globs together.
+const MAX_SERVER_FILES: usize = 10_000;
+
+/// The files `server_files` names, each glob relative to the config's folder: a glob in
+/// the file name only (`servers.d/*.toml`; `*` any run, `?` one character), matches sorted
+/// by name; a name without wildcards must exist.
+fn expand_server_files(globs: &[String], loc: &Located) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for g in globs {
+        let path = loc.resolve(Path::new(g));
+        let (Some(dir), Some(pattern)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+            return Err(format!("{g:?} names no file"));
+        };
+        if dir.to_str().is_some_and(|d| d.contains(['*', '?'])) {
+            return Err(format!("{g:?}: wildcards are allowed in the file name only (like servers.d/*.toml)"));
+        }
+        if !pattern.contains(['*', '?']) {
+            if !path.is_file() {
+                return Err(format!("{g:?}: no such file ({})", path.display()));
+            }
+            out.push(path);
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("{g:?}: cannot read the folder {}: {e}", dir.display()))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| e.file_name().to_str().is_some_and(|n| crate::levels::glob_match(pattern, n)))
+            .map(|e| e.path())
+            .collect();
+        found.sort();
+        out.extend(found);
+        if out.len() > MAX_SERVER_FILES {
+            return Err(format!("matches more than {MAX_SERVER_FILES} files"));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the `[[server]]` tables of one file of `server_files`; its problems are named by
+/// its own file, key and line.
+fn read_server_file(
+    path: &Path,
+    names: &mut std::collections::HashSet<String>,
+) -> Result<Vec<ServerConfig>, ConfigError> {
+    let file = path.display().to_string();
+    let text = rollcall_config::read_file(path)?;
+    let (raw, loc): (RawServerFile, Located) = Located::parse(&file, &text)?;
+    let mut p = loc.problems();
+    let servers = raw.servers.iter().enumerate().map(|(i, s)| server(s, i, &loc, &mut p, names)).collect();
+    p.finish()?;
+    Ok(servers)
+}
+
+/// Every `parents` entry names another configured server, and following parents never
+/// comes back to where it started (a cycle would make each server wait on the other).
+/// Answers each problem with the index of the server it is about.
+fn check_parents(servers: &[ServerConfig]) -> Vec<(usize, String)> {
+    let mut problems = Vec::new();
+    let index: std::collections::HashMap<&str, usize> =
+        servers.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    for (i, s) in servers.iter().enumerate() {
+        for parent in &s.parents {
+            if *parent == s.name {
+                problems.push((i, format!("{:?} names itself", s.name)));
+            } else if !index.contains_key(parent.as_str()) {
+                problems.push((i, format!("{:?} of {:?} is no configured server", parent, s.name)));
+            }
+        }
+    }
+    // Depth-first over parents: 0 unseen, 1 on the current path, 2 done.
+    let mut mark = vec![0u8; servers.len()];
+    let mut reported = std::collections::HashSet::new();
+    for start in 0..servers.len() {
+        let mut path: Vec<(usize, usize)> = vec![(start, 0)];
+        if mark[start] != 0 {
+            continue;
+        }
+        mark[start] = 1;
+        while let Some(top) = path.last_mut() {
+            let (node, next) = *top;
+            let parents = &servers[node].parents;
+            if next == parents.len() {
+                mark[node] = 2;
+                path.pop();
+                continue;
+            }
+            top.1 += 1;
+            let parent = &parents[next];
+            let Some(&j) = index.get(parent.as_str()) else { continue };
+            if j == node {
+                continue; // named itself: reported above
+            }
+            match mark[j] {
+                0 => {
+                    mark[j] = 1;
+                    path.push((j, 0));
+                }
+                1 => {
+                    let from = path.iter().position(|&(n, _)| n == j).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[from..].iter().map(|&(n, _)| servers[n].name.as_str()).collect();
+                    let mut key = cycle.clone();
+                    key.sort_unstable();
+                    if reported.insert(key) {
+                        cycle.push(servers[j].name.as_str());
+                        problems.push((j, format!("a cycle of parents: {}", cycle.join(" -> "))));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    problems
+}
+
+/// Why a notice template (minijinja, Jinja2 syntax) does not compile: file, line, what.
+fn template_problem(file: &str, text: &str) -> Option<String> {
+    let env = minijinja::Environment::new();
+    let e = env.template_from_str(text).err()?;
+    Some(match e.line() {
+        Some(line) => format!("{file}:{line}: {}", e.detail().unwrap_or(&e.kind().to_string())),
+        None => format!("{file}: {e}"),
+    })
 }
 
 fn split_host_port(s: &str) -> Option<(String, u16)> {

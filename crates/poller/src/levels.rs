@@ -4,6 +4,12 @@
 //! deficiencies call for a higher level; it moves DOWN only after `recover_after` replies
 //! in a row that call for a lower level; each deficiency takes the level of the first rule
 //! that matches it, or the last level when none does; the highest such level wins.
+//!
+//! Progressive escalation (SPEC 13, the seed's "progressively increasing frequencies"): a
+//! level with `escalate_after` sends a server that has stayed deficient at it that long
+//! one level up ([`Rules::escalate`]). An escalated server stays up while it is deficient
+//! (its deficiencies alone would call for the lower level it came from, which would undo
+//! the escalation at the next poll); it moves down as usual once they clear.
 
 use rollcall_protocol::{Deficiency, Severity};
 
@@ -12,11 +18,13 @@ use rollcall_protocol::{Deficiency, Severity};
 pub struct Level {
     pub name: String,
     pub interval: std::time::Duration,
+    /// Deficient this long at this level: up one level (`None`: never by time).
+    pub escalate_after: Option<std::time::Duration>,
 }
 
 impl Level {
     pub fn new(name: &str, interval: std::time::Duration) -> Level {
-        Level { name: name.to_string(), interval }
+        Level { name: name.to_string(), interval, escalate_after: None }
     }
 }
 
@@ -40,6 +48,8 @@ impl Rule {
 pub struct LevelState {
     pub level: usize,
     pub calm_streak: u32,
+    /// The level was reached by `escalate_after` (see the module's rules).
+    pub escalated: bool,
 }
 
 /// A level change and why it happened.
@@ -100,16 +110,16 @@ impl Rules {
         if target > level {
             let cause = cause.map_or_else(String::new, |d| format!("{} ({}): {}", d.source, d.severity, d.summary));
             return (
-                LevelState { level: target, calm_streak: 0 },
+                LevelState { level: target, calm_streak: 0, escalated: false },
                 Some(Transition { from: level, to: target, reason: cause }),
             );
         }
-        if target == level {
-            return (LevelState { level, calm_streak: 0 }, None);
+        if target == level || (now.escalated && !deficiencies.is_empty()) {
+            return (LevelState { level, calm_streak: 0, escalated: now.escalated && target < level }, None);
         }
         let streak = now.calm_streak + 1;
         if streak < self.recover_after {
-            return (LevelState { level, calm_streak: streak }, None);
+            return (LevelState { level, calm_streak: streak, escalated: now.escalated }, None);
         }
         let reason = match cause {
             None if streak == 1 => "all deficiencies cleared".to_string(),
@@ -119,7 +129,36 @@ impl Rules {
                 self.levels[target].name, d.source, d.severity
             ),
         };
-        (LevelState { level: target, calm_streak: 0 }, Some(Transition { from: level, to: target, reason }))
+        (
+            LevelState { level: target, calm_streak: 0, escalated: false },
+            Some(Transition { from: level, to: target, reason }),
+        )
+    }
+
+    /// Progressive escalation: a server still deficient (`deficient`) at a level with
+    /// `escalate_after`, there since `since`, moves up one level once `at - since` reaches
+    /// it. Reason: "deficient for 10m at warning".
+    pub fn escalate(
+        &self,
+        now: LevelState,
+        deficient: bool,
+        since: chrono::DateTime<chrono::Utc>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Option<(LevelState, Transition)> {
+        let level = now.level.min(self.levels.len() - 1);
+        let after = self.levels[level].escalate_after?;
+        if !deficient || level + 1 >= self.levels.len() {
+            return None;
+        }
+        let stayed = (at - since).to_std().ok()?;
+        if stayed < after {
+            return None;
+        }
+        let reason = format!("deficient for {} at {}", rollcall_config::Duration(after), self.levels[level].name);
+        Some((
+            LevelState { level: level + 1, calm_streak: 0, escalated: true },
+            Transition { from: level, to: level + 1, reason },
+        ))
     }
 }
 
@@ -219,26 +258,49 @@ mod tests {
         let (s, _) = r.decide(LevelState::default(), &[d("poll:timeout", Severity::Critical)]);
         assert_eq!(s.level, 2);
         let (s, t) = r.decide(s, &[]);
-        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 1 }, None));
+        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 1, escalated: false }, None));
         let (s, t) = r.decide(s, &[]);
-        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 2 }, None));
+        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 2, escalated: false }, None));
         let (s, t) = r.decide(s, &[]);
-        assert_eq!(s, LevelState { level: 0, calm_streak: 0 });
+        assert_eq!(s, LevelState { level: 0, calm_streak: 0, escalated: false });
         assert_eq!(t.unwrap().reason, "all deficiencies cleared (3 clean replies in a row)");
     }
 
     #[test]
     fn a_relapse_resets_the_streak() {
         let r = three_levels(vec![], 2);
-        let s = LevelState { level: 2, calm_streak: 1 };
+        let s = LevelState { level: 2, calm_streak: 1, escalated: false };
         let (s, t) = r.decide(s, &[d("poll:refused", Severity::Critical)]);
-        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 0 }, None));
+        assert_eq!((s, t), (LevelState { level: 2, calm_streak: 0, escalated: false }, None));
+    }
+
+    #[test]
+    fn escalate_after_moves_a_deficient_server_up_one_level_once_it_has_stayed_that_long() {
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let mut levels = three_levels(vec![], 1).levels().to_vec();
+        levels[1].escalate_after = Some(Duration::from_secs(600));
+        let r = Rules::new(levels, vec![Rule { source: "host:*".into(), severity: None, level: 1 }], 1);
+        let at_warning = LevelState { level: 1, calm_streak: 0, escalated: false };
+        assert_eq!(r.escalate(at_warning, true, t(0), t(599)), None);
+        let (up, why) = r.escalate(at_warning, true, t(0), t(600)).unwrap();
+        assert_eq!(
+            (up, why.to, why.reason.as_str()),
+            (LevelState { level: 2, calm_streak: 0, escalated: true }, 2, "deficient for 10m at warning")
+        );
+        assert_eq!(r.escalate(at_warning, false, t(0), t(6000)), None, "only while deficient");
+        assert_eq!(r.escalate(LevelState { level: 0, ..at_warning }, true, t(0), t(6000)), None, "normal has none");
+        // Escalated: the warning deficiency alone does not bring it down; clearing does.
+        let disk = [d("host:disk:/", Severity::Warning)];
+        assert_eq!(r.decide(up, &disk), (up, None));
+        let (down, t) = r.decide(up, &[]);
+        assert_eq!((down.level, down.escalated, t.unwrap().to), (0, false, 0));
     }
 
     #[test]
     fn de_escalation_to_a_middle_level_names_what_remains() {
         let r = three_levels(vec![Rule { source: "host:*".into(), severity: None, level: 1 }], 1);
-        let (s, t) = r.decide(LevelState { level: 2, calm_streak: 0 }, &[d("host:disk:/", Severity::Warning)]);
+        let (s, t) =
+            r.decide(LevelState { level: 2, calm_streak: 0, escalated: false }, &[d("host:disk:/", Severity::Warning)]);
         assert_eq!(s.level, 1);
         assert_eq!(t.unwrap().reason, "remaining deficiencies only call for warning: host:disk:/ (warning)");
     }

@@ -31,6 +31,31 @@ use tokio_util::task::TaskTracker;
 
 pub use config::PollerConfig;
 
+/// Reloads the configuration on every SIGHUP (SPEC 13); an invalid one is logged and the
+/// running one kept.
+fn reload_on_hangup(fleet: Arc<fleet::Fleet>, stop: CancellationToken, tracker: &TaskTracker) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload with POST /api/v1/reload");
+            return;
+        }
+    };
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                got = hup.recv() => if got.is_none() { return },
+            }
+            match fleet.reload_file().await {
+                Ok(report) => fleet.audit_reload(&report, "SIGHUP").await,
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused"),
+            }
+        }
+    });
+}
+
 /// Runs the poller until `stop` is cancelled; the listener is bound by the caller (so
 /// tests and the demo can bind port 0). On stop, polls in flight are abandoned and every
 /// recorded result is written before returning.
@@ -70,6 +95,7 @@ pub async fn run(
             clock: fleet::ClockPolicy { key: config.signing_key.clone(), max_skew: config.max_clock_skew.get() },
             first_poll_within: config.first_poll_within,
             holdings: holdings.clone(),
+            source: config.source.clone(),
         },
     ));
     let tracker = TaskTracker::new();
@@ -81,6 +107,7 @@ pub async fn run(
             first_level: config.rules.level(0).name.clone(),
             store: store.clone(),
             events: fleet.subscribe(),
+            public_url: config.public_url.clone(),
         },
         &stop,
         &tracker,
@@ -99,6 +126,9 @@ pub async fn run(
         );
     }
     fleet.start(&stop, &tracker);
+    if config.source.is_some() {
+        reload_on_hangup(fleet.clone(), stop.clone(), &tracker);
+    }
     store::spawn_pruner(store.clone(), config.retention, stop.clone(), &tracker);
     heap_trim::spawn(stop.clone(), &tracker);
     tracing::info!(

@@ -51,6 +51,12 @@ pub struct ServerFacts {
     /// Clean polls in a row counted towards a lower level (see [`crate::levels`]).
     #[serde(skip)]
     pub calm_streak: u32,
+    /// When the server came to its level (for `escalate_after`).
+    #[serde(skip)]
+    pub level_since: Option<DateTime<Utc>>,
+    /// Its level was reached by `escalate_after` (see [`crate::levels`]).
+    #[serde(skip)]
+    pub escalated: bool,
     pub state: ServerState,
     #[schema(value_type = Vec<DeficiencyDoc>)]
     pub deficiencies: Vec<Deficiency>,
@@ -60,6 +66,15 @@ pub struct ServerFacts {
     pub clock_offset_ms: Option<f64>,
     /// Network round trip of the last answered poll (ms).
     pub rtt_ms: Option<f64>,
+    /// The operator's acknowledgement of the current problem, while it lasts (SPEC 13):
+    /// it silences notifications until the server recovers or gets worse. (Boxed: most
+    /// servers have none, and every poll event carries the facts.)
+    #[schema(value_type = Option<Ack>)]
+    pub ack: Option<Box<Ack>>,
+    /// The parents (`parents` in poller.toml) this server is unreachable behind: its
+    /// failed polls while every parent is unreachable move no level and notify nothing
+    /// (SPEC 13). `null` otherwise.
+    pub behind: Option<String>,
 }
 
 impl ServerFacts {
@@ -70,14 +85,72 @@ impl ServerFacts {
             address: address.to_string(),
             level: first_level.to_string(),
             calm_streak: 0,
+            level_since: None,
+            escalated: false,
             state: ServerState::Unknown,
             deficiencies: Vec::new(),
             last_poll_at: None,
             last_error: None,
             clock_offset_ms: None,
             rtt_ms: None,
+            ack: None,
+            behind: None,
         }
     }
+}
+
+/// An acknowledgement: an operator owns the server's current problem (SPEC 13). The API
+/// shows `{by, at, comment}`; what was acknowledged (the level and the deficiency
+/// sources at that time) is kept to tell when the problem gets worse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Ack {
+    /// The operator's name (`anonymous` without API users).
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub comment: String,
+    /// The level the server was at when acknowledged.
+    #[serde(skip)]
+    pub level: String,
+    /// The deficiency sources the server had when acknowledged.
+    #[serde(skip)]
+    pub sources: Vec<String>,
+}
+
+/// A change of a server's acknowledgement, handed to the store's writer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AckChange {
+    /// An operator acknowledged the problem.
+    Set(Ack),
+    /// The acknowledgement given at this time ended (recovery or worse).
+    Ended { at: DateTime<Utc> },
+}
+
+/// An operator action on a server (poll now, ack, downtime, reload), as the history shows
+/// it (SPEC 11: every operator action is recorded with the user's name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActionRow {
+    pub at: DateTime<Utc>,
+    /// Who: the API user's name (`anonymous` without API users).
+    pub by: String,
+    /// `poll`, `ack`, `downtime-add`, `downtime-remove` or `reload`.
+    pub action: String,
+    /// What the operator said or asked for (the comment, the downtime's window).
+    pub detail: String,
+}
+
+/// A downtime: planned work during which a server is polled and moves levels as usual
+/// but nothing is notified (SPEC 13). `server` is a glob over server names (`*`, `?`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Downtime {
+    pub id: i64,
+    /// A glob over server names: `web-*`, `mail-0?`, `router-01`.
+    pub server: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub comment: String,
+    /// Who set it.
+    pub by: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// A server as `GET /api/v1/servers` shows it (SPEC section 8): its facts and when it is
@@ -90,6 +163,10 @@ pub struct ServerSummary {
     /// The poller node polling it, when several share the fleet (SPEC section 12).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// How many servers are behind this one now: those reached only through it (by their
+    /// `parents`, transitively) while it is unreachable. 0 otherwise.
+    #[serde(default)]
+    pub servers_behind: u32,
 }
 
 /// A server as the store read it back on start.
@@ -137,6 +214,9 @@ pub struct History {
     pub polls: Vec<PollRow>,
     pub transitions: Vec<TransitionRow>,
     pub clock_corrections: Vec<ClockCorrectionRow>,
+    /// Operator actions on this server (poll now, ack, downtimes).
+    #[serde(default)]
+    pub actions: Vec<ActionRow>,
 }
 
 /// Everything one poll changes, handed to the store's writer.

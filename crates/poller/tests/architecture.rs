@@ -14,7 +14,7 @@ fn allowed(room: &str) -> Option<&'static [&'static str]> {
         "fleet" => &["config", "fetch", "levels", "schedule", "clock_estimate", "model", "store", "cluster"],
         "cluster" => &["model", "store"],
         "store" => &["model", "config"],
-        "notify" => &["config", "fleet", "model", "store"],
+        "notify" => &["config", "fleet", "levels", "model", "store"],
         "web" => &["fleet", "store", "notify", "model", "levels", "cluster"],
         "lib" => return None,
         _ => return Some(&["?"]),

@@ -313,3 +313,78 @@ async fn demo_screenshots() {
     save(c.screenshot().await.unwrap(), "server.png");
     c.close().await.ok();
 }
+
+/// Sets a value in a form field found by `css`, in one script.
+async fn fill(c: &Client, css: &str, value: &str) {
+    let js =
+        "const e = document.querySelector(arguments[0]); if (!e) return false; e.value = arguments[1]; return true;";
+    let found = c.execute(js, vec![css.into(), value.into()]).await.expect("fill");
+    assert_eq!(found, serde_json::json!(true), "no field at {css}");
+}
+
+/// An operator sets a downtime on the fleet page and removes it again, and acknowledges a
+/// problem on the server page: each shows where the issue asks (SPEC 13), and the actions
+/// land in the server's history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sets_and_removes_a_downtime_and_acknowledges_a_problem_from_the_dashboard() {
+    if skip("BROWSER", "Chromium and chromedriver") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, driver_url) = support::chromedriver(dir.path()).await;
+    let mut att = Attendants::start(dir.path(), &["mail-01", "web-01"]).await;
+    let poller = Poller::start(dir.path(), &att, "", "").await;
+    for n in ["mail-01", "web-01"] {
+        poller.api.wait_server(n, "first poll", |s| s["state"] == "ok").await;
+    }
+    let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 900).await;
+    c.goto(&format!("{}/", poller.base)).await.expect("open the fleet view");
+    assert_eq!(text(&c, "#downtimes p.none").await.as_deref(), Some("None planned."));
+
+    fill(&c, "#downtime-form input[name=server]", "mail-*").await;
+    fill(&c, "#downtime-form input[name=hours]", "2").await;
+    fill(&c, "#downtime-form input[name=comment]", "kernel upgrade").await;
+    click(&c, "#downtime-form button[type=submit]").await;
+    let row = wait_for("the downtime on the fleet page", || async { text(&c, "#downtimes tr.downtime").await }).await;
+    assert!(row.contains("mail-*") && row.contains("kernel upgrade") && row.contains("anonymous"), "{row:?}");
+    let mark =
+        wait_for("mail-01 marked in downtime", || async { text(&c, "#server-mail-01 .mark.downtime").await }).await;
+    assert!(mark.starts_with("downtime until"), "{mark:?}");
+    assert_eq!(text(&c, "#server-web-01 .mark.downtime").await, None, "web-01 does not match mail-*");
+    assert_eq!(poller.api.get("/api/v1/downtimes").await[0]["comment"], "kernel upgrade");
+
+    // A bad glob is refused, and the form says why (the page reloaded: the form is empty).
+    fill(&c, "#downtime-form input[name=server]", "web 01").await;
+    fill(&c, "#downtime-form input[name=comment]", "x").await;
+    click(&c, "#downtime-form button[type=submit]").await;
+    let why = wait_for("the form's error", || async {
+        text(&c, "#downtime-form .form-error").await.filter(|t| !t.is_empty())
+    })
+    .await;
+    assert!(why.contains("not a glob of server names"), "{why:?}");
+
+    click(&c, "#downtimes button.api-delete").await;
+    wait_for("the downtime gone", || async { text(&c, "#downtimes p.none").await.filter(|t| t == "None planned.") })
+        .await;
+    assert_eq!(poller.api.get("/api/v1/downtimes").await, serde_json::json!([]));
+
+    // mail-01 breaks; its page offers to acknowledge it, then shows who did.
+    att.service("mail-01").stop().await;
+    poller.api.poll_now("mail-01").await;
+    c.goto(&format!("{}/servers/mail-01", poller.base)).await.expect("open mail-01's page");
+    fill(&c, "#ack-form input[name=comment]", "restarting postfix").await;
+    click(&c, "#ack-form button[type=submit]").await;
+    let acked = wait_for("the ack on the page", || async { text(&c, "dl.facts div.ack dd").await }).await;
+    assert!(acked.starts_with("by anonymous") && acked.ends_with("restarting postfix"), "{acked:?}");
+    assert_eq!(text(&c, "#ack-form").await, None, "no form for an acknowledged problem");
+    let actions = wait_for("the operator actions on the page", || async {
+        text(&c, "#operator-actions tbody").await.filter(|t| t.contains("ack"))
+    })
+    .await;
+    assert!(actions.contains("downtime-add") && actions.contains("downtime-remove"), "{actions}");
+    shot(&c, "server-acked.png").await;
+    c.goto(&format!("{}/", poller.base)).await.expect("back to the fleet view");
+    assert_eq!(text(&c, "#server-mail-01 .mark.ack").await.as_deref(), Some("acked by anonymous"));
+    shot(&c, "fleet-acked.png").await;
+    c.close().await.ok();
+}

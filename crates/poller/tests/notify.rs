@@ -5,61 +5,12 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
 use rollcall_testkit::{free_port, mailstack, skip, wait_for, wait_for_within};
 use serde_json::Value;
-use support::{Attendants, Poller};
-
-/// A webhook receiver that answers 500 to its first `fail` requests, then records bodies.
-struct Hook {
-    url: String,
-    got: Arc<Mutex<Vec<Value>>>,
-    attempts: Arc<AtomicUsize>,
-}
-
-#[derive(Clone)]
-struct HookState {
-    got: Arc<Mutex<Vec<Value>>>,
-    attempts: Arc<AtomicUsize>,
-    fail: usize,
-}
-
-async fn hook_post(State(s): State<HookState>, body: axum::Json<Value>) -> StatusCode {
-    if s.attempts.fetch_add(1, Ordering::SeqCst) < s.fail {
-        return StatusCode::INTERNAL_SERVER_ERROR;
-    }
-    s.got.lock().unwrap().push(body.0);
-    StatusCode::NO_CONTENT
-}
-
-async fn hook(fail: usize) -> Hook {
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let state = HookState { got: got.clone(), attempts: attempts.clone(), fail };
-    let app = axum::Router::new().route("/hook", axum::routing::post(hook_post)).with_state(state);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.ok() });
-    Hook { url, got, attempts }
-}
-
-impl Hook {
-    fn kinds(&self) -> Vec<String> {
-        self.got.lock().unwrap().iter().map(|n| n["kind"].as_str().unwrap_or("?").to_string()).collect()
-    }
-
-    async fn wait_kinds(&self, want: &[&str]) {
-        wait_for(&format!("webhook notices {want:?} (have {:?})", self.kinds()), || async {
-            (self.kinds() == want).then_some(())
-        })
-        .await;
-    }
-}
+use support::{hook, Attendants, Poller};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_gets_a_damped_sequence_with_retries_and_no_repeat_after_restart() {

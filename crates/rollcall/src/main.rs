@@ -6,6 +6,8 @@
 mod check_config;
 mod demo;
 mod keygen;
+mod operator;
+mod poller_api;
 mod query;
 mod render;
 mod simulate;
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use rollcall::{generate, process};
 
 #[derive(Parser)]
@@ -47,6 +49,22 @@ enum Command {
         /// Print the `GET /api/v1/servers` array instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Plan maintenance: matching servers are polled but nothing about them is notified.
+    Downtime {
+        #[command(subcommand)]
+        command: DowntimeCommand,
+    },
+    /// Acknowledge a server's current problem: no more notifications until it recovers
+    /// or gets worse.
+    Ack {
+        /// The server's name in poller.toml.
+        name: String,
+        /// Why, or who is on it (shown to everyone on call).
+        #[arg(short = 'm', long = "comment")]
+        comment: String,
+        #[command(flatten)]
+        poller: PollerArg,
     },
     /// Ask one attendant for its compilation and print it.
     Query {
@@ -95,6 +113,47 @@ enum Command {
     },
 }
 
+/// Which poller an operator command talks to.
+#[derive(Args)]
+struct PollerArg {
+    /// The poller's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7470", env = "ROLLCALL_POLLER")]
+    poller: String,
+}
+
+#[derive(Subcommand)]
+enum DowntimeCommand {
+    /// Add a downtime for the servers matching GLOB (`web-*`, `mail-0?`, `router-01`).
+    Add {
+        glob: String,
+        /// How long: `2h`, `90m`, `3d`.
+        #[arg(long = "for")]
+        length: rollcall_config::Duration,
+        /// When it starts (RFC 3339, e.g. 2026-12-01T22:00:00Z); default now.
+        #[arg(long)]
+        start: Option<String>,
+        /// Why (shown to everyone on call).
+        #[arg(short = 'm', long = "comment")]
+        comment: String,
+        #[command(flatten)]
+        poller: PollerArg,
+    },
+    /// List the downtimes in force or to come.
+    List {
+        /// Print the `GET /api/v1/downtimes` array instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        poller: PollerArg,
+    },
+    /// Remove a downtime by its id (it ends now).
+    Remove {
+        id: i64,
+        #[command(flatten)]
+        poller: PollerArg,
+    },
+}
+
 fn main() -> ExitCode {
     // `rollcall generate man|completions DIR` (packaging) is parsed apart from `Cli`, so it
     // shows in no help text, man page or completion script of its own.
@@ -113,7 +172,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Poller { config } => {
             let stop = process::stop_on_signal();
-            process::ignore_hangup("poller");
+            // SIGHUP reloads the configuration: the poller listens for it itself.
             let cfg = rollcall_poller::PollerConfig::load(&config)?;
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
@@ -121,6 +180,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             rollcall_poller::run(cfg, listener, stop).await?;
         }
         Command::Status { poller, json } => status::run(&poller, json).await?,
+        Command::Downtime { command } => match command {
+            DowntimeCommand::Add { glob, length, start, comment, poller } => {
+                operator::downtime_add(&poller.poller, &glob, length.get(), start.as_deref(), &comment).await?
+            }
+            DowntimeCommand::List { json, poller } => operator::downtime_list(&poller.poller, json).await?,
+            DowntimeCommand::Remove { id, poller } => operator::downtime_remove(&poller.poller, id).await?,
+        },
+        Command::Ack { name, comment, poller } => operator::ack(&poller.poller, &name, &comment).await?,
         Command::Query { address, token_file, json, timeout } => {
             query::run(&address, token_file.as_deref(), json, timeout.get()).await?;
         }

@@ -7,18 +7,9 @@ use rollcall_poller::model::ServerSummary;
 use crate::render::{relative, table};
 
 pub async fn run(poller: &str, json: bool) -> anyhow::Result<()> {
-    let url = format!("{}/api/v1/servers", poller.trim_end_matches('/'));
-    let resp =
-        reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(10)).send().await.with_context(
-            || format!("cannot reach the poller at {url} (another one: --poller URL or ROLLCALL_POLLER)"),
-        )?;
-    let status = resp.status();
-    let body = resp.text().await.with_context(|| format!("reading {url}"))?;
-    if !status.is_success() {
-        anyhow::bail!("{url} answered HTTP {status}: {}", body.trim());
-    }
+    let body = crate::poller_api::call(reqwest::Method::GET, poller, "/api/v1/servers", None).await?;
     let servers: Vec<ServerSummary> =
-        serde_json::from_str(&body).with_context(|| format!("{url} did not answer a server list"))?;
+        serde_json::from_str(&body).with_context(|| format!("{poller} did not answer a server list"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&servers)?);
     } else {
@@ -45,7 +36,7 @@ pub fn render(servers: &[ServerSummary]) -> String {
             vec![
                 s.facts.name.clone(),
                 s.facts.level.clone(),
-                s.facts.state.as_str().to_string(),
+                state(s),
                 relative(s.facts.last_poll_at, now),
                 relative(s.next_poll_at, now),
                 s.facts.clock_offset_ms.map_or("-".into(), offset),
@@ -54,6 +45,18 @@ pub fn render(servers: &[ServerSummary]) -> String {
         })
         .collect();
     table(&["NAME", "LEVEL", "STATE", "LAST POLL", "NEXT POLL", "CLOCK", "DEFICIENCIES"], &rows)
+}
+
+/// The state, with what silences it: `deficient (acked by ops)`, `unreachable (behind router-01)`.
+fn state(s: &ServerSummary) -> String {
+    let mut out = s.facts.state.as_str().to_string();
+    if let Some(a) = &s.facts.ack {
+        out += &format!(" (acked by {})", a.by);
+    }
+    if let Some(p) = &s.facts.behind {
+        out += &format!(" (behind {p})");
+    }
+    out
 }
 
 /// A clock offset in whole milliseconds, signed; never `-0ms`.

@@ -1,7 +1,8 @@
 //! The README's tour, run as written from a fresh clone: the fenced blocks the README marks
 //! with `<!-- tour: ... -->` are taken from the clone's README itself, so the README and
-//! this test cannot drift. The tour must end with `mail-01` back at `normal` and leave the
-//! clone's `git status` clean.
+//! this test cannot drift. The tour must end with `mail-01` back at `normal` (after a
+//! planned-maintenance downtime it is broken and mended in) and leave the clone's
+//! `git status` clean.
 //!
 //! What the test changes, and only that: `cargo build --release` is replaced by the binary
 //! under test; the example ports 7460 and 7470 become free ports (in the scratch copies of
@@ -121,7 +122,7 @@ fn the_readme_tour_runs_from_a_fresh_clone_and_mail_01_recovers() {
 
     let readme = std::fs::read_to_string(clone.join("README.md")).expect("README.md in the clone");
     let blocks = tour_blocks(&readme);
-    assert_eq!(blocks.len(), 2, "README: expected the tour's two marked blocks (start, recovery)");
+    assert_eq!(blocks.len(), 3, "README: expected the tour's three marked blocks (start, recovery, maintenance)");
     let commands: Vec<String> = blocks.concat();
     let bin = Path::new(env!("CARGO_BIN_EXE_rollcall"));
     let (attendant, poller) = (free_port(), free_port());
@@ -199,6 +200,17 @@ fn the_readme_tour_runs_from_a_fresh_clone_and_mail_01_recovers() {
     let status = &steps.iter().rev().find(|(c, _)| c.starts_with("rollcall status")).expect("rollcall status").1;
     let row = status.lines().find(|l| l.contains("mail-01")).unwrap_or_default();
     assert!(row.contains("normal"), "the last `rollcall status` shows mail-01 at normal: {row:?}\n{context}");
+
+    // Planned maintenance: the downtime is listed, the poll during it goes critical, and
+    // the history names who set and removed it.
+    let list = &steps.iter().find(|(c, _)| c == "rollcall downtime list").expect("rollcall downtime list").1;
+    assert!(list.contains("kernel upgrade") && list.contains("mail-01"), "the downtime is listed: {list}\n{context}");
+    let during = polls.iter().rev().nth(2).expect("the poll during the downtime");
+    assert!(during.1.contains("\"level\":\"critical\""), "broken during the downtime: {}\n{context}", during.1);
+    let history = &steps.iter().rev().find(|(c, _)| c.contains("/history")).expect("the last history").1;
+    for action in ["downtime-add", "downtime-remove"] {
+        assert!(history.contains(&format!("\"action\":\"{action}\"")), "{action} in the history\n{context}");
+    }
 
     let dirty = git(&clone, &["status", "--porcelain", "--ignored"]);
     assert!(dirty.is_empty(), "the tour left the clone changed:\n{dirty}\n{context}");

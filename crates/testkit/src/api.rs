@@ -61,6 +61,22 @@ impl Api {
         json_of("POST", &url, r).await
     }
 
+    /// `METHOD {path}` with `body` as JSON, whatever the answer's status: `(status, body)`
+    /// (the body as JSON; every answer under `/api/v1` is). For tests of refusals.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method.clone(), &url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {url} answered {status} with no JSON ({e}): {text}"));
+        (status, v)
+    }
+
     /// Asks for `name`'s server until `ok(server)`; fails naming `what`, with the last answer.
     pub async fn wait_server(&self, name: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         self.wait_answer(&format!("{name}: {what}"), || self.server(name), ok).await

@@ -308,3 +308,109 @@ fn cluster_keys_need_postgres_and_bounds() {
     let p = problems(&format!("{pg}node = \"\"\n"));
     assert_eq!(p, ["poller.toml:2: node: \"\" is not a node name (1 to 64 printable characters)"]);
 }
+
+#[test]
+fn parents_name_configured_servers_and_never_form_a_cycle() {
+    let server = |name: &str, parents: &str| {
+        format!("[[server]]\nname = \"{name}\"\naddress = \"http://{name}:7460\"\nparents = [{parents}]\n")
+    };
+    let ok = parse(&(server("router-01", "") + &server("web-01", "\"router-01\""))).unwrap();
+    assert_eq!(ok.servers[1].parents, ["router-01"]);
+
+    let text =
+        server("a", "\"b\"") + &server("b", "\"c\"") + &server("c", "\"a\"") + &server("d", "\"d\", \"nowhere\"");
+    assert_eq!(
+        problems(&text),
+        [
+            "poller.toml:4: server[0].parents: a cycle of parents: a -> b -> c -> a",
+            "poller.toml:16: server[3].parents: \"d\" names itself",
+            "poller.toml:16: server[3].parents: \"nowhere\" of \"d\" is no configured server",
+        ]
+    );
+}
+
+#[test]
+fn public_url_is_an_http_url_without_its_trailing_slash() {
+    assert_eq!(
+        parse("public_url = \"https://rollcall.example.org/\"\n").unwrap().public_url.as_deref(),
+        Some("https://rollcall.example.org")
+    );
+    assert_eq!(
+        problems("public_url = \"rollcall.example.org\"\n"),
+        ["poller.toml:1: public_url: \"rollcall.example.org\" is not an http:// or https:// URL (the dashboard as people reach it)"]
+    );
+}
+
+#[test]
+fn server_files_join_the_inventory_and_their_problems_name_their_own_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("servers.d");
+    std::fs::create_dir(&d).unwrap();
+    let server =
+        |name: &str, more: &str| format!("[[server]]\nname = \"{name}\"\naddress = \"http://{name}:7460\"\n{more}");
+    std::fs::write(d.join("b.toml"), server("web-01", "parents = [\"router-01\"]\n")).unwrap();
+    std::fs::write(d.join("a.toml"), server("router-01", "")).unwrap();
+    std::fs::write(d.join("notes.txt"), "not toml").unwrap();
+    let main = dir.path().join("poller.toml");
+    let load = |text: &str| {
+        std::fs::write(&main, text).unwrap();
+        PollerConfig::load(&main)
+    };
+    let c = load(&format!("server_files = [\"servers.d/*.toml\"]\n{}", server("mail-01", ""))).unwrap();
+    let names: Vec<&str> = c.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["mail-01", "router-01", "web-01"], "this file's first, then the files by name");
+    assert_eq!(c.server_files, [d.join("a.toml"), d.join("b.toml")]);
+    assert_eq!(c.source.as_deref(), Some(main.as_path()));
+
+    // A duplicate across files, an unknown key: named by the server file, key and line.
+    std::fs::write(d.join("c.toml"), server("mail-01", "colour = \"red\"\n")).unwrap();
+    let e = load(&format!("server_files = [\"servers.d/*.toml\"]\n{}", server("mail-01", ""))).unwrap_err();
+    let c_toml = d.join("c.toml").display().to_string();
+    assert_eq!(
+        e.problems(),
+        [
+            format!("{c_toml}:2: server[0].name: duplicate server name \"mail-01\""),
+            format!("{c_toml}:4: server[0].colour: unknown key (check its spelling and section)"),
+        ]
+    );
+    let e = load("server_files = [\"nowhere.d/*.toml\"]\n").unwrap_err().to_string();
+    assert!(e.contains("poller.toml:1: server_files: \"nowhere.d/*.toml\": cannot read the folder"), "{e}");
+    let e = load("server_files = [\"*.d/x.toml\"]\n").unwrap_err().to_string();
+    assert!(e.contains("wildcards are allowed in the file name only"), "{e}");
+}
+
+#[test]
+fn escalate_after_is_bounded_and_never_on_the_last_level() {
+    let levels = |a: &str, b: &str| {
+        format!("[[level]]\nname = \"normal\"\ninterval = \"15m\"\nescalate_after = \"{a}\"\n[[level]]\nname = \"critical\"\ninterval = \"2m\"\nescalate_after = \"{b}\"\n")
+    };
+    assert_eq!(
+        problems(&levels("8d", "10m")),
+        [
+            "poller.toml:4: level[0].escalate_after: 8days is outside 1s to 7d",
+            "poller.toml:8: level[1].escalate_after: the last level has no level above it to escalate to",
+        ]
+    );
+    let ok = "[[level]]\nname = \"normal\"\ninterval = \"15m\"\nescalate_after = \"1h\"\n[[level]]\nname = \"critical\"\ninterval = \"2m\"\n";
+    assert_eq!(parse(ok).unwrap().rules.levels()[0].escalate_after, Some(Duration::from_secs(3600).get()));
+}
+
+#[test]
+fn notify_templates_are_read_and_checked_and_only_for_email_and_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ok.j2"), "{\"text\": {{ summary | tojson }}}").unwrap();
+    std::fs::write(dir.path().join("bad.j2"), "fine\n{% for %}\n").unwrap();
+    let file = dir.path().join("poller.toml");
+    let parse_here = |t: &str| PollerConfig::parse(file.to_str().unwrap(), t);
+    let hook = |f: &str| format!("[[notify]]\nkind = \"webhook\"\nurl = \"http://h/x\"\ntemplate_file = \"{f}\"\n");
+    let c = parse_here(&hook("ok.j2")).unwrap();
+    assert_eq!(c.notify[0].template.as_ref().map(|(_, t)| t.as_str()), Some("{\"text\": {{ summary | tojson }}}"));
+    let e = parse_here(&hook("bad.j2")).unwrap_err().problems();
+    let bad = dir.path().join("bad.j2").display().to_string();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains(&format!("notify[0].template_file: {bad}:2: ")), "{e:?}");
+    let e = parse_here("[[notify]]\nkind = \"alertmanager\"\nurl = \"http://am:9093\"\ntemplate_file = \"ok.j2\"\n")
+        .unwrap_err()
+        .problems();
+    assert!(e[0].ends_with("notify[0].template_file: is not a key of kind = \"alertmanager\""), "{e:?}");
+}

@@ -14,7 +14,9 @@
 //!
 //! A loop can run and be stopped again; it must not be reused after it was stopped.
 
+pub mod ack;
 pub mod clock_keeping;
+pub mod inventory;
 mod latest;
 mod server;
 pub mod stats;
@@ -33,13 +35,15 @@ use crate::config::ServerConfig;
 use crate::fetch::{Fetch, Fetched, PollError};
 use crate::levels::{LevelState, Rules, Transition};
 use crate::model::{
-    ChangedCompilation, ClockCorrectionRow, NotifyRow, PollRecord, PollRow, ServerFacts, ServerSummary, StoredServer,
-    TransitionRow,
+    Ack, AckChange, ChangedCompilation, ClockCorrectionRow, NotifyRow, PollRecord, PollRow, ServerFacts, ServerState,
+    ServerSummary, StoredServer, TransitionRow,
 };
 use crate::schedule::{next_slot, Timebase};
 use crate::store::Writer;
+pub use ack::AckError;
 use clock_keeping::{ClockKeeper, ClockState};
 pub use clock_keeping::{ClockPolicy, ORDER_BACKOFF};
+pub use inventory::{Inventory, ReloadReport};
 use latest::Packed;
 pub use server::Server;
 use server::Status;
@@ -61,6 +65,16 @@ pub enum FleetEvent {
     Adopted { server: String, notify: Option<NotifyRow> },
 }
 
+/// Why a reload changed nothing.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReloadError {
+    #[error("this poller was not started from a config file: nothing to reload")]
+    NoFile,
+    /// The new configuration is invalid: the running one is kept.
+    #[error("the new configuration is invalid; the running one is kept:\n{0}")]
+    Invalid(String),
+}
+
 /// Everything about running the fleet that is not the servers themselves.
 #[derive(Clone, Debug)]
 pub struct FleetOptions {
@@ -73,12 +87,20 @@ pub struct FleetOptions {
     /// Which servers this node may poll, when several pollers share the fleet; `None`:
     /// all of them.
     pub holdings: Option<Arc<Holdings>>,
+    /// The config file a reload reads again (`None`: the fleet cannot be reloaded).
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// The whole fleet and what it needs to poll.
 pub struct Fleet {
-    servers: Vec<Arc<Server>>,
-    by_name: HashMap<String, usize>,
+    /// The servers; a reload swaps in a new inventory ([`inventory`]).
+    inventory: parking_lot::RwLock<Arc<Inventory>>,
+    /// Where the loops run, once started: a reload starts new servers' loops there.
+    running: parking_lot::Mutex<Option<(CancellationToken, TaskTracker)>>,
+    first_poll_within: std::time::Duration,
+    source: Option<std::path::PathBuf>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
     rules: Rules,
     fetcher: Arc<dyn Fetch>,
     writer: Writer,
@@ -102,12 +124,24 @@ fn first_poll(phase: f64, rules: &Rules, window: std::time::Duration, start: Dat
     }
 }
 
+/// What the poll path decided, for `apply`.
+struct Decided {
+    level: LevelState,
+    change: Option<Transition>,
+    /// When the server is polled next.
+    next: DateTime<Utc>,
+    /// The parents it is unreachable behind.
+    behind: Option<String>,
+}
+
 /// What applying a poll changed, for the record and the announcements.
 struct Applied {
     facts: ServerFacts,
     facts_changed: bool,
     transition: Option<TransitionRow>,
     compilation: Option<ChangedCompilation>,
+    /// The acknowledgement this poll ended: when it was given, and why it ended.
+    ack_ended: Option<(DateTime<Utc>, &'static str)>,
 }
 
 impl Fleet {
@@ -127,7 +161,6 @@ impl Fleet {
         let start = options.timebase.wall_now();
         let window = options.first_poll_within;
         let mut servers = Vec::with_capacity(configs.len());
-        let mut by_name = HashMap::with_capacity(configs.len());
         for (config, phase) in configs.into_iter().zip(phases) {
             let status = match stored.remove(&config.name) {
                 Some(StoredServer { mut facts, substance }) => {
@@ -157,13 +190,15 @@ impl Fleet {
                     facts_given: false,
                 },
             };
-            by_name.insert(config.name.clone(), servers.len());
             servers.push(Arc::new(Server::new(config, phase, status)));
         }
         let (events, _) = broadcast::channel(1024);
         Fleet {
-            servers,
-            by_name,
+            inventory: parking_lot::RwLock::new(Arc::new(Inventory::new(servers))),
+            running: parking_lot::Mutex::new(None),
+            first_poll_within: window,
+            source: options.source,
+            reloading: tokio::sync::Mutex::new(()),
             rules,
             fetcher,
             writer,
@@ -176,12 +211,13 @@ impl Fleet {
         }
     }
 
-    pub fn servers(&self) -> &[Arc<Server>] {
-        &self.servers
+    /// The servers now (a reload may replace them; this set stays as it is).
+    pub fn servers(&self) -> Arc<Inventory> {
+        self.inventory.read().clone()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<Server>> {
-        self.by_name.get(name).map(|&i| &self.servers[i])
+    pub fn get(&self, name: &str) -> Option<Arc<Server>> {
+        self.inventory.read().get(name).cloned()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -203,7 +239,9 @@ impl Fleet {
 
     /// The server as the API shows it.
     pub fn summary(&self, server: &Server) -> ServerSummary {
-        self.with_node(server.summary())
+        let mut summary = self.with_node(server.summary());
+        summary.servers_behind = self.servers_behind(server, summary.facts.state);
+        summary
     }
 
     /// The cluster this node belongs to, when the fleet is shared.
@@ -231,12 +269,71 @@ impl Fleet {
     /// (`None` before its first answer), both from the same poll.
     pub fn detail(&self, server: &Server) -> (ServerSummary, Option<bytes::Bytes>) {
         let (summary, latest) = server.read(|s| (s.summary(), s.latest.clone()));
-        (self.with_node(summary), latest.and_then(|p| p.unpack(&server.config.name)))
+        let mut summary = self.with_node(summary);
+        summary.servers_behind = self.servers_behind(server, summary.facts.state);
+        (summary, latest.and_then(|p| p.unpack(&server.config.name)))
+    }
+
+    /// How many servers are behind `server` (in `state`): while it is unreachable, its
+    /// children whose every parent is unreachable, and theirs in turn (SPEC 13).
+    fn servers_behind(&self, server: &Server, state: ServerState) -> u32 {
+        if state != ServerState::Unreachable || !self.has_children(server) {
+            return 0;
+        }
+        let inv = self.servers();
+        let Some(start) = inv.index(&server.config.name) else { return 0 };
+        if !inv.has_children(start) {
+            return 0;
+        }
+        let unreachable = |i: usize| inv[i].read(|s| s.facts.state == ServerState::Unreachable);
+        let mut behind = std::collections::HashSet::new();
+        let mut todo = vec![start];
+        while let Some(p) = todo.pop() {
+            for &c in inv.children(p) {
+                let all_parents_down =
+                    inv[c].config.parents.iter().all(|name| {
+                        inv.index(name).is_some_and(|i| i == start || behind.contains(&i) || unreachable(i))
+                    });
+                if all_parents_down && behind.insert(c) {
+                    todo.push(c);
+                }
+            }
+        }
+        behind.len() as u32
+    }
+
+    /// The parents `server` is behind, judged at its failed poll that started at
+    /// `started`: when every parent is unreachable, their names. A parent not polled since
+    /// is polled first (once, however many of its children ask: polls of a server never
+    /// overlap, and the next child finds it fresh).
+    fn parents_down<'a>(
+        &'a self,
+        server: &'a Server,
+        started: DateTime<Utc>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
+        Box::pin(async move {
+            let parents = &server.config.parents;
+            if parents.is_empty() {
+                return None;
+            }
+            for name in parents {
+                let parent = self.get(name)?;
+                let parent = parent.as_ref();
+                let stale = parent.read(|s| s.facts.last_poll_at.is_none_or(|at| at < started));
+                if stale {
+                    self.poll(parent).await;
+                }
+                if parent.read(|s| s.facts.state) != ServerState::Unreachable {
+                    return None;
+                }
+            }
+            Some(parents.join(", "))
+        })
     }
 
     /// Every server's latest compilation received this run, for the store at shutdown.
     pub fn latest_compilations(&self) -> Vec<(String, bytes::Bytes)> {
-        self.servers
+        self.servers()
             .iter()
             .filter_map(|s| Some((s.config.name.clone(), s.read(|st| st.latest.clone())?.unpack(&s.config.name)?)))
             .collect()
@@ -246,6 +343,7 @@ impl Fleet {
     /// now stands.
     pub async fn poll(&self, server: &Server) -> ServerSummary {
         let _one_at_a_time = server.polling.lock().await;
+        let started = self.timebase.wall_now();
         let (result, took) = self.ask(server).await;
         let at = self.timebase.wall_now();
         let mut verdict = verdict::judge(result);
@@ -254,12 +352,34 @@ impl Fleet {
             verdict.add(d);
         }
         self.stats.polled(verdict.state, took);
-        let before = server.read(|s| self.level_state(&s.facts));
-        let (level, change) = self.rules.decide(before, &verdict.deficiencies);
+        // Reachability is judged at the poll: a failed poll asks whether every parent is
+        // unreachable too; then the server is behind them and its level stays.
+        let behind = match verdict.state {
+            ServerState::Unreachable => self.parents_down(server, started).await,
+            _ => None,
+        };
+        let (before, was_unreachable) =
+            server.read(|s| (self.level_state(&s.facts), s.facts.state == ServerState::Unreachable));
+        let (level, change) = match behind {
+            Some(_) => (before, None),
+            None => match self.rules.decide(before, &verdict.deficiencies) {
+                (level, None) => {
+                    let since = server.read(|s| s.facts.level_since).unwrap_or(at);
+                    match self.rules.escalate(level, !verdict.deficiencies.is_empty(), since, at) {
+                        Some((up, t)) => (up, Some(t)),
+                        None => (level, None),
+                    }
+                }
+                moved => moved,
+            },
+        };
         let next = self.next_poll(server, level, at, kept.verify_soon);
         let poll = self.poll_row(at, &verdict, level);
-        let Applied { facts, facts_changed, transition, compilation } =
-            self.apply(server, at, verdict, level, change, next);
+        let Applied { facts, facts_changed, transition, compilation, ack_ended } =
+            self.apply(server, at, verdict, Decided { level, change, next, behind });
+        if was_unreachable && facts.state != ServerState::Unreachable {
+            self.wake_children_behind(server);
+        }
         let record = PollRecord {
             facts,
             facts_changed,
@@ -269,7 +389,48 @@ impl Fleet {
             clock_corrections: kept.rows.clone(),
         };
         self.record(server, record).await;
+        if let Some((given, why)) = ack_ended {
+            tracing::info!(server = %server.config.name, why, "acknowledgement ended");
+            if let Err(e) = self.writer.record_ack(&server.config.name, AckChange::Ended { at: given }).await {
+                tracing::error!(server = %server.config.name, error = %e, "the end of an acknowledgement not stored");
+            }
+        }
         self.announce(server, transition, kept.rows)
+    }
+
+    /// A parent answers again: the children behind it are polled at once, not at their
+    /// next slot, so they leave `behind` (or show their own problem) within seconds.
+    fn wake_children_behind(&self, server: &Server) {
+        let inv = self.servers();
+        let Some(i) = inv.index(&server.config.name) else { return };
+        for &c in inv.children(i) {
+            let child = &inv[c];
+            if child.read(|s| s.facts.behind.is_some()) {
+                tracing::info!(server = %child.config.name, parent = %server.config.name, "parent answers again: polling now");
+                child.poll_soon.notify_one();
+            }
+        }
+    }
+
+    /// Acknowledges the server's current problem for `by` (SPEC 13): notifications about
+    /// it stop until a poll finds it recovered or worse ([`ack`]). Taken between polls, so
+    /// the acknowledgement is judged against the problem the operator saw.
+    pub async fn acknowledge(&self, server: &Server, by: &str, comment: &str) -> Result<Ack, AckError> {
+        let _between_polls = server.polling.lock().await;
+        let at = self.timebase.wall_now();
+        let name = &server.config.name;
+        let ack = server.update(|s| {
+            let f = &s.facts;
+            let ack = ack::acknowledge(name, f.state.as_str(), &f.level, &f.deficiencies, by, at, comment)?;
+            s.facts.ack = Some(Box::new(ack.clone()));
+            Ok::<_, AckError>(ack)
+        })?;
+        tracing::info!(server = %name, by, comment, "problem acknowledged");
+        if let Err(e) = self.writer.record_ack(name, AckChange::Set(ack.clone())).await {
+            tracing::error!(server = %name, error = %e, "acknowledgement not stored");
+        }
+        let _ = self.events.send(FleetEvent::Polled(self.summary(server)));
+        Ok(ack)
     }
 
     /// When the server is polled next: its next slot at its (new) level, or sooner to
@@ -314,7 +475,11 @@ impl Fleet {
 
     /// The level and calm streak of `facts` as [`Rules::decide`] takes them.
     fn level_state(&self, facts: &ServerFacts) -> LevelState {
-        LevelState { level: self.rules.index_of(&facts.level).unwrap_or(0), calm_streak: facts.calm_streak }
+        LevelState {
+            level: self.rules.index_of(&facts.level).unwrap_or(0),
+            calm_streak: facts.calm_streak,
+            escalated: facts.escalated,
+        }
     }
 
     fn poll_row(&self, at: DateTime<Utc>, v: &Verdict, level: LevelState) -> PollRow {
@@ -330,15 +495,8 @@ impl Fleet {
     }
 
     /// Applies a verdict and level decision to the server's live state; logs what changed.
-    fn apply(
-        &self,
-        server: &Server,
-        at: DateTime<Utc>,
-        v: Verdict,
-        level: LevelState,
-        change: Option<Transition>,
-        next: DateTime<Utc>,
-    ) -> Applied {
+    fn apply(&self, server: &Server, at: DateTime<Utc>, v: Verdict, decided: Decided) -> Applied {
+        let Decided { level, change, next, behind } = decided;
         let name = &server.config.name;
         let level_name = &self.rules.level(level.level).name;
         let transition = change.map(|t| TransitionRow {
@@ -356,14 +514,25 @@ impl Fleet {
                 || f.calm_streak != level.calm_streak
                 || f.state != v.state
                 || f.deficiencies != v.deficiencies
-                || f.last_error != error;
+                || f.last_error != error
+                || f.behind != behind
+                || f.escalated != level.escalated
+                || f.level_since.is_none();
             let before = (f.state, f.last_error.take());
-            if f.level != *level_name {
+            if f.level != *level_name || f.level_since.is_none() {
                 f.level.clone_from(level_name);
+                f.level_since = Some(at);
             }
             f.calm_streak = level.calm_streak;
+            f.escalated = level.escalated;
             f.state = v.state;
             f.deficiencies = v.deficiencies;
+            f.behind = behind;
+            let ack_ended =
+                f.ack.as_ref().and_then(|a| Some((a.at, ack::ends(a, &f.deficiencies, level.level, &self.rules)?)));
+            if ack_ended.is_some() {
+                f.ack = None;
+            }
             f.last_poll_at = Some(at);
             f.last_error = error;
             if let Some(e) = v.estimate {
@@ -380,7 +549,8 @@ impl Fleet {
                 }
                 s.latest = packed;
             }
-            (before.0, before.1, Applied { facts: s.facts.clone(), facts_changed, transition: None, compilation })
+            let applied = Applied { facts: s.facts.clone(), facts_changed, transition: None, compilation, ack_ended };
+            (before.0, before.1, applied)
         });
         if let Some(e) = &v.error {
             if before_error.as_deref() != applied.facts.last_error.as_deref() {
@@ -463,11 +633,121 @@ impl Fleet {
         let _ = self.events.send(FleetEvent::Adopted { server: name.clone(), notify: h.take_notify(name) });
     }
 
-    /// Starts one loop per server; they stop when `stop` is cancelled.
+    /// Starts one loop per server; they stop when `stop` is cancelled (and each when its
+    /// server is removed or changed by a reload).
     pub fn start(self: &Arc<Self>, stop: &CancellationToken, tracker: &TaskTracker) {
-        for server in &self.servers {
+        *self.running.lock() = Some((stop.clone(), tracker.clone()));
+        for server in self.servers().iter() {
             tracker.spawn(self.clone().run_loop(server.clone(), stop.clone()));
         }
+    }
+
+    /// Whether any server names `server` among its parents (cheap: no inventory walk).
+    fn has_children(&self, server: &Server) -> bool {
+        let inv = self.inventory.read();
+        inv.index(&server.config.name).is_some_and(|i| inv.has_children(i))
+    }
+
+    /// Reads the config file again and applies its servers (SPEC 13): diffed by name, see
+    /// [`inventory`]. An invalid file changes nothing and answers why. Settings other than
+    /// the servers take effect at the next restart; the report names those that changed.
+    pub async fn reload_file(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let Some(path) = &self.source else { return Err(ReloadError::NoFile) };
+        let config = crate::config::PollerConfig::load(path).map_err(|e| ReloadError::Invalid(e.to_string()))?;
+        let mut report = self.reload(config.servers);
+        if config.rules != self.rules {
+            report.restart_needed.push("level, rule, recover_after".into());
+        }
+        tracing::info!(
+            added = report.added.len(),
+            removed = report.removed.len(),
+            changed = report.changed.len(),
+            unchanged = report.unchanged,
+            restart_needed = %report.restart_needed.join("; "),
+            "configuration reloaded"
+        );
+        Ok(report)
+    }
+
+    /// Records a reload in the history of each server it added, changed or removed, as
+    /// done by `by` (the API user, or `SIGHUP`).
+    pub async fn audit_reload(&self, report: &ReloadReport, by: &str) {
+        let at = self.timebase.wall_now();
+        for (names, what) in [(&report.added, "added"), (&report.changed, "changed"), (&report.removed, "removed")] {
+            for name in names {
+                let row = crate::model::ActionRow {
+                    at,
+                    by: by.to_string(),
+                    action: "reload".into(),
+                    detail: format!("{what} by a reload of the configuration"),
+                };
+                if let Err(e) = self.writer.record_action(name, row).await {
+                    tracing::error!(server = %name, error = %e, "operator action not stored");
+                }
+            }
+        }
+    }
+
+    /// Applies a new list of servers: diffed by name (see [`inventory`]).
+    pub fn reload(self: &Arc<Self>, configs: Vec<ServerConfig>) -> ReloadReport {
+        let old = self.servers();
+        let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
+        let phases = crate::schedule::phases(&names);
+        let now = self.timebase.wall_now();
+        let first = self.rules.level(0).name.clone();
+        let mut report = ReloadReport::default();
+        let mut servers = Vec::with_capacity(configs.len());
+        let mut start = Vec::new();
+        for (config, phase) in configs.into_iter().zip(phases) {
+            let first_at = first_poll(phase, &self.rules, self.first_poll_within, now);
+            match old.get(&config.name) {
+                Some(s) if s.config == config => {
+                    servers.push(s.clone());
+                    report.unchanged += 1;
+                }
+                Some(s) => {
+                    s.stop.cancel();
+                    let mut status = s.read(|st| st.clone());
+                    status.facts.address.clone_from(&config.address);
+                    status.facts_given = false;
+                    status.next_poll_at = Some(first_at);
+                    tracing::info!(server = %config.name, "server changed: its loop restarts");
+                    report.changed.push(config.name.clone());
+                    let server = Arc::new(Server::new(config, s.phase, status));
+                    start.push(server.clone());
+                    servers.push(server);
+                }
+                None => {
+                    let status = Status {
+                        facts: ServerFacts::new(&config.name, &config.address, &first),
+                        next_poll_at: Some(first_at),
+                        clock: ClockState::default(),
+                        substance: None,
+                        latest: None,
+                        facts_given: false,
+                    };
+                    tracing::info!(server = %config.name, first_poll_at = %first_at, "server added");
+                    report.added.push(config.name.clone());
+                    let server = Arc::new(Server::new(config, phase, status));
+                    start.push(server.clone());
+                    servers.push(server);
+                }
+            }
+        }
+        let kept: std::collections::HashSet<&str> = servers.iter().map(|s| s.config.name.as_str()).collect();
+        for s in old.iter().filter(|s| !kept.contains(s.config.name.as_str())) {
+            s.stop.cancel();
+            tracing::info!(server = %s.config.name, "server removed: no longer polled (its history is kept)");
+            report.removed.push(s.config.name.clone());
+        }
+        *self.inventory.write() = Arc::new(Inventory::new(servers));
+        if let Some((stop, tracker)) = self.running.lock().clone() {
+            for server in start {
+                tracker.spawn(self.clone().run_loop(server, stop.clone()));
+            }
+        }
+        report
     }
 
     async fn run_loop(self: Arc<Self>, server: Arc<Server>, stop: CancellationToken) {
@@ -507,16 +787,20 @@ impl Fleet {
             });
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = server.stop.cancelled() => return,
                 _ = server.reschedule.notified() => continue,
-                _ = tokio::time::sleep_until(self.timebase.instant(due)) => {}
+                _ = server.poll_soon.notified() => {}
+                _ = tokio::time::sleep_until(self.timebase.instant(due)) => {
+                    self.stats.started_late(self.timebase.wall_now() - due);
+                    polled = Some(due);
+                }
             }
             if self.holdings.as_ref().is_some_and(|h| !h.holds(&server.config.name)) {
                 continue; // given up (or the database lost) while waiting
             }
-            self.stats.started_late(self.timebase.wall_now() - due);
-            polled = Some(due);
             tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = server.stop.cancelled() => return,
                 // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an
                 // idle loop would otherwise carry it between polls, once per server.
                 _ = Box::pin(self.poll(&server)) => {}

@@ -35,7 +35,7 @@ pub(crate) struct Status {
 
 impl Status {
     pub(crate) fn summary(&self) -> ServerSummary {
-        ServerSummary { facts: self.facts.clone(), next_poll_at: self.next_poll_at, node: None }
+        ServerSummary { facts: self.facts.clone(), next_poll_at: self.next_poll_at, node: None, servers_behind: 0 }
     }
 }
 
@@ -49,6 +49,10 @@ pub struct Server {
     pub(crate) polling: tokio::sync::Mutex<()>,
     /// Wakes the loop to recompute its next slot (after a poll on request).
     pub(crate) reschedule: Notify,
+    /// Wakes the loop to poll at once (a parent this server was behind recovered).
+    pub(crate) poll_soon: Notify,
+    /// Stops this server's loop (a reload removed or changed it).
+    pub(crate) stop: tokio_util::sync::CancellationToken,
 }
 
 impl Server {
@@ -59,6 +63,8 @@ impl Server {
             status: Mutex::new(status),
             polling: tokio::sync::Mutex::new(()),
             reschedule: Notify::new(),
+            poll_soon: Notify::new(),
+            stop: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -72,8 +78,9 @@ impl Server {
         f(&mut self.status.lock())
     }
 
-    /// The server as the API shows it.
-    pub fn summary(&self) -> ServerSummary {
+    /// The server as it stands (without what only the fleet knows: see
+    /// [`super::Fleet::summary`]).
+    pub(crate) fn summary(&self) -> ServerSummary {
         self.read(Status::summary)
     }
 }

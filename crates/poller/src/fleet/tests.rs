@@ -132,6 +132,51 @@ async fn rig(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32)
 }
 
 async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after: u32, first: Duration) -> Rig {
+    let configs = names
+        .iter()
+        .map(|n| ServerConfig {
+            name: n.to_string(),
+            address: format!("http://{n}:7460"),
+            token: None,
+            parents: vec![],
+        })
+        .collect();
+    rig_of(configs, normal_s, critical_s, recover_after, first).await
+}
+
+/// A rig of servers with parents: `(name, parents)`.
+async fn rig_parents(servers: &[(&str, &[&str])], normal_s: u64, critical_s: u64) -> Rig {
+    let configs = servers
+        .iter()
+        .map(|(n, p)| ServerConfig {
+            name: n.to_string(),
+            address: format!("http://{n}:7460"),
+            token: None,
+            parents: p.iter().map(|p| p.to_string()).collect(),
+        })
+        .collect();
+    rig_of(configs, normal_s, critical_s, 1, Duration::from_secs(normal_s)).await
+}
+
+async fn rig_of(
+    configs: Vec<ServerConfig>,
+    normal_s: u64,
+    critical_s: u64,
+    recover_after: u32,
+    first: Duration,
+) -> Rig {
+    let rules = Rules::new(
+        vec![
+            Level::new("normal", Duration::from_secs(normal_s)),
+            Level::new("critical", Duration::from_secs(critical_s)),
+        ],
+        vec![],
+        recover_after,
+    );
+    rig_rules(configs, rules, first).await
+}
+
+async fn rig_rules(configs: Vec<ServerConfig>, rules: Rules, first: Duration) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("t.db").display());
     let (store, writer) = std::thread::spawn(move || {
@@ -143,18 +188,6 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
     })
     .join()
     .unwrap();
-    let rules = Rules::new(
-        vec![
-            Level::new("normal", Duration::from_secs(normal_s)),
-            Level::new("critical", Duration::from_secs(critical_s)),
-        ],
-        vec![],
-        recover_after,
-    );
-    let configs = names
-        .iter()
-        .map(|n| ServerConfig { name: n.to_string(), address: format!("http://{n}:7460"), token: None })
-        .collect();
     let script = Script::default();
     // 1_800_000_000 is a whole minute (and 10 s), so slots are easy to reason about.
     let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
@@ -164,6 +197,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
         clock: ClockPolicy { key: Some(SigningKey(Arc::new(test_key()))), max_skew: Duration::from_secs(2) },
         first_poll_within: first,
         holdings: None,
+        source: None,
     };
     let fleet = Arc::new(Fleet::new(configs, vec![], rules, Arc::new(script.clone()), writer, options));
     let events = fleet.subscribe();
@@ -176,7 +210,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
 /// rules, `stored` rows and `script`'s replies.
 fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer) -> Fleet {
     Fleet::new(
-        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
+        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, parents: vec![] }],
         stored,
         r.fleet.rules().clone(),
         Arc::new(script),
@@ -187,6 +221,7 @@ fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer)
             clock: ClockPolicy { key: None, max_skew: Duration::from_secs(2) },
             first_poll_within: Duration::from_secs(30),
             holdings: None,
+            source: None,
         },
     )
 }
@@ -196,7 +231,7 @@ fn gaps(calls: &[Instant]) -> Vec<u64> {
 }
 
 fn level(r: &Rig, name: &str) -> String {
-    r.fleet.summary(r.fleet.get(name).unwrap()).facts.level
+    r.fleet.summary(&r.fleet.get(name).unwrap()).facts.level
 }
 
 #[tokio::test(start_paused = true)]
@@ -208,7 +243,7 @@ async fn a_failing_server_escalates_at_once_and_is_polled_at_the_critical_interv
 
     r.script.set("mail-01", Act::Fail(PollError::Refused("connection refused".into())));
     tokio::time::sleep(Duration::from_secs(95)).await;
-    let s = r.fleet.summary(r.fleet.get("mail-01").unwrap());
+    let s = r.fleet.summary(&r.fleet.get("mail-01").unwrap());
     assert_eq!((s.facts.level.as_str(), s.facts.state), ("critical", ServerState::Unreachable));
     assert_eq!(s.facts.deficiencies[0].source, "poll:refused");
     let calls = r.script.calls("mail-01");
@@ -339,7 +374,7 @@ async fn new_servers_are_first_polled_within_first_poll_within_spread_evenly() {
     }
     // The next poll each answered is in the future, at its normal slot.
     let now = r.fleet.timebase.wall_now();
-    for s in r.fleet.servers() {
+    for s in r.fleet.servers().iter() {
         let next = s.summary().next_poll_at.expect("a next poll");
         assert!(next > now, "{}: next poll {next} not after {now}", s.config.name);
     }
@@ -398,7 +433,7 @@ async fn a_restart_resumes_levels_from_the_store() {
     })
     .await;
     let fleet = restarted(&r, stored, Script::default(), r.fleet.writer().clone());
-    let s = fleet.summary(fleet.get("s").unwrap());
+    let s = fleet.summary(&fleet.get("s").unwrap());
     assert_eq!((s.facts.level.as_str(), s.facts.state), ("critical", ServerState::Deficient));
     assert_eq!(s.facts.deficiencies[0].source, "service:mta");
 }
@@ -416,7 +451,7 @@ async fn a_drifted_clock_is_ordered_back_and_the_next_poll_verifies_it() {
     // A stepped correction is verified within seconds, not at the next slot: the offset
     // shown is a measured one.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let offset = r.fleet.summary(r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap();
+    let offset = r.fleet.summary(&r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap();
     assert!(offset.abs() < 50.0, "offset shown {offset} ms after the verification poll");
     assert_eq!(r.script.calls("s").len(), 2, "one verification poll");
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -438,7 +473,7 @@ async fn skew_within_max_clock_skew_is_left_alone() {
     *r.script.offset_ms.lock().unwrap() = 1_500.0;
     tokio::time::sleep(Duration::from_secs(130)).await;
     assert!(r.script.orders.lock().unwrap().is_empty());
-    assert!((r.fleet.summary(r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
+    assert!((r.fleet.summary(&r.fleet.get("s").unwrap()).facts.clock_offset_ms.unwrap() - 1_500.0).abs() < 50.0);
     r.stop.cancel();
 }
 
@@ -488,8 +523,8 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
     let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
     let stored = on_store(async move { store.load_servers().await.unwrap() }).await;
     let fleet = restarted(&r, stored, r.script.clone(), writer.clone());
-    assert!(fleet.detail(fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
-    fleet.poll_now(fleet.get("s").unwrap()).await;
+    assert!(fleet.detail(&fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
+    fleet.poll_now(&fleet.get("s").unwrap()).await;
     assert_eq!(stored_compilations(&writer, &r.store, "s").await, 2, "the same substance after a restart");
 }
 
@@ -500,7 +535,7 @@ async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
     let script = Script::default();
     *script.offset_ms.lock().unwrap() = 45_000.0;
     let fleet = restarted(&r, vec![], script.clone(), r.fleet.writer().clone());
-    let s = fleet.poll_now(fleet.get("s").unwrap()).await;
+    let s = fleet.poll_now(&fleet.get("s").unwrap()).await;
     assert_eq!(s.facts.state, ServerState::Deficient);
     let d = &s.facts.deficiencies[0];
     assert_eq!((d.source.as_str(), d.severity), ("clock:skew", Severity::Warning));
@@ -508,7 +543,7 @@ async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
     assert!(script.orders.lock().unwrap().is_empty(), "no key, no order");
     // Back within the skew: the deficiency goes.
     *script.offset_ms.lock().unwrap() = 0.0;
-    let s = fleet.poll_now(fleet.get("s").unwrap()).await;
+    let s = fleet.poll_now(&fleet.get("s").unwrap()).await;
     assert_eq!((s.facts.state, s.facts.deficiencies.len()), (ServerState::Ok, 0));
 }
 
@@ -518,8 +553,192 @@ async fn a_refused_order_leaves_a_deficiency_naming_the_refusal() {
     *r.script.offset_ms.lock().unwrap() = 45_000.0;
     *r.script.refuse.lock().unwrap() = true;
     tokio::time::sleep(Duration::from_secs(61 + 10)).await;
-    let s = r.fleet.summary(r.fleet.get("s").unwrap());
+    let s = r.fleet.summary(&r.fleet.get("s").unwrap());
     let d = s.facts.deficiencies.iter().find(|d| d.source == "clock:skew").expect("a clock:skew deficiency");
     assert!(d.summary.contains("refused") && d.summary.contains("max_clock_step"), "{}", d.summary);
+    r.stop.cancel();
+}
+
+fn summary(r: &Rig, name: &str) -> ServerSummary {
+    r.fleet.summary(&r.fleet.get(name).unwrap())
+}
+
+fn transitions_of(events: &mut broadcast::Receiver<FleetEvent>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let FleetEvent::Transition { server, transition } = e {
+            out.push(format!("{server}: {} -> {}", transition.from, transition.to));
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn children_behind_an_unreachable_parent_move_no_level_and_are_counted_by_it() {
+    let kids: &[&str] = &["router"];
+    let mut r = rig_parents(&[("router", &[]), ("web-1", kids), ("web-2", kids), ("web-3", kids)], 60, 10).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    // The segment goes away: the router and everything behind it stop answering.
+    for n in ["router", "web-1", "web-2", "web-3"] {
+        r.script.set(n, Act::Fail(PollError::Refused("connection refused".into())));
+    }
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let router = summary(&r, "router");
+    assert_eq!((router.facts.level.as_str(), router.facts.state), ("critical", ServerState::Unreachable));
+    assert_eq!(router.servers_behind, 3);
+    for n in ["web-1", "web-2", "web-3"] {
+        let s = summary(&r, n);
+        assert_eq!(s.facts.state, ServerState::Unreachable, "{n}");
+        assert_eq!(s.facts.behind.as_deref(), Some("router"), "{n}");
+        assert_eq!(s.facts.level, "normal", "{n}: no level moves for being behind");
+    }
+    assert_eq!(transitions_of(&mut r.events), ["router: normal -> critical"]);
+
+    // The router answers again: its children are polled at once, not at their next slot.
+    for n in ["router", "web-1", "web-2", "web-3"] {
+        r.script.set(n, Act::Answer(vec![]));
+    }
+    let before: Vec<usize> = ["web-1", "web-2", "web-3"].iter().map(|n| r.script.calls(n).len()).collect();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let router_back = *r.script.calls("router").last().unwrap();
+    for (i, n) in ["web-1", "web-2", "web-3"].iter().enumerate() {
+        let calls = r.script.calls(n);
+        assert_eq!(calls.len(), before[i] + 1, "{n} polled once more");
+        assert!(calls.last().unwrap().duration_since(router_back) < Duration::from_millis(10), "{n} polled at once");
+        let s = summary(&r, n);
+        assert_eq!((s.facts.state, s.facts.behind.as_deref()), (ServerState::Ok, None), "{n}");
+    }
+    assert_eq!(summary(&r, "router").servers_behind, 0);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_that_fails_while_its_parent_answers_has_its_own_problem() {
+    let mut r = rig_parents(&[("router", &[]), ("web-1", &["router"])], 60, 10).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    r.script.set("web-1", Act::Fail(PollError::Refused("connection refused".into())));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let s = summary(&r, "web-1");
+    assert_eq!((s.facts.level.as_str(), s.facts.behind.as_deref()), ("critical", None));
+    assert_eq!(transitions_of(&mut r.events), ["web-1: normal -> critical"]);
+    // Its parent was asked at once (reachability is judged at the poll), and answered.
+    assert!(r.script.calls("router").len() >= 2);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ack_silences_the_problem_it_saw_and_ends_when_it_gets_worse() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let server = r.fleet.get("s").unwrap().clone();
+    let e = r.fleet.acknowledge(&server, "ops", "x").await.unwrap_err();
+    assert_eq!(e.to_string(), "s has no problem to acknowledge (state ok, no deficiencies)");
+
+    r.script.set("s", Act::Answer(vec![critical("service:smtp")]));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let ack = r.fleet.acknowledge(&server, "ops", "on it").await.unwrap();
+    assert_eq!((ack.sources.as_slice(), ack.level.as_str()), (&["service:smtp".to_string()][..], "critical"));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(summary(&r, "s").facts.ack.as_ref().map(|a| a.comment.as_str()), Some("on it"), "same problem");
+
+    r.script.set("s", Act::Answer(vec![critical("service:smtp"), critical("service:imap")]));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(summary(&r, "s").facts.ack, None, "a new deficiency source ends it");
+    let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
+    let stored = on_store(async move {
+        writer.flush().await.unwrap();
+        store.load_servers().await.unwrap()
+    })
+    .await;
+    assert_eq!(stored[0].facts.ack, None, "its end is stored");
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_adds_removes_and_restarts_servers_and_leaves_the_others_alone() {
+    let r = rig_with(&["gone", "steady", "moved"], 60, 10, 1, Duration::from_secs(5)).await;
+    r.script.set("steady", Act::Fail(PollError::Refused("connection refused".into())));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let before = summary(&r, "steady");
+    assert_eq!(before.facts.level, "critical");
+    let steady = r.fleet.get("steady").unwrap();
+
+    let config = |name: &str, address: &str| ServerConfig {
+        name: name.into(),
+        address: address.into(),
+        token: None,
+        parents: vec![],
+    };
+    let report = r.fleet.reload(vec![
+        config("steady", "http://steady:7460"),
+        config("moved", "http://moved-elsewhere:7460"),
+        config("new", "http://new:7460"),
+    ]);
+    assert_eq!(
+        report,
+        ReloadReport {
+            added: vec!["new".into()],
+            removed: vec!["gone".into()],
+            changed: vec!["moved".into()],
+            unchanged: 1,
+            restart_needed: vec![],
+        }
+    );
+    // The untouched server is the same one: level, state and next poll as they were.
+    assert!(Arc::ptr_eq(&steady, &r.fleet.get("steady").unwrap()));
+    let after = summary(&r, "steady");
+    assert_eq!((after.facts.level.as_str(), after.next_poll_at), ("critical", before.next_poll_at));
+    assert!(r.fleet.get("gone").is_none());
+    assert_eq!(summary(&r, "moved").facts.address, "http://moved-elsewhere:7460");
+
+    let gone_calls = r.script.calls("gone").len();
+    let moved_calls = r.script.calls("moved").len();
+    let added_at = Instant::now();
+    // first_poll_within = 5 s: a slot at exactly +5 s is polled just after it.
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let new_calls = r.script.calls("new");
+    assert_eq!(new_calls.len(), 1, "the new server is polled within first_poll_within");
+    assert!(new_calls[0] - added_at <= Duration::from_secs(5));
+    assert_eq!(r.script.calls("moved").len(), moved_calls + 1, "the changed server's loop restarted: polled soon");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(r.script.calls("gone").len(), gone_calls, "a removed server is no longer polled");
+    let names: Vec<String> = r.fleet.servers().iter().map(|s| s.config.name.clone()).collect();
+    assert_eq!(names, ["steady", "moved", "new"]);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn deficient_for_escalate_after_at_a_level_moves_up_one_and_stays_until_clean() {
+    let warning =
+        Level { escalate_after: Some(Duration::from_secs(120)), ..Level::new("warning", Duration::from_secs(30)) };
+    let rules = Rules::new(
+        vec![Level::new("normal", Duration::from_secs(60)), warning, Level::new("critical", Duration::from_secs(10))],
+        vec![crate::levels::Rule { source: "service:*".into(), severity: None, level: 1 }],
+        1,
+    );
+    let config = ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, parents: vec![] };
+    let mut r = rig_rules(vec![config], rules, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    r.script.set("s", Act::Answer(vec![critical("service:disk-report")]));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(level(&r, "s"), "warning");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(level(&r, "s"), "warning", "deficient for less than 2m at warning");
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(level(&r, "s"), "critical", "deficient for 2m at warning");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(level(&r, "s"), "critical", "an escalation holds while the server is deficient");
+    r.script.set("s", Act::Answer(vec![]));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(level(&r, "s"), "normal", "moving down is unchanged: clean, back to normal");
+    let t = transitions_of(&mut r.events);
+    assert_eq!(t, ["s: normal -> warning", "s: warning -> critical", "s: critical -> normal"]);
+    let (writer, store) = (r.fleet.writer().clone(), r.store.clone());
+    let h = on_store(async move {
+        writer.flush().await.unwrap();
+        store.history("s", 10).await.unwrap()
+    })
+    .await;
+    assert_eq!(h.transitions[1].reason, "deficient for 2m at warning");
     r.stop.cancel();
 }

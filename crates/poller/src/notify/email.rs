@@ -1,4 +1,5 @@
-//! The email channel: one plain-text message per notice over SMTP (lettre, rustls).
+//! The email channel: one plain-text message per notice over SMTP (lettre, rustls); its
+//! body from `template_file`, or the default template ([`super::template`]).
 //!
 //! Rules it keeps: `security = "starttls"` (the default) requires STARTTLS and fails
 //! rather than send in clear; `"tls"` is TLS from the first byte; `"none"` is for loopback
@@ -18,6 +19,8 @@ pub struct Email {
     transport: Result<AsyncSmtpTransport<Tokio1Executor>, String>,
     from: String,
     to: Vec<String>,
+    /// The body's template (`template_file`); the default one when `None`.
+    template: Option<Result<super::template::Template, String>>,
 }
 
 impl Email {
@@ -39,7 +42,8 @@ impl Email {
             }
             Ok(b.build())
         })();
-        Email { transport, from: c.from.clone(), to: c.to.clone() }
+        let template = c.template.as_ref().map(|(name, text)| super::template::Template::compile(name, text));
+        Email { transport, from: c.from.clone(), to: c.to.clone(), template }
     }
 
     pub async fn deliver(&self, n: &Notice) -> Result<(), DeliveryError> {
@@ -59,7 +63,11 @@ impl Email {
         for t in &self.to {
             b = b.to(t.parse().map_err(|e| DeliveryError(format!("to {t:?}: {e}")))?);
         }
-        let msg = b.body(super::describe(n)).map_err(|e| DeliveryError(format!("cannot build the message: {e}")))?;
+        let body = match &self.template {
+            None => super::describe(n),
+            Some(t) => t.as_ref().map_err(|e| DeliveryError(e.clone()))?.render(n).map_err(DeliveryError)?,
+        };
+        let msg = b.body(body).map_err(|e| DeliveryError(format!("cannot build the message: {e}")))?;
         transport.send(msg).await.map_err(|e| DeliveryError(format!("SMTP: {e}")))?;
         Ok(())
     }

@@ -18,7 +18,9 @@
 
 pub mod alertmanager;
 pub mod damping;
+pub mod downtimes;
 pub mod email;
+pub mod template;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -36,9 +38,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{NotifyConfig, NotifyKind};
 use crate::fleet::FleetEvent;
-use crate::model::{ClockCorrectionRow, ServerState};
+use crate::model::{Ack, ClockCorrectionRow, Downtime, ServerState};
 use crate::store::SharedStore;
 pub use damping::{Condition, Damping, Memory, NoticeKind};
+pub use downtimes::Downtimes;
 
 /// One thing to tell about one server. Webhooks receive exactly this as JSON.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -60,6 +63,18 @@ pub struct Notice {
     pub clock: Option<ClockCorrectionRow>,
     /// One line for people: subject of the email, summary of the alert.
     pub summary: String,
+    /// Since when the server has been other than fine, as far as this poller has seen it
+    /// (`null` when fine).
+    pub deficient_since: Option<DateTime<Utc>>,
+    /// The acknowledgement in force, if any (a notice that ends one has none).
+    pub ack: Option<Ack>,
+    /// The downtime that just ended, for the one notice sent when a server is still not
+    /// fine at the end of its downtime.
+    pub downtime: Option<Downtime>,
+    /// The server's dashboard page (`public_url` + `/servers/NAME`), when `public_url` is set.
+    pub url: Option<String>,
+    /// How many servers are unreachable behind this one (their own notices are not sent).
+    pub servers_behind: u32,
 }
 
 impl Notice {
@@ -124,6 +139,7 @@ struct Channel {
 pub struct Notifier {
     channels: Vec<Arc<Channel>>,
     status_events: broadcast::Sender<ChannelStatus>,
+    downtimes: Arc<Downtimes>,
 }
 
 /// Where a notifier gets what it needs from the rest of the poller.
@@ -133,6 +149,8 @@ pub struct NotifierSetup {
     pub first_level: String,
     pub store: SharedStore,
     pub events: broadcast::Receiver<FleetEvent>,
+    /// The dashboard's address as people reach it (`public_url`), for links in notices.
+    pub public_url: Option<String>,
 }
 
 impl Notifier {
@@ -145,6 +163,7 @@ impl Notifier {
     ) -> Result<Arc<Notifier>, crate::store::StoreError> {
         let memory: HashMap<String, Memory> =
             setup.store.load_notify_memory().await?.into_iter().map(Memory::from_row).collect();
+        let downtimes = Arc::new(Downtimes::new(setup.store.open_downtimes().await?));
         let (status_events, _) = broadcast::channel(256);
         let mut channels = Vec::new();
         let mut queues = Vec::new();
@@ -163,7 +182,7 @@ impl Notifier {
             queues.push((ch.clone(), rx));
             channels.push(ch);
         }
-        let notifier = Arc::new(Notifier { channels, status_events });
+        let notifier = Arc::new(Notifier { channels, status_events, downtimes: downtimes.clone() });
         for (ch, rx) in queues {
             tracker.spawn(notifier.clone().deliver_loop(ch, rx, stop.clone()));
         }
@@ -175,6 +194,10 @@ impl Notifier {
             unsaved: HashMap::new(),
             reasons: HashMap::new(),
             notifier: notifier.clone(),
+            downtimes,
+            public_url: setup.public_url,
+            since: HashMap::new(),
+            silenced: HashMap::new(),
         };
         tracker.spawn(decider.run(setup.events, stop.clone()));
         Ok(notifier)
@@ -183,6 +206,11 @@ impl Notifier {
     /// Every channel's health now.
     pub fn channels(&self) -> Vec<ChannelStatus> {
         self.channels.iter().map(|c| c.status.lock().clone()).collect()
+    }
+
+    /// The downtimes in force or to come (the API adds and removes them here too).
+    pub fn downtimes(&self) -> &Arc<Downtimes> {
+        &self.downtimes
     }
 
     /// Channel health changes, for live views.
@@ -308,14 +336,37 @@ struct Decider {
     /// The reason of each server's latest level change, until its poll event tells it.
     reasons: HashMap<String, String>,
     notifier: Arc<Notifier>,
+    downtimes: Arc<Downtimes>,
+    public_url: Option<String>,
+    /// Since when each server that is not fine has been so (fine servers have no entry).
+    since: HashMap<String, DateTime<Utc>>,
+    /// The deficiencies of servers last seen during a downtime, for the notice at its end.
+    silenced: HashMap<String, Vec<Deficiency>>,
 }
 
 impl Decider {
     async fn run(mut self, mut events: broadcast::Receiver<FleetEvent>, stop: CancellationToken) {
+        // Downtimes that ended while the poller was stopped are handled at once.
+        self.end_downtimes().await;
         loop {
+            let next_end = self.downtimes.next_end();
+            let end = async {
+                match next_end {
+                    Some(t) => tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default()).await,
+                    None => std::future::pending().await,
+                }
+            };
             let event = tokio::select! {
                 _ = stop.cancelled() => return,
                 e = events.recv() => e,
+                _ = self.downtimes.changed.notified() => {
+                    self.end_downtimes().await;
+                    continue;
+                }
+                _ = end => {
+                    self.end_downtimes().await;
+                    continue;
+                }
             };
             match event {
                 Ok(e) => self.handle(e).await,
@@ -347,12 +398,18 @@ impl Decider {
                 }
             }
             FleetEvent::ClockCorrection { server, correction } => {
+                if let Some(d) = self.downtimes.covering(&server, correction.at) {
+                    tracing::info!(server = %server, downtime = d.id, outcome = %correction.outcome, "clock notice silenced: downtime");
+                    return;
+                }
                 let mem = self.memory.get(&server).cloned().unwrap_or_else(|| Memory::fresh(&self.first_level));
                 let summary = format!(
                     "{server}: clock {} (offset {:.1} ms, correction {:.1} ms): {}",
                     correction.outcome, correction.offset_ms, correction.correction_ms, correction.detail
                 );
                 let told = mem.told;
+                let deficient_since = self.since.get(&server).copied();
+                let url = self.url(&server);
                 self.notifier.enqueue(Notice {
                     kind: NoticeKind::Clock,
                     server,
@@ -365,9 +422,19 @@ impl Decider {
                     reason: None,
                     clock: Some(correction),
                     summary,
+                    deficient_since,
+                    ack: None,
+                    downtime: None,
+                    url,
+                    servers_behind: 0,
                 });
             }
             FleetEvent::Polled(s) => {
+                if let Some(parents) = &s.facts.behind {
+                    // Its parents' notices count it; its own failed polls tell nothing.
+                    tracing::debug!(server = %s.facts.name, behind = %parents, "unreachable behind its parents: nothing told");
+                    return;
+                }
                 let at = s.facts.last_poll_at.unwrap_or_else(Utc::now);
                 // Looked up before inserting: a poll of a known server allocates nothing here.
                 if !self.memory.contains_key(&s.facts.name) {
@@ -381,9 +448,32 @@ impl Decider {
                     self.unsaved.insert(s.facts.name.clone(), mem.to_row(&s.facts.name));
                     save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
                 }
+                let name = &s.facts.name;
+                if mem.told.is_fine(&self.first_level) {
+                    self.since.remove(name);
+                } else if !self.since.contains_key(name) {
+                    self.since.insert(name.clone(), at);
+                }
+                let downtime = self.downtimes.covering(name, at);
+                if downtime.is_some() {
+                    self.silenced.insert(name.clone(), s.facts.deficiencies.clone());
+                }
                 let Some(d) = decision else { return };
                 let told = mem.told.clone();
-                let summary = summary(d.kind, &s.facts.name, &told, &s.facts.deficiencies);
+                if let Some(dt) = downtime {
+                    tracing::info!(server = %name, kind = d.kind.as_str(), downtime = dt.id, "notice silenced: downtime");
+                    return;
+                }
+                if let Some(ack) = &s.facts.ack {
+                    tracing::info!(server = %name, kind = d.kind.as_str(), by = %ack.by, "notice silenced: acknowledged");
+                    return;
+                }
+                let mut summary = summary(d.kind, &s.facts.name, &told, &s.facts.deficiencies);
+                if s.servers_behind > 0 {
+                    summary += &format!(" ({} behind it)", servers_count(s.servers_behind));
+                }
+                let deficient_since = self.since.get(name).copied();
+                let url = self.url(name);
                 self.notifier.enqueue(Notice {
                     kind: d.kind,
                     server: s.facts.name.clone(),
@@ -396,6 +486,72 @@ impl Decider {
                     reason,
                     clock: None,
                     summary,
+                    deficient_since,
+                    ack: s.facts.ack.map(|a| *a),
+                    downtime: None,
+                    url,
+                    servers_behind: s.servers_behind,
+                });
+            }
+        }
+    }
+
+    /// The dashboard page of `server`, when `public_url` is set.
+    fn url(&self, server: &str) -> Option<String> {
+        self.public_url.as_ref().map(|u| format!("{}/servers/{server}", u.trim_end_matches('/')))
+    }
+
+    /// Handles every downtime that ended (or was removed) by now: for each server it
+    /// covered that is still not fine and no other downtime covers, one notice. A natural
+    /// end is closed in the store first, so a restart never handles it again.
+    async fn end_downtimes(&mut self) {
+        let now = Utc::now();
+        for (d, removed) in self.downtimes.take_ended(now) {
+            if !removed {
+                match self.store.close_downtime(d.id).await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => continue, // closed already: removed meanwhile
+                    Err(e) => {
+                        tracing::error!(downtime = d.id, error = %e, "cannot close an ended downtime; its end notices are sent anyway");
+                    }
+                }
+            }
+            tracing::info!(downtime = d.id, server = %d.server, removed, "downtime ended");
+            let mut servers: Vec<String> =
+                self.memory.keys().filter(|name| crate::levels::glob_match(&d.server, name)).cloned().collect();
+            servers.sort();
+            for name in servers {
+                let deficiencies = self.silenced.remove(&name).unwrap_or_default();
+                if self.downtimes.covering(&name, now).is_some() {
+                    continue;
+                }
+                let Some(mem) = self.memory.get(&name) else { continue };
+                let told = mem.told.clone();
+                if told.is_fine(&self.first_level) {
+                    continue;
+                }
+                let summary = format!(
+                    "{} (downtime {} ended)",
+                    summary(NoticeKind::Problem, &name, &told, &deficiencies),
+                    if removed { "removed and so" } else { "has" }
+                );
+                self.notifier.enqueue(Notice {
+                    kind: NoticeKind::Problem,
+                    server: name.clone(),
+                    at: now,
+                    level: told.level.clone(),
+                    state: told.state,
+                    flapping: told.flapping,
+                    previous: told,
+                    deficiencies,
+                    reason: Some(format!("still not fine when the downtime ended ({})", d.comment)),
+                    clock: None,
+                    summary,
+                    deficient_since: self.since.get(&name).copied(),
+                    ack: None,
+                    downtime: Some(d.clone()),
+                    url: self.url(&name),
+                    servers_behind: 0,
                 });
             }
         }
@@ -419,6 +575,15 @@ async fn save_unsaved(store: &dyn crate::store::Store, unsaved: &mut HashMap<Str
     }
 }
 
+/// "1 server", "3 servers".
+fn servers_count(n: u32) -> String {
+    if n == 1 {
+        "1 server".into()
+    } else {
+        format!("{n} servers")
+    }
+}
+
 fn summary(kind: NoticeKind, server: &str, c: &Condition, deficiencies: &[Deficiency]) -> String {
     let what: Vec<&str> = deficiencies.iter().map(|d| d.source.as_str()).collect();
     let what = if what.is_empty() { String::new() } else { format!(": {}", what.join(", ")) };
@@ -432,30 +597,25 @@ fn summary(kind: NoticeKind, server: &str, c: &Condition, deficiencies: &[Defici
     }
 }
 
-/// Everything a delivery needs to say in plain text (email body, alert description).
+/// A length of time as people say it: `45s`, `12m`, `3h 5m`, `2d 4h`.
+pub fn for_how_long(d: chrono::TimeDelta) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// Everything a delivery needs to say in plain text (email body, alert description): the
+/// default template ([`template::DEFAULT`]) rendered.
 pub fn describe(n: &Notice) -> String {
-    let mut out =
-        format!("{}\n\nServer:   {}\nKind:     {}\nAt:       {}\n", n.summary, n.server, n.kind.as_str(), n.at);
-    out += &format!(
-        "Now:      level {}, state {}{}\n",
-        n.level,
-        n.state.as_str(),
-        if n.flapping { ", flapping" } else { "" }
-    );
-    out += &format!("Before:   level {}, state {}\n", n.previous.level, n.previous.state.as_str());
-    if let Some(r) = &n.reason {
-        out += &format!("Why:      {r}\n");
-    }
-    for d in &n.deficiencies {
-        out += &format!("- {} ({}): {}\n", d.source, d.severity.as_str(), d.summary);
-    }
-    if let Some(c) = &n.clock {
-        out += &format!(
-            "Clock:    {} (offset {:.1} ms, correction {:.1} ms) {}\n",
-            c.outcome, c.offset_ms, c.correction_ms, c.detail
-        );
-    }
-    out
+    static DEFAULT: std::sync::OnceLock<template::Template> = std::sync::OnceLock::new();
+    DEFAULT.get_or_init(template::Template::default_body).render(n).unwrap_or_else(|e| {
+        tracing::error!(server = %n.server, error = %e, "the default notice template failed; the summary is sent alone");
+        n.summary.clone()
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The webhook channel: each notice POSTed as JSON (the [`Notice`] shape) to one URL.
+//! The webhook channel: each notice POSTed as JSON (the [`Notice`] shape) to one URL, or
+//! with `template_file` the body that template renders (a chat service's own JSON).
 //!
 //! Rules it keeps: any 2xx answer is delivery; anything else (other status, no answer) is
 //! a failure the notifier retries; the receiver's answer body is read only to name the
@@ -15,6 +16,9 @@ pub struct Webhook {
     client: reqwest::Client,
     url: String,
     token: Option<rollcall_config::Secret>,
+    /// With `template_file`: the body is this template rendered (JSON the receiver wants,
+    /// e.g. `{"text": {{ summary | tojson }}}`), instead of the notice itself.
+    template: Option<Result<super::template::Template, String>>,
 }
 
 /// One HTTP client for a notification channel: no redirects, its own user agent.
@@ -35,7 +39,19 @@ pub async fn post_json<T: serde::Serialize + ?Sized>(
     token: Option<&rollcall_config::Secret>,
     body: &T,
 ) -> Result<(), DeliveryError> {
-    let mut req = client.post(url).json(body);
+    let body = serde_json::to_vec(body).map_err(|e| DeliveryError(format!("cannot encode the notice: {e}")))?;
+    post(client, url, token, body).await
+}
+
+/// Sends `body` (JSON already) with `Content-Type: application/json`; Ok on 2xx, else
+/// the status and the start of the answer.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&rollcall_config::Secret>,
+    body: impl Into<reqwest::Body>,
+) -> Result<(), DeliveryError> {
+    let mut req = client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t.expose());
     }
@@ -61,10 +77,15 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Webhook {
     pub fn new(config: &NotifyConfig) -> Webhook {
-        Webhook { client: client(config), url: config.url.clone(), token: config.token.clone() }
+        let template = config.template.as_ref().map(|(name, text)| super::template::Template::compile(name, text));
+        Webhook { client: client(config), url: config.url.clone(), token: config.token.clone(), template }
     }
 
     pub async fn deliver(&self, notice: &Notice) -> Result<(), DeliveryError> {
-        post_json(&self.client, &self.url, self.token.as_ref(), notice).await
+        let Some(template) = &self.template else {
+            return post_json(&self.client, &self.url, self.token.as_ref(), notice).await;
+        };
+        let body = template.as_ref().map_err(|e| DeliveryError(e.clone()))?.render(notice).map_err(DeliveryError)?;
+        post(&self.client, &self.url, self.token.as_ref(), body).await
     }
 }

@@ -5,16 +5,19 @@
 //!   batch changed them (a record that changes nothing but time, offset and delay leaves
 //!   them to its poll row, from which the store reads them back).
 //! - Rows keep the order the polls finished in, so each server's poll chain and history
-//!   stay in time order.
+//!   stay in time order; acknowledgement changes keep their order too (a set and its
+//!   end in one batch are applied in turn).
 //! - [`Batch::shed`] drops only history that can be spared, oldest first: poll rows and
-//!   compilations in the history. Facts, transitions and clock corrections are never
-//!   dropped.
+//!   compilations in the history. Facts, transitions, clock corrections, acknowledgements
+//!   and operator actions are never dropped.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerFacts, TransitionRow};
+use crate::model::{
+    AckChange, ActionRow, ChangedCompilation, ClockCorrectionRow, PollRecord, PollRow, ServerFacts, TransitionRow,
+};
 
 /// Poll results to write together. Each row is `(server, row)`.
 #[derive(Debug, Default, Clone)]
@@ -26,6 +29,10 @@ pub struct Batch {
     pub clock_corrections: Vec<(String, ClockCorrectionRow)>,
     /// Compilations that changed in substance, with the poll's time.
     pub compilations: Vec<(String, DateTime<Utc>, ChangedCompilation)>,
+    /// Acknowledgements set and ended, in the order they happened.
+    pub acks: Vec<(String, AckChange)>,
+    /// Operator actions (the audit trail).
+    pub actions: Vec<(String, ActionRow)>,
     /// Where each server's facts are in `facts`.
     facts_at: HashMap<String, usize>,
 }
@@ -65,6 +72,16 @@ impl Batch {
         self.polls.push((name, poll));
     }
 
+    /// Adds an acknowledgement set or ended.
+    pub fn push_ack(&mut self, server: String, change: AckChange) {
+        self.acks.push((server, change));
+    }
+
+    /// Adds an operator action.
+    pub fn push_action(&mut self, server: String, action: ActionRow) {
+        self.actions.push((server, action));
+    }
+
     /// Nothing to write.
     pub fn is_empty(&self) -> bool {
         self.facts.is_empty()
@@ -72,6 +89,8 @@ impl Batch {
             && self.transitions.is_empty()
             && self.clock_corrections.is_empty()
             && self.compilations.is_empty()
+            && self.acks.is_empty()
+            && self.actions.is_empty()
     }
 
     /// Rows of every kind, for logs and `/metrics`.
@@ -81,6 +100,8 @@ impl Batch {
             + self.transitions.len()
             + self.clock_corrections.len()
             + self.compilations.len()
+            + self.acks.len()
+            + self.actions.len()
     }
 
     /// Poll rows waiting.
@@ -122,6 +143,8 @@ impl Batch {
         self.transitions.clear();
         self.clock_corrections.clear();
         self.compilations.clear();
+        self.acks.clear();
+        self.actions.clear();
     }
 }
 

@@ -97,7 +97,38 @@ pub const TABLES: &[Table] = &[
         key: "id",
         columns: &[("id", Int), ("server", Text), ("at", Int), ("hash", Int), ("body", Text)],
     },
+    Table {
+        name: "operator_actions",
+        key: "id",
+        columns: &[("id", Int), ("server", Text), ("at", Int), ("by_name", Text), ("action", Text), ("detail", Text)],
+    },
+    Table {
+        name: "downtimes",
+        key: "id",
+        columns: &[
+            ("id", Int),
+            ("server", Text),
+            ("starts_at", Int),
+            ("ends_at", Int),
+            ("comment", Text),
+            ("created_by", Text),
+            ("created_at", Int),
+            ("closed", Bool),
+        ],
+    },
     Table { name: "latest_compilations", key: "server", columns: &[("server", Text), ("body", Text)] },
+    Table {
+        name: "acks",
+        key: "server",
+        columns: &[
+            ("server", Text),
+            ("by_name", Text),
+            ("at", Int),
+            ("comment", Text),
+            ("level", Text),
+            ("sources", Text),
+        ],
+    },
     Table {
         name: "servers",
         key: "name",
@@ -112,6 +143,8 @@ pub const TABLES: &[Table] = &[
             ("last_error", Text),
             ("clock_offset_ms", Real),
             ("rtt_ms", Real),
+            ("level_since", Int),
+            ("escalated", Bool),
         ],
     },
     Table {

@@ -1,5 +1,6 @@
 //! The storage API: what the poller keeps (servers' facts, their latest compilation, poll,
-//! transition and clock-correction history, what notifications told) behind one trait,
+//! transition and clock-correction history, what notifications told, acknowledgements,
+//! downtimes and the operator actions of the audit trail) behind one trait,
 //! [`Store`], with one module per backend, each with its own migrations
 //! (`crates/poller/migrations/<backend>`): SQLite ([`sqlite`], the default for one poller)
 //! and PostgreSQL ([`postgres`], for sites that run it and for several pollers).
@@ -7,10 +8,13 @@
 //! Rules it keeps:
 //! - Callers (the writer, API, dashboard, notifier, pruner) see [`Store`] and the plain row
 //!   types of [`crate::model`], never a backend's types.
-//! - Poll results reach a backend only through the [`Writer`], which owns what is stored:
+//! - Poll results, acknowledgements and operator actions reach a backend only through the
+//!   [`Writer`], which owns what is stored:
 //!   it batches records into one transaction per burst, keeps a failed batch and retries
 //!   it, and sheds only poll rows and compilation history under a long fault (see
 //!   [`batch::Batch`]).
+//! - Downtimes are written by the API directly (an operator waits for the id), and read
+//!   back whole at start-up: few rows, rarely changed.
 //! - Every backend passes the same test suite (`suite`), unchanged.
 //! - History stays bounded: compilations are kept when they change in substance, and
 //!   rows older than `[retention]` are pruned hourly ([`spawn_pruner`]).
@@ -22,7 +26,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{History, NotifyRow, StoredServer};
+use crate::model::{Downtime, History, NotifyRow, StoredServer};
 
 pub mod batch;
 pub mod copy;
@@ -89,8 +93,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Compilations of `server` in the history (changes only), newest first: `(at, body)`.
     async fn compilations(&self, server: &str, limit: u32) -> Result<Vec<(DateTime<Utc>, String)>, StoreError>;
 
-    /// Polls, transitions and clock corrections of `server`, each newest first, at most
-    /// `limit` of each.
+    /// Polls, transitions, clock corrections and operator actions of `server`, each newest
+    /// first, at most `limit` of each.
     async fn history(&self, server: &str, limit: u32) -> Result<History, StoreError>;
 
     /// Deletes history older than `retention` at `now`; each server's newest compilation
@@ -146,6 +150,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         let _ = (node, servers);
         Err(StoreError::NotShared)
     }
+    /// Stores a new downtime; answers it with its `id` (the `id` given is ignored).
+    async fn add_downtime(&self, downtime: &Downtime) -> Result<Downtime, StoreError>;
+
+    /// Every downtime not closed yet (current and future ones, and any whose end was not
+    /// handled yet), oldest id first.
+    async fn open_downtimes(&self) -> Result<Vec<Downtime>, StoreError>;
+
+    /// Closes a downtime (removed, or its end handled); answers it, or `None` when no open
+    /// downtime has this id.
+    async fn close_downtime(&self, id: i64) -> Result<Option<Downtime>, StoreError>;
 
     /// Closes the connections; pending reads finish first.
     async fn close(&self);
@@ -183,6 +197,7 @@ pub struct Pruned {
     pub compilations: u64,
     pub transitions: u64,
     pub clock_corrections: u64,
+    pub operator_actions: u64,
 }
 
 /// How often the pruner runs (and once at start-up).
@@ -204,6 +219,7 @@ pub fn spawn_pruner(store: SharedStore, retention: Retention, stop: Cancellation
                     compilations = p.compilations,
                     transitions = p.transitions,
                     clock_corrections = p.clock_corrections,
+                    operator_actions = p.operator_actions,
                     "pruned history beyond its retention"
                 ),
                 Err(e) => tracing::error!(error = %e, "cannot prune history"),

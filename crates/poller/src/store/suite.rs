@@ -7,8 +7,8 @@ use rollcall_protocol::{Deficiency, Severity};
 
 use super::{Batch, Retention, SharedStore, Writer};
 use crate::model::{
-    ChangedCompilation, ClockCorrectionRow, History, NotifyRow, PollRecord, PollRow, ServerFacts, ServerState,
-    TransitionRow,
+    Ack, AckChange, ActionRow, ChangedCompilation, ClockCorrectionRow, Downtime, History, NotifyRow, PollRecord,
+    PollRow, ServerFacts, ServerState, TransitionRow,
 };
 
 /// What a backend gives the suite.
@@ -54,6 +54,8 @@ macro_rules! store_suite {
             notification_memory_survives_reopening,
             writer_batches_and_flush_waits_for_everything_before_it,
             a_failed_write_is_kept_and_stored_once_the_store_works_again,
+            acks_and_operator_actions_survive_reopening_and_an_ended_ack_is_gone,
+            downtimes_survive_reopening_until_closed,
         );
     };
 }
@@ -283,4 +285,65 @@ pub(crate) async fn a_failed_write_is_kept_and_stored_once_the_store_works_again
     assert_eq!(writer.stats().pending.load(Relaxed), 0);
     drop(writer);
     task.await.unwrap();
+}
+
+fn ack(at_ms: i64, comment: &str) -> Ack {
+    Ack {
+        by: "ops".into(),
+        at: at(at_ms),
+        comment: comment.into(),
+        level: "critical".into(),
+        sources: vec!["poll:refused".into()],
+    }
+}
+
+pub(crate) async fn acks_and_operator_actions_survive_reopening_and_an_ended_ack_is_gone(h: &impl Harness) {
+    let store = h.open().await;
+    let mut b = batch([record("a", 1_000, "critical", true, None), record("b", 1_000, "critical", true, None)]);
+    b.push_ack("a".into(), AckChange::Set(ack(1_500, "on it")));
+    b.push_ack("b".into(), AckChange::Set(ack(1_500, "first")));
+    // An end of an older ack leaves the newer one alone; the end of the current one removes it.
+    b.push_ack("b".into(), AckChange::Set(ack(1_600, "second")));
+    b.push_ack("b".into(), AckChange::Ended { at: at(1_500) });
+    let action = ActionRow { at: at(1_500), by: "ops".into(), action: "ack".into(), detail: "on it".into() };
+    b.push_action("a".into(), action.clone());
+    store.write(&b).await.unwrap();
+    store.close().await;
+    let store = h.open().await;
+    let rows = store.load_servers().await.unwrap();
+    let acked = |n: &str| rows.iter().find(|r| r.facts.name == n).unwrap().facts.ack.clone().map(|a| *a);
+    assert_eq!(acked("a"), Some(ack(1_500, "on it")), "with what was acknowledged");
+    assert_eq!(acked("b"), Some(ack(1_600, "second")));
+    assert_eq!(store.history("a", 10).await.unwrap().actions, [action]);
+    assert!(store.history("b", 10).await.unwrap().actions.is_empty());
+
+    let mut b = Batch::default();
+    b.push_ack("a".into(), AckChange::Ended { at: at(1_500) });
+    store.write(&b).await.unwrap();
+    let rows = store.load_servers().await.unwrap();
+    assert_eq!(rows.iter().find(|r| r.facts.name == "a").unwrap().facts.ack, None);
+}
+
+pub(crate) async fn downtimes_survive_reopening_until_closed(h: &impl Harness) {
+    let store = h.open().await;
+    let new = |glob: &str| Downtime {
+        id: 0,
+        server: glob.into(),
+        starts_at: at(1_000),
+        ends_at: at(9_000),
+        comment: "kernel upgrade".into(),
+        by: "ops".into(),
+        created_at: at(500),
+    };
+    let web = store.add_downtime(&new("web-*")).await.unwrap();
+    let mail = store.add_downtime(&new("mail-0?")).await.unwrap();
+    assert_ne!(web.id, mail.id);
+    assert_eq!(Downtime { id: 0, ..web.clone() }, new("web-*"));
+    store.close().await;
+    let store = h.open().await;
+    assert_eq!(store.open_downtimes().await.unwrap(), [web.clone(), mail.clone()]);
+    assert_eq!(store.close_downtime(web.id).await.unwrap(), Some(web.clone()));
+    assert_eq!(store.close_downtime(web.id).await.unwrap(), None, "closed once");
+    assert_eq!(store.close_downtime(12_345).await.unwrap(), None);
+    assert_eq!(store.open_downtimes().await.unwrap(), [mail]);
 }

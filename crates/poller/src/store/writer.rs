@@ -8,7 +8,8 @@
 //!   ([`FIRST_RETRY`] to [`MAX_RETRY`]); new records join it meanwhile, so the fleet never
 //!   waits on a failing disk. Under a long fault only poll rows beyond [`MAX_PENDING_POLLS`]
 //!   and history compilations beyond [`MAX_PENDING_COMPILATIONS`] are dropped, oldest
-//!   first, and counted; facts, transitions and clock corrections are never dropped.
+//!   first, and counted; facts, transitions, clock corrections, acknowledgements and
+//!   operator actions are never dropped.
 //! - The fault is logged once when it starts and once when writes succeed again, and
 //!   counted in [`WriterStats`] (`/metrics`).
 //! - A flush answers `Ok` once everything recorded before it is written, or
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::{Batch, SharedStore, StoreError};
-use crate::model::PollRecord;
+use crate::model::{AckChange, ActionRow, PollRecord};
 
 /// Most records gathered into one transaction while the store works.
 pub const MAX_BATCH: usize = 8192;
@@ -61,6 +62,8 @@ pub struct WriterStats {
 
 enum Msg {
     Record(Box<PollRecord>),
+    Ack(String, AckChange),
+    Action(String, ActionRow),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -84,6 +87,16 @@ impl Writer {
     /// Queues one poll's results (waits only when the queue is full).
     pub async fn record(&self, rec: PollRecord) -> Result<(), StoreError> {
         self.tx.send(Msg::Record(Box::new(rec))).await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues an acknowledgement set or ended for `server`.
+    pub async fn record_ack(&self, server: &str, change: AckChange) -> Result<(), StoreError> {
+        self.tx.send(Msg::Ack(server.to_string(), change)).await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues an operator action on `server` (the audit trail).
+    pub async fn record_action(&self, server: &str, action: ActionRow) -> Result<(), StoreError> {
+        self.tx.send(Msg::Action(server.to_string(), action)).await.map_err(|_| StoreError::WriterGone)
     }
 
     /// Waits until everything recorded before this call is written; answers
@@ -151,6 +164,8 @@ impl Task {
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Record(r) => self.batch.push(*r),
+                Msg::Ack(server, change) => self.batch.push_ack(server, change),
+                Msg::Action(server, action) => self.batch.push_action(server, action),
                 Msg::Flush(w) => self.waiters.push(w),
             }
             if (self.fault.is_none() && self.batch.polls() >= MAX_BATCH) || !self.waiters.is_empty() {

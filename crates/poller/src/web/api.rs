@@ -1,17 +1,32 @@
-//! The JSON API of SPEC section 8, under `/api/v1`. Reads come from the fleet's live state
-//! (and the store for the latest compilation and history), never from the attendants.
+//! The JSON API of SPEC sections 8 and 13, under `/api/v1`. Reads come from the fleet's
+//! live state (and the store for the latest compilation and history), never from the
+//! attendants.
+//!
+//! Rules it keeps: every operator action (poll now, ack, downtime add and remove) is
+//! recorded in the audit trail with the name [`operator`] gives, for each server it
+//! concerns, and shows in that server's history; bad input is a 4xx JSON error naming
+//! the field.
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::Fleet;
-use crate::model::ServerSummary;
+use crate::model::{ActionRow, Downtime, ServerSummary};
+use crate::notify::downtimes;
 use crate::store::SharedStore;
+
+/// Who is asking: the API user's name, recorded with every operator action. Without API
+/// users every operator is `anonymous`; the authentication layer names its user here.
+pub fn operator(_headers: &HeaderMap) -> String {
+    "anonymous".to_string()
+}
 
 /// What the API handlers share.
 pub struct Api {
@@ -28,6 +43,36 @@ pub struct Api {
 }
 
 impl Api {
+    /// Records an operator action on `server` in the audit trail (through the store's
+    /// writer, so it is kept and retried like poll results) and logs it.
+    pub async fn audit(&self, server: &str, by: &str, action: &str, detail: String) {
+        tracing::info!(server, by, action, detail = %detail, "operator action");
+        let row = ActionRow { at: Utc::now(), by: by.to_string(), action: action.to_string(), detail };
+        if let Err(e) = self.fleet.writer().record_action(server, row).await {
+            tracing::error!(server, action, error = %e, "operator action not stored");
+        }
+    }
+
+    /// The configured servers a downtime's glob matches, in config order.
+    fn matching(&self, glob: &str) -> Vec<String> {
+        self.fleet
+            .servers()
+            .iter()
+            .map(|s| &s.config.name)
+            .filter(|n| crate::levels::glob_match(glob, n))
+            .cloned()
+            .collect()
+    }
+
+    fn view(&self, downtime: Downtime) -> DowntimeView {
+        let now = Utc::now();
+        DowntimeView {
+            active: downtime.starts_at <= now && now < downtime.ends_at,
+            servers: self.matching(&downtime.server),
+            downtime,
+        }
+    }
+
     /// The server as it stands and its latest compilation: the one received this run, or
     /// before the server's first answer the newest the store has.
     pub async fn latest(
@@ -76,10 +121,19 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Most history rows of each kind one request returns.
 pub const MAX_HISTORY: u32 = 1000;
 
-/// `GET` on a route that takes `POST`, or the other way round.
+/// A method the route does not take (`GET` on a route that takes `POST`...).
 pub(crate) async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    let allowed = if uri.path().ends_with("/poll") { "POST" } else { "GET" };
-    error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}: use {allowed}", uri.path()))
+    let path = uri.path();
+    let allowed = if path.ends_with("/poll") || path.ends_with("/ack") || path == "/api/v1/reload" {
+        "POST"
+    } else if path == "/api/v1/downtimes" {
+        "GET or POST"
+    } else if path.starts_with("/api/v1/downtimes/") {
+        "DELETE"
+    } else {
+        "GET"
+    };
+    error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}: use {allowed}"))
 }
 
 /// A path under /api/v1 that is no route.
@@ -111,7 +165,7 @@ pub(crate) async fn detail(State(api): State<Arc<Api>>, Path(name): Path<String>
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
-    let (summary, compilation) = match api.latest(server).await {
+    let (summary, compilation) = match api.latest(&server).await {
         Ok(both) => both,
         Err(e) => {
             tracing::error!(server = %name, error = %e, "cannot read the latest compilation");
@@ -124,7 +178,7 @@ pub(crate) async fn detail(State(api): State<Arc<Api>>, Path(name): Path<String>
 #[utoipa::path(get, path = "/api/v1/servers/{name}/history", tag = "servers",
     params(("name" = String, Path, description = "The server's name in poller.toml"), HistoryQuery),
     responses(
-        (status = 200, description = "Polls, level transitions and clock corrections, newest first", body = crate::model::History),
+        (status = 200, description = "Polls, level transitions, clock corrections and operator actions, newest first", body = crate::model::History),
         (status = 400, description = "The query is not understood (limit: 0 to 1000)", body = ApiError),
         (status = 404, description = "No such server", body = ApiError),
         (status = 500, description = "The store cannot be read", body = ApiError),
@@ -163,15 +217,214 @@ pub(crate) async fn history(
         (status = 200, description = "Polled now; the server as it now stands", body = ServerSummary),
         (status = 404, description = "No such server", body = ApiError),
         (status = 409, description = "Another poller node polls this server (ask that node)", body = ApiError)))]
-pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
+pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
-    if let Some(node) = api.fleet.polled_elsewhere(server) {
+    if let Some(node) = api.fleet.polled_elsewhere(&server) {
         // Two nodes must never poll one server at once (SPEC section 12).
         return error(StatusCode::CONFLICT, format!("{name} is polled by node {node}: ask that node to poll it now"));
     }
-    Json(api.fleet.poll_now(server).await).into_response()
+    api.audit(&name, &operator(&headers), "poll", "poll now".into()).await;
+    Json(api.fleet.poll_now(&server).await).into_response()
+}
+
+#[utoipa::path(post, path = "/api/v1/reload", tag = "hygiene",
+    responses(
+        (status = 200, description = "Reloaded: which servers were added, changed and removed", body = crate::fleet::ReloadReport),
+        (status = 400, description = "The new configuration is invalid (every problem named); the running one is kept", body = ApiError),
+        (status = 409, description = "The poller was not started from a config file", body = ApiError)))]
+pub(crate) async fn reload(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    let by = operator(&headers);
+    match api.fleet.reload_file().await {
+        Ok(report) => {
+            api.fleet.audit_reload(&report, &by).await;
+            Json(report).into_response()
+        }
+        Err(e @ crate::fleet::ReloadError::NoFile) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => {
+            tracing::error!(by, error = %e, "reload refused");
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
+/// `POST /api/v1/servers/{name}/ack`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Why, or who is on it: shown to everyone on call.
+    pub comment: String,
+}
+
+/// A JSON body the route cannot read: 400 with what serde said.
+fn bad_body(e: JsonRejection) -> Response {
+    error(e.status(), format!("the request body: {}", e.body_text()))
+}
+
+/// A comment's problem, if any: empty or too long.
+fn comment_problem(comment: &str) -> Option<String> {
+    if comment.trim().is_empty() {
+        Some("comment: say why or who is on it; it is shown to everyone on call".into())
+    } else if comment.chars().count() > downtimes::MAX_COMMENT {
+        Some(format!("comment: longer than {} characters", downtimes::MAX_COMMENT))
+    } else {
+        None
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/servers/{name}/ack", tag = "hygiene",
+    params(("name" = String, Path, description = "The server's name in poller.toml")),
+    request_body = AckRequest,
+    responses(
+        (status = 200, description = "Acknowledged: the server as it now stands, with its `ack`", body = ServerSummary),
+        (status = 400, description = "No comment, or a body that is not {\"comment\": \"...\"}", body = ApiError),
+        (status = 404, description = "No such server", body = ApiError),
+        (status = 409, description = "The server has no problem to acknowledge", body = ApiError)))]
+pub(crate) async fn ack(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<AckRequest>, JsonRejection>,
+) -> Response {
+    let Some(server) = api.fleet.get(&name) else {
+        return no_such(&name);
+    };
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return bad_body(e),
+    };
+    if let Some(p) = comment_problem(&req.comment) {
+        return error(StatusCode::BAD_REQUEST, p);
+    }
+    let by = operator(&headers);
+    match api.fleet.acknowledge(&server, &by, req.comment.trim()).await {
+        Ok(_) => {
+            api.audit(&name, &by, "ack", req.comment.trim().to_string()).await;
+            Json(api.fleet.summary(&server)).into_response()
+        }
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
+    }
+}
+
+/// `POST /api/v1/downtimes`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DowntimeRequest {
+    /// A glob over server names (`*` any run, `?` one character): `web-*`, `router-01`.
+    pub server: String,
+    /// RFC 3339; default now.
+    pub starts_at: Option<DateTime<Utc>>,
+    /// RFC 3339; after `starts_at` and in the future, at most 366 days after the start.
+    pub ends_at: DateTime<Utc>,
+    pub comment: String,
+}
+
+/// A downtime as the API shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DowntimeView {
+    #[serde(flatten)]
+    pub downtime: Downtime,
+    /// In force now.
+    pub active: bool,
+    /// The configured servers its glob matches now.
+    pub servers: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/downtimes", tag = "hygiene",
+    responses((status = 200, description = "Every downtime in force or to come, oldest first", body = [DowntimeView])))]
+pub(crate) async fn downtimes_list(State(api): State<Arc<Api>>) -> Json<Vec<DowntimeView>> {
+    Json(api.notifier.downtimes().list().into_iter().map(|d| api.view(d)).collect())
+}
+
+#[utoipa::path(post, path = "/api/v1/downtimes", tag = "hygiene",
+    request_body = DowntimeRequest,
+    responses(
+        (status = 201, description = "The downtime, with its id", body = DowntimeView),
+        (status = 400, description = "A bad glob, times that do not make a window in the future, no comment", body = ApiError),
+        (status = 500, description = "The store cannot write it", body = ApiError)))]
+pub(crate) async fn downtimes_add(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Json<DowntimeRequest>, JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(r)) => r,
+        Err(e) => return bad_body(e),
+    };
+    let now = Utc::now();
+    let starts_at = req.starts_at.unwrap_or(now);
+    if let Some(p) = downtimes::problem(&req.server, starts_at, req.ends_at, &req.comment, now) {
+        return error(StatusCode::BAD_REQUEST, p);
+    }
+    let by = operator(&headers);
+    let new = Downtime {
+        id: 0,
+        server: req.server.clone(),
+        starts_at,
+        ends_at: req.ends_at,
+        comment: req.comment.trim().to_string(),
+        by: by.clone(),
+        created_at: now,
+    };
+    let d = match api.store.add_downtime(&new).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a downtime");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    api.notifier.downtimes().add(d.clone());
+    let view = api.view(d);
+    let detail = format!(
+        "downtime {} for {} from {} to {}: {}",
+        view.downtime.id, view.downtime.server, view.downtime.starts_at, view.downtime.ends_at, view.downtime.comment
+    );
+    for server in &view.servers {
+        api.audit(server, &by, "downtime-add", detail.clone()).await;
+    }
+    (StatusCode::CREATED, Json(view)).into_response()
+}
+
+#[utoipa::path(delete, path = "/api/v1/downtimes/{id}", tag = "hygiene",
+    params(("id" = i64, Path, description = "The downtime's id")),
+    responses(
+        (status = 200, description = "Removed: the downtime as it was", body = DowntimeView),
+        (status = 400, description = "The id is not a number", body = ApiError),
+        (status = 404, description = "No downtime in force or to come has this id", body = ApiError),
+        (status = 500, description = "The store cannot be written", body = ApiError)))]
+pub(crate) async fn downtimes_remove(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a downtime id (a number, see GET /api/v1/downtimes)"),
+        );
+    };
+    let d = match api.store.close_downtime(id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no downtime {id} in force or to come (GET /api/v1/downtimes)"),
+            )
+        }
+        Err(e) => {
+            tracing::error!(downtime = id, error = %e, "cannot remove a downtime");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    api.notifier.downtimes().remove(id);
+    let by = operator(&headers);
+    let view = api.view(d);
+    let detail = format!("downtime {} for {} removed: {}", id, view.downtime.server, view.downtime.comment);
+    for server in &view.servers {
+        api.audit(server, &by, "downtime-remove", detail.clone()).await;
+    }
+    Json(view).into_response()
 }
 
 /// `GET /api/v1/cluster`: the pollers sharing this fleet (SPEC section 12).

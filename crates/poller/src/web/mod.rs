@@ -12,7 +12,7 @@ pub mod openapi;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 /// Every route the poller serves: the JSON API under `/api/v1` (bounded in body size and
@@ -24,6 +24,10 @@ pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router
         .route("/api/v1/servers/{name}", get(api::detail))
         .route("/api/v1/servers/{name}/history", get(api::history))
         .route("/api/v1/servers/{name}/poll", post(api::poll))
+        .route("/api/v1/servers/{name}/ack", post(api::ack))
+        .route("/api/v1/downtimes", get(api::downtimes_list).post(api::downtimes_add))
+        .route("/api/v1/downtimes/{id}", delete(api::downtimes_remove))
+        .route("/api/v1/reload", post(api::reload))
         .route("/api/v1/events", get(events::events))
         .route("/api/v1/notifications", get(api::notifications))
         .route("/api/v1/cluster", get(api::cluster))

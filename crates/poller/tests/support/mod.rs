@@ -16,7 +16,13 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::Value;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -30,6 +36,8 @@ pub struct Attendants {
     pub addresses: Vec<(String, String)>,
     pub services: HashMap<String, TcpService>,
     stop: CancellationToken,
+    /// Each attendant's own stop (a child of `stop`).
+    stops: HashMap<String, CancellationToken>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -46,6 +54,7 @@ impl Attendants {
         let mut addresses = Vec::new();
         let mut services = HashMap::new();
         let mut tasks = Vec::new();
+        let mut stops = HashMap::new();
         for (name, offset) in clocks {
             let svc = TcpService::start().await;
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind attendant");
@@ -63,15 +72,26 @@ impl Attendants {
             )
             .expect("write attendant config");
             let config = rollcall_attendant::AttendantConfig::load(&path).expect("attendant config");
-            tasks.push(tokio::spawn(rollcall_attendant::run_on(path, config, listener, stop.clone())));
+            let own = stop.child_token();
+            stops.insert(name.to_string(), own.clone());
+            tasks.push(tokio::spawn(rollcall_attendant::run_on(path, config, listener, own)));
             addresses.push((name.to_string(), format!("http://{addr}")));
             services.insert(name.to_string(), svc);
         }
-        Attendants { addresses, services, stop, tasks }
+        Attendants { addresses, services, stop, stops, tasks }
     }
 
     pub fn service(&mut self, name: &str) -> &mut TcpService {
         self.services.get_mut(name).expect("no such service")
+    }
+
+    /// Stops one attendant: its polls are refused from now on.
+    pub async fn stop_attendant(&self, name: &str) {
+        self.stops.get(name).expect("no such attendant").cancel();
+        let (_, url) = self.addresses.iter().find(|(n, _)| n == name).expect("no such attendant");
+        let url = format!("{url}/v1/compilation");
+        wait_for(&format!("attendant {name} to stop"), || async { reqwest::get(&url).await.is_err().then_some(()) })
+            .await;
     }
 
     /// The `[[server]]` tables for a poller watching these attendants.
@@ -103,11 +123,15 @@ pub const LEVELS: &str = "timeout = \"800ms\"\nrecover_after = 1\n\n[[level]]\nn
 impl Poller {
     /// Starts a poller from `extra` (top-level keys and tables) plus the fleet's servers.
     pub async fn start(dir: &Path, att: &Attendants, top: &str, tables: &str) -> Poller {
+        Poller::start_servers(dir, &att.server_tables(), top, tables).await
+    }
+
+    /// Starts a poller of the `[[server]]` tables `servers`, with `top` and `tables`.
+    pub async fn start_servers(dir: &Path, servers: &str, top: &str, tables: &str) -> Poller {
         let path = dir.join("poller.toml");
         let text = format!(
-            "database = \"sqlite://{}\"\n{top}\n{LEVELS}\n{}\n{tables}",
-            dir.join("rollcall.db").display(),
-            att.server_tables()
+            "database = \"sqlite://{}\"\n{top}\n{LEVELS}\n{servers}\n{tables}",
+            dir.join("rollcall.db").display()
         );
         fs::write(&path, text).expect("write poller config");
         let config = rollcall_poller::PollerConfig::load(&path).unwrap_or_else(|e| panic!("poller config: {e}"));
@@ -142,6 +166,52 @@ impl Drop for Poller {
         if let Some(t) = &self.task {
             t.abort();
         }
+    }
+}
+
+/// A webhook receiver that answers 500 to its first `fail` requests, then records bodies.
+pub struct Hook {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Value>>>,
+    pub attempts: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct HookState {
+    got: Arc<Mutex<Vec<Value>>>,
+    attempts: Arc<AtomicUsize>,
+    fail: usize,
+}
+
+async fn hook_post(State(s): State<HookState>, body: axum::Json<Value>) -> StatusCode {
+    if s.attempts.fetch_add(1, Ordering::SeqCst) < s.fail {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    s.got.lock().unwrap().push(body.0);
+    StatusCode::NO_CONTENT
+}
+
+pub async fn hook(fail: usize) -> Hook {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let state = HookState { got: got.clone(), attempts: attempts.clone(), fail };
+    let app = axum::Router::new().route("/hook", axum::routing::post(hook_post)).with_state(state);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.ok() });
+    Hook { url, got, attempts }
+}
+
+impl Hook {
+    pub fn kinds(&self) -> Vec<String> {
+        self.got.lock().unwrap().iter().map(|n| n["kind"].as_str().unwrap_or("?").to_string()).collect()
+    }
+
+    pub async fn wait_kinds(&self, want: &[&str]) {
+        wait_for(&format!("webhook notices {want:?} (have {:?})", self.kinds()), || async {
+            (self.kinds() == want).then_some(())
+        })
+        .await;
     }
 }
 

@@ -25,7 +25,8 @@ use sqlx::Row;
 
 use super::{Batch, Pruned, Retention, StoreError};
 use crate::model::{
-    ClockCorrectionRow, History, NotifyRow, PollRow, ServerFacts, ServerState, StoredServer, TransitionRow,
+    Ack, AckChange, ActionRow, ClockCorrectionRow, Downtime, History, NotifyRow, PollRow, ServerFacts, ServerState,
+    StoredServer, TransitionRow,
 };
 
 mod cluster;
@@ -99,12 +100,16 @@ impl super::Store for PostgresStore {
         let rows = sqlx::query(
             // The row is written when level or state change; the newest poll row has the
             // time, offset and delay of the last poll.
-            "SELECT s.name, s.address, s.level, s.calm_streak, s.state, s.deficiencies, s.last_error,
+            "SELECT s.name, s.address, s.level, s.calm_streak, s.level_since, s.escalated, s.state, s.deficiencies,
+               s.last_error,
                GREATEST(s.last_poll_at, p.at) AS last_poll_at,
                COALESCE(p.clock_offset_ms, s.clock_offset_ms) AS clock_offset_ms,
                COALESCE(p.rtt_ms, s.rtt_ms) AS rtt_ms,
-               c.hash AS substance
+               c.hash AS substance,
+               a.by_name AS ack_by, a.at AS ack_at, a.comment AS ack_comment, a.level AS ack_level,
+               a.sources AS ack_sources
              FROM servers s
+             LEFT JOIN acks a ON a.server = s.name
              LEFT JOIN LATERAL (SELECT at, clock_offset_ms, rtt_ms FROM polls
                                 WHERE polls.server = s.name ORDER BY id DESC LIMIT 1) p ON true
              LEFT JOIN LATERAL (SELECT hash FROM compilations
@@ -120,11 +125,32 @@ impl super::Store for PostgresStore {
                     what: format!("servers.deficiencies of {name}"),
                     detail: e.to_string(),
                 })?;
+                let ack = match r.try_get::<Option<String>, _>("ack_by")? {
+                    None => None,
+                    Some(by) => {
+                        let sources: &str = r.try_get("ack_sources")?;
+                        let sources = serde_json::from_str(sources).map_err(|e| StoreError::Corrupt {
+                            what: format!("acks.sources of {name}"),
+                            detail: e.to_string(),
+                        })?;
+                        Some(Box::new(Ack {
+                            by,
+                            at: from_ms(r.try_get("ack_at")?),
+                            comment: r.try_get("ack_comment")?,
+                            level: r.try_get("ack_level")?,
+                            sources,
+                        }))
+                    }
+                };
                 Ok(StoredServer {
                     facts: ServerFacts {
+                        ack,
+                        behind: None,
                         address: r.try_get("address")?,
                         level: r.try_get("level")?,
                         calm_streak: r.try_get::<i32, _>("calm_streak")?.max(0) as u32,
+                        level_since: r.try_get::<Option<i64>, _>("level_since")?.map(from_ms),
+                        escalated: r.try_get("escalated")?,
                         state: ServerState::parse(r.try_get::<&str, _>("state")?),
                         deficiencies,
                         last_poll_at: r.try_get::<Option<i64>, _>("last_poll_at")?.map(from_ms),
@@ -152,11 +178,13 @@ impl super::Store for PostgresStore {
             }
             sqlx::query(
                 "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at,
-                                      last_error, clock_offset_ms, rtt_ms)
+                                      last_error, clock_offset_ms, rtt_ms, level_since, escalated)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[],
-                                      $7::bigint[], $8::text[], $9::float8[], $10::float8[])
+                                      $7::bigint[], $8::text[], $9::float8[], $10::float8[], $11::bigint[],
+                                      $12::boolean[])
                  ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
                    calm_streak = excluded.calm_streak, state = excluded.state,
+                   level_since = excluded.level_since, escalated = excluded.escalated,
                    deficiencies = excluded.deficiencies, last_poll_at = excluded.last_poll_at,
                    last_error = excluded.last_error, clock_offset_ms = excluded.clock_offset_ms,
                    rtt_ms = excluded.rtt_ms",
@@ -171,6 +199,8 @@ impl super::Store for PostgresStore {
             .bind(column(f, |s| s.last_error.as_deref()))
             .bind(column(f, |s| s.clock_offset_ms))
             .bind(column(f, |s| s.rtt_ms))
+            .bind(column(f, |s| s.level_since.map(ms)))
+            .bind(column(f, |s| s.escalated))
             .execute(&mut *tx)
             .await?;
         }
@@ -233,6 +263,21 @@ impl super::Store for PostgresStore {
             .bind(column(t, |(_, r)| r.from.as_str()))
             .bind(column(t, |(_, r)| r.to.as_str()))
             .bind(column(t, |(_, r)| r.reason.as_str()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        write_acks(&mut tx, &batch.acks).await?;
+        if !batch.actions.is_empty() {
+            let a = &batch.actions;
+            sqlx::query(
+                "INSERT INTO operator_actions (server, at, by_name, action, detail)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])",
+            )
+            .bind(column(a, |(s, _)| s.as_str()))
+            .bind(column(a, |(_, r)| ms(r.at)))
+            .bind(column(a, |(_, r)| r.by.as_str()))
+            .bind(column(a, |(_, r)| r.action.as_str()))
+            .bind(column(a, |(_, r)| r.detail.as_str()))
             .execute(&mut *tx)
             .await?;
         }
@@ -308,7 +353,17 @@ impl super::Store for PostgresStore {
                 })
             })
             .await?;
-        Ok(History { polls, transitions, clock_corrections })
+        let actions = self
+            .newest("SELECT at, by_name, action, detail FROM operator_actions", server, limit, |r| {
+                Ok(ActionRow {
+                    at: from_ms(r.try_get("at")?),
+                    by: r.try_get("by_name")?,
+                    action: r.try_get("action")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .await?;
+        Ok(History { polls, transitions, clock_corrections, actions })
     }
 
     async fn prune(&self, retention: &Retention, now: DateTime<Utc>) -> Result<Pruned, StoreError> {
@@ -391,6 +446,39 @@ impl super::Store for PostgresStore {
         self.advance_sequences().await
     }
 
+    async fn add_downtime(&self, d: &Downtime) -> Result<Downtime, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO downtimes (server, starts_at, ends_at, comment, created_by, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(&d.server)
+        .bind(ms(d.starts_at))
+        .bind(ms(d.ends_at))
+        .bind(&d.comment)
+        .bind(&d.by)
+        .bind(ms(d.created_at))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Downtime { id, ..d.clone() })
+    }
+
+    async fn open_downtimes(&self) -> Result<Vec<Downtime>, StoreError> {
+        let rows =
+            sqlx::query(&format!("{DOWNTIME_COLUMNS} WHERE NOT closed ORDER BY id")).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(downtime).collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn close_downtime(&self, id: i64) -> Result<Option<Downtime>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE downtimes SET closed = true WHERE id = $1 AND NOT closed
+             RETURNING id, server, starts_at, ends_at, comment, created_by, created_at",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(downtime).transpose()?)
+    }
+
     async fn heartbeat(&self, node: &str, lease: Duration) -> Result<super::ClusterView, StoreError> {
         cluster::heartbeat(&self.pool, node, lease).await
     }
@@ -418,6 +506,59 @@ fn body_text(b: &bytes::Bytes) -> String {
     } else {
         s.into_owned()
     }
+}
+
+const DOWNTIME_COLUMNS: &str = "SELECT id, server, starts_at, ends_at, comment, created_by, created_at FROM downtimes";
+
+fn downtime(r: &PgRow) -> Result<Downtime, sqlx::Error> {
+    Ok(Downtime {
+        id: r.try_get("id")?,
+        server: r.try_get("server")?,
+        starts_at: from_ms(r.try_get("starts_at")?),
+        ends_at: from_ms(r.try_get("ends_at")?),
+        comment: r.try_get("comment")?,
+        by: r.try_get("created_by")?,
+        created_at: from_ms(r.try_get("created_at")?),
+    })
+}
+
+/// Applies acknowledgement changes in order: a set replaces the server's ack; an end
+/// removes it only if it is still the one given at that time (a newer ack stays).
+async fn write_acks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    acks: &[(String, AckChange)],
+) -> Result<(), StoreError> {
+    for (server, change) in acks {
+        match change {
+            AckChange::Set(a) => {
+                let sources = serde_json::to_string(&a.sources).map_err(|e| StoreError::Corrupt {
+                    what: format!("the acknowledged sources of {server}"),
+                    detail: e.to_string(),
+                })?;
+                sqlx::query(
+                    "INSERT INTO acks (server, by_name, at, comment, level, sources) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (server) DO UPDATE SET by_name = excluded.by_name, at = excluded.at,
+                       comment = excluded.comment, level = excluded.level, sources = excluded.sources",
+                )
+                .bind(server)
+                .bind(&a.by)
+                .bind(ms(a.at))
+                .bind(&a.comment)
+                .bind(&a.level)
+                .bind(sources)
+                .execute(&mut **tx)
+                .await?;
+            }
+            AckChange::Ended { at } => {
+                sqlx::query("DELETE FROM acks WHERE server = $1 AND at = $2")
+                    .bind(server)
+                    .bind(ms(*at))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Upserts servers' latest compilations in one statement; `latest` names each server once.

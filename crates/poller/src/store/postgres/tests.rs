@@ -104,6 +104,7 @@ async fn assert_same(a: &SharedStore, b: &SharedStore, servers: &[&str]) {
         v
     };
     assert_eq!(notify(a.load_notify_memory().await.unwrap()), notify(b.load_notify_memory().await.unwrap()));
+    assert_eq!(a.open_downtimes().await.unwrap(), b.open_downtimes().await.unwrap());
 }
 
 #[tokio::test]
@@ -135,7 +136,38 @@ async fn sqlite_to_postgres_and_back_keeps_everything_and_a_second_copy_adds_not
         }
         records.push(r);
     }
-    a.write(&batch(records)).await.unwrap();
+    let mut b = batch(records);
+    // Alert hygiene's rows too: an ack, an operator action and a downtime.
+    b.push_ack(
+        "mail-01".into(),
+        crate::model::AckChange::Set(crate::model::Ack {
+            by: "ops".into(),
+            at: crate::store::suite::at(1_500),
+            comment: "on it".into(),
+            level: "critical".into(),
+            sources: vec!["poll:refused".into()],
+        }),
+    );
+    b.push_action(
+        "mail-01".into(),
+        crate::model::ActionRow {
+            at: crate::store::suite::at(1_500),
+            by: "ops".into(),
+            action: "ack".into(),
+            detail: "on it".into(),
+        },
+    );
+    a.write(&b).await.unwrap();
+    let downtime = crate::model::Downtime {
+        id: 0,
+        server: "web*".into(),
+        starts_at: crate::store::suite::at(1_000),
+        ends_at: crate::store::suite::at(9_000_000_000_000),
+        comment: "kernel".into(),
+        by: "ops".into(),
+        created_at: crate::store::suite::at(1_000),
+    };
+    a.add_downtime(&downtime).await.unwrap();
     a.save_latest(&[("web 03".to_string(), bytes::Bytes::from_static(br#"{"newest":true}"#))]).await.unwrap();
     a.save_notify_memory(&NotifyRow {
         server: "mail-01".into(),

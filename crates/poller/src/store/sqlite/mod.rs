@@ -21,7 +21,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::{Batch, Pruned, Retention, StoreError};
 use crate::model::{
-    ClockCorrectionRow, History, NotifyRow, PollRow, ServerFacts, ServerState, StoredServer, TransitionRow,
+    Ack, AckChange, ActionRow, ClockCorrectionRow, Downtime, History, NotifyRow, PollRow, ServerFacts, ServerState,
+    StoredServer, TransitionRow,
 };
 
 mod chains;
@@ -144,13 +145,16 @@ impl super::Store for SqliteStore {
         let rows = sqlx::query(
             // The row is written when level or state change; the newest poll row has the
             // time, offset and delay of the last poll.
-            "SELECT s.name, s.address, s.level, s.calm_streak, s.state, s.deficiencies, s.last_error,
+            "SELECT s.name, s.address, s.level, s.calm_streak, s.level_since, s.escalated, s.state, s.deficiencies, s.last_error,
                max(s.last_poll_at, COALESCE(p.at, 0)) AS last_poll_at,
                COALESCE(p.clock_offset_ms, s.clock_offset_ms) AS clock_offset_ms,
                COALESCE(p.rtt_ms, s.rtt_ms) AS rtt_ms,
-               (SELECT hash FROM compilations c WHERE c.server = s.name ORDER BY id DESC LIMIT 1) AS substance
+               (SELECT hash FROM compilations c WHERE c.server = s.name ORDER BY id DESC LIMIT 1) AS substance,
+               a.by_name AS ack_by, a.at AS ack_at, a.comment AS ack_comment, a.level AS ack_level,
+               a.sources AS ack_sources
              FROM servers s
-             LEFT JOIN polls p ON p.id = (SELECT last_id FROM poll_heads h WHERE h.server = s.name)",
+             LEFT JOIN polls p ON p.id = (SELECT last_id FROM poll_heads h WHERE h.server = s.name)
+             LEFT JOIN acks a ON a.server = s.name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -162,11 +166,32 @@ impl super::Store for SqliteStore {
                     what: format!("servers.deficiencies of {name}"),
                     detail: e.to_string(),
                 })?;
+                let ack = match r.try_get::<Option<String>, _>("ack_by")? {
+                    None => None,
+                    Some(by) => {
+                        let sources: &str = r.try_get("ack_sources")?;
+                        let sources = serde_json::from_str(sources).map_err(|e| StoreError::Corrupt {
+                            what: format!("acks.sources of {name}"),
+                            detail: e.to_string(),
+                        })?;
+                        Some(Box::new(Ack {
+                            by,
+                            at: from_ms(r.try_get("ack_at")?),
+                            comment: r.try_get("ack_comment")?,
+                            level: r.try_get("ack_level")?,
+                            sources,
+                        }))
+                    }
+                };
                 Ok(StoredServer {
                     facts: ServerFacts {
+                        ack,
+                        behind: None,
                         address: r.try_get("address")?,
                         level: r.try_get("level")?,
                         calm_streak: r.try_get::<i64, _>("calm_streak")?.clamp(0, i64::from(u32::MAX)) as u32,
+                        level_since: r.try_get::<Option<i64>, _>("level_since")?.map(from_ms),
+                        escalated: r.try_get::<i64, _>("escalated")? != 0,
                         state: ServerState::parse(r.try_get::<&str, _>("state")?),
                         deficiencies,
                         last_poll_at: r.try_get::<Option<i64>, _>("last_poll_at")?.map(from_ms),
@@ -193,9 +218,10 @@ impl super::Store for SqliteStore {
         let facts: Vec<(&ServerFacts, &String)> = batch.facts.iter().zip(&defs).collect();
         insert_rows(
             &mut tx,
-            "INSERT INTO servers (name, address, level, calm_streak, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms)",
+            "INSERT INTO servers (name, address, level, calm_streak, level_since, escalated, state, deficiencies, last_poll_at, last_error, clock_offset_ms, rtt_ms)",
             "ON CONFLICT (name) DO UPDATE SET address = excluded.address, level = excluded.level,
-               calm_streak = excluded.calm_streak, state = excluded.state, deficiencies = excluded.deficiencies,
+               calm_streak = excluded.calm_streak, level_since = excluded.level_since, escalated = excluded.escalated,
+               state = excluded.state, deficiencies = excluded.deficiencies,
                last_poll_at = excluded.last_poll_at, last_error = excluded.last_error,
                clock_offset_ms = excluded.clock_offset_ms, rtt_ms = excluded.rtt_ms",
             &facts,
@@ -204,6 +230,8 @@ impl super::Store for SqliteStore {
                     .push_bind(&f.address)
                     .push_bind(&f.level)
                     .push_bind(i64::from(f.calm_streak))
+                    .push_bind(f.level_since.map(ms))
+                    .push_bind(i64::from(f.escalated))
                     .push_bind(f.state.as_str())
                     .push_bind(defs.as_str())
                     .push_bind(f.last_poll_at.map(ms))
@@ -288,6 +316,17 @@ impl super::Store for SqliteStore {
             &batch.transitions,
             |mut b, (server, t)| {
                 b.push_bind(server).push_bind(ms(t.at)).push_bind(&t.from).push_bind(&t.to).push_bind(&t.reason);
+            },
+        )
+        .await?;
+        write_acks(&mut tx, &batch.acks).await?;
+        insert_rows(
+            &mut tx,
+            "INSERT INTO operator_actions (server, at, by_name, action, detail)",
+            "",
+            &batch.actions,
+            |mut b, (server, a)| {
+                b.push_bind(server).push_bind(ms(a.at)).push_bind(&a.by).push_bind(&a.action).push_bind(&a.detail);
             },
         )
         .await?;
@@ -378,7 +417,17 @@ impl super::Store for SqliteStore {
                 })
             })
             .await?;
-        Ok(History { polls, transitions, clock_corrections })
+        let actions = self
+            .newest("SELECT at, by_name, action, detail FROM operator_actions", server, limit, |r| {
+                Ok(ActionRow {
+                    at: from_ms(r.try_get("at")?),
+                    by: r.try_get("by_name")?,
+                    action: r.try_get("action")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .await?;
+        Ok(History { polls, transitions, clock_corrections, actions })
     }
 
     async fn prune(&self, retention: &Retention, now: DateTime<Utc>) -> Result<Pruned, StoreError> {
@@ -461,9 +510,93 @@ impl super::Store for SqliteStore {
         Ok(())
     }
 
+    async fn add_downtime(&self, d: &Downtime) -> Result<Downtime, StoreError> {
+        let id = sqlx::query(
+            "INSERT INTO downtimes (server, starts_at, ends_at, comment, created_by, created_at)
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&d.server)
+        .bind(ms(d.starts_at))
+        .bind(ms(d.ends_at))
+        .bind(&d.comment)
+        .bind(&d.by)
+        .bind(ms(d.created_at))
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("id")?;
+        Ok(Downtime { id, ..d.clone() })
+    }
+
+    async fn open_downtimes(&self) -> Result<Vec<Downtime>, StoreError> {
+        let rows =
+            sqlx::query(&format!("{DOWNTIME_COLUMNS} WHERE closed = 0 ORDER BY id")).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(downtime).collect::<Result<Vec<_>, sqlx::Error>>()?)
+    }
+
+    async fn close_downtime(&self, id: i64) -> Result<Option<Downtime>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE downtimes SET closed = 1 WHERE id = ? AND closed = 0
+             RETURNING id, server, starts_at, ends_at, comment, created_by, created_at",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(downtime).transpose()?)
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+const DOWNTIME_COLUMNS: &str = "SELECT id, server, starts_at, ends_at, comment, created_by, created_at FROM downtimes";
+
+fn downtime(r: &sqlx::sqlite::SqliteRow) -> Result<Downtime, sqlx::Error> {
+    Ok(Downtime {
+        id: r.try_get("id")?,
+        server: r.try_get("server")?,
+        starts_at: from_ms(r.try_get("starts_at")?),
+        ends_at: from_ms(r.try_get("ends_at")?),
+        comment: r.try_get("comment")?,
+        by: r.try_get("created_by")?,
+        created_at: from_ms(r.try_get("created_at")?),
+    })
+}
+
+/// Applies acknowledgement changes in order: a set replaces the server's ack; an end
+/// removes it only if it is still the one given at that time (a newer ack stays).
+async fn write_acks(tx: &mut sqlx::Transaction<'_, Sqlite>, acks: &[(String, AckChange)]) -> Result<(), StoreError> {
+    for (server, change) in acks {
+        match change {
+            AckChange::Set(a) => {
+                let sources = serde_json::to_string(&a.sources).map_err(|e| StoreError::Corrupt {
+                    what: format!("the acknowledged sources of {server}"),
+                    detail: e.to_string(),
+                })?;
+                sqlx::query(
+                    "INSERT INTO acks (server, by_name, at, comment, level, sources) VALUES (?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (server) DO UPDATE SET by_name = excluded.by_name, at = excluded.at,
+                       comment = excluded.comment, level = excluded.level, sources = excluded.sources",
+                )
+                .bind(server)
+                .bind(&a.by)
+                .bind(ms(a.at))
+                .bind(&a.comment)
+                .bind(&a.level)
+                .bind(sources)
+                .execute(&mut **tx)
+                .await?;
+            }
+            AckChange::Ended { at } => {
+                sqlx::query("DELETE FROM acks WHERE server = ? AND at = ?")
+                    .bind(server)
+                    .bind(ms(*at))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A reply as stored text. It was parsed as JSON, so it is UTF-8 but for the contents of

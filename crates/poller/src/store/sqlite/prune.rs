@@ -80,6 +80,8 @@ pub(super) async fn prune(pool: &SqlitePool, retention: &Retention, now: DateTim
         transitions: prune_table(pool, "transitions", cutoff(retention.transitions), false, PRUNE_STEP).await?,
         clock_corrections: prune_table(pool, "clock_corrections", cutoff(retention.transitions), false, PRUNE_STEP)
             .await?,
+        operator_actions: prune_table(pool, "operator_actions", cutoff(retention.transitions), false, PRUNE_STEP)
+            .await?,
     })
 }
 

@@ -8,6 +8,10 @@
 //! (`/servers/{name}/parts`). Every piece of HTML is rendered here, in one place, so a
 //! live update shows exactly what a reload would.
 //!
+//! Operators set and remove downtimes (fleet page) and acknowledge problems (server page)
+//! through small forms the script sends to the JSON API (`form.api` and
+//! `button.api-delete`), so the dashboard has no write path of its own.
+//!
 //! Rules it keeps: every value from an attendant or the config is escaped (maud does);
 //! a page works without JavaScript (it is just not live); reads come from the fleet's
 //! memory and the store, never from the attendants; counts are worded by `plural`;
@@ -188,6 +192,54 @@ fn deficiency_list(s: &ServerSummary) -> Markup {
     }
 }
 
+/// Beside a server's state: its acknowledgement, the parents it is behind, how many are
+/// behind it, and the downtime it is in.
+fn hygiene_marks(api: &Api, s: &ServerSummary) -> Markup {
+    let downtime = api.notifier.downtimes().covering(&s.facts.name, Utc::now());
+    html! {
+        @if let Some(a) = &s.facts.ack {
+            span.mark.ack title=(format!("acknowledged by {} at {}: {}", a.by, a.at, a.comment)) { "acked by " (a.by) }
+        }
+        @if let Some(p) = &s.facts.behind { span.mark.behind { "behind " (p) } }
+        @if s.servers_behind > 0 { span.mark.behind-it { (plural(s.servers_behind as usize, "server", "servers")) " behind" } }
+        @if let Some(d) = downtime {
+            span.mark.downtime title=(d.comment) { "downtime until " (time(Some(d.ends_at))) }
+        }
+    }
+}
+
+/// The downtimes in force or to come, each with a Remove button, and a form to add one.
+fn downtimes_view(api: &Api) -> Markup {
+    let list = api.notifier.downtimes().list();
+    let now = Utc::now();
+    html! {
+        section.card #downtimes {
+            h2 { "Downtimes" }
+            @if list.is_empty() { p.none { "None planned." } }
+            @else {
+                table { thead { tr { th { "Servers" } th { "From" } th { "Until" } th { "By" } th { "Why" } th {} } }
+                    tbody { @for d in &list {
+                        tr.downtime data-id=(d.id) data-active=(d.starts_at <= now) {
+                            td data-label="Servers" { code { (d.server) } }
+                            td data-label="From" { (time(Some(d.starts_at))) }
+                            td data-label="Until" { (time(Some(d.ends_at))) }
+                            td data-label="By" { (d.by) }
+                            td data-label="Why" { (d.comment) }
+                            td { button.api-delete type="button" data-url=(format!("/api/v1/downtimes/{}", d.id)) { "Remove" } }
+                        }
+                    } } }
+            }
+            form.api #downtime-form data-method="POST" data-url="/api/v1/downtimes" data-kind="downtime" {
+                label { "Servers " input name="server" required placeholder="web-*" size="12"; }
+                label { "for " input name="hours" type="number" min="0.1" step="0.1" value="2" required size="4"; " h" }
+                label { "why " input name="comment" required placeholder="kernel upgrade" size="24"; }
+                button type="submit" { "Add downtime" }
+                span.form-error {}
+            }
+        }
+    }
+}
+
 fn row(api: &Api, s: &ServerSummary) -> Markup {
     let levels = api.fleet.rules().levels();
     let i = levels.iter().position(|l| l.name == s.facts.level).unwrap_or(0);
@@ -195,7 +247,7 @@ fn row(api: &Api, s: &ServerSummary) -> Markup {
         tr.server id=(format!("server-{}", s.facts.name)) data-server=(s.facts.name) data-state=(s.facts.state.as_str()) data-level=(s.facts.level) {
             td.name data-label="Server" { a href=(format!("/servers/{}", s.facts.name)) { (s.facts.name) } div.addr { (s.facts.address) } }
             td.level data-label="Level" { span class=(format!("badge {}", level_class(i, levels.len()))) { (s.facts.level) } }
-            td.state data-label="State" { (state_badge(s.facts.state)) }
+            td.state data-label="State" { (state_badge(s.facts.state)) (hygiene_marks(api, s)) }
             td.deficiencies data-label="Deficiencies" { (deficiency_list(s)) }
             td.last data-label="Last poll" { (time(s.facts.last_poll_at)) }
             td.next data-label="Next poll" { (time(s.next_poll_at)) }
@@ -242,6 +294,7 @@ async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
             }
         }
         @if servers.is_empty() { p.none { "No servers configured: add [[server]] tables to poller.toml." } }
+        (downtimes_view(&api))
     };
     page("Fleet", "fleet-page", body)
 }
@@ -253,7 +306,7 @@ async fn fleet_rows(State(api): State<Arc<Api>>, Json(names): Json<Vec<String>>)
     let mut out = String::new();
     for name in &names {
         if let Some(server) = api.fleet.get(name) {
-            out += &row(&api, &api.fleet.summary(server)).into_string();
+            out += &row(&api, &api.fleet.summary(&server)).into_string();
         }
     }
     Html(out)
@@ -271,7 +324,7 @@ async fn server_page(State(api): State<Arc<Api>>, Path(name): Path<String>) -> R
         )
             .into_response();
     };
-    let (s, parts) = match parts(&api, server).await {
+    let (s, parts) = match parts(&api, &server).await {
         Ok(p) => p,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     };
@@ -289,7 +342,7 @@ async fn server_parts(State(api): State<Arc<Api>>, Path(name): Path<String>) -> 
     let Some(server) = api.fleet.get(&name) else {
         return (StatusCode::NOT_FOUND, "no such server").into_response();
     };
-    match parts(&api, server).await {
+    match parts(&api, &server).await {
         Ok((_, p)) => Html(p.into_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
@@ -333,8 +386,23 @@ async fn parts(api: &Api, server: &Server) -> Result<(ServerSummary, Markup), St
                     div { dt { "Clock offset" } dd { (offset(s.facts.clock_offset_ms, api.max_clock_skew)) } }
                     div { dt { "RTT" } dd { (ms(s.facts.rtt_ms)) } }
                     @if let Some(e) = &s.facts.last_error { div.error { dt { "Last error" } dd { (e) } } }
+                    @if let Some(a) = &s.facts.ack {
+                        div.ack { dt { "Acknowledged" } dd { "by " (a.by) " " (time(Some(a.at))) ": " (a.comment) } }
+                    }
+                    @if let Some(p) = &s.facts.behind { div.behind { dt { "Behind" } dd { (p) " (unreachable: nothing is told of this server)" } } }
+                    @if s.servers_behind > 0 { div.behind-it { dt { "Behind it" } dd { (plural(s.servers_behind as usize, "server", "servers")) } } }
+                    @if let Some(d) = api.notifier.downtimes().covering(&s.facts.name, Utc::now()) {
+                        div.downtime { dt { "Downtime" } dd { "until " (time(Some(d.ends_at))) " by " (d.by) ": " (d.comment) } }
+                    }
                 }
                 div.deficiencies { h2 { "Deficiencies" } (deficiency_list(s)) }
+                @if !s.facts.deficiencies.is_empty() && s.facts.ack.is_none() {
+                    form.api #ack-form data-method="POST" data-url=(format!("/api/v1/servers/{}/ack", s.facts.name)) data-kind="ack" {
+                        label { "Acknowledge: " input name="comment" required placeholder="on it (your name)" size="30"; }
+                        button type="submit" { "Acknowledge" }
+                        span.form-error {}
+                    }
+                }
             }
             (chart(&history, api.max_clock_skew))
             @match &compilation {
@@ -482,6 +550,17 @@ fn history_view(h: &History, max_skew: std::time::Duration) -> Markup {
                         tr { td data-label="When" { (time(Some(c.at))) } td data-label="Outcome" { (c.outcome) }
                              td data-label="Offset" { (offset(Some(c.offset_ms), max_skew)) } td data-label="Correction" { (ms_text(c.correction_ms)) }
                              td data-label="Detail" { (c.detail) } }
+                    } } }
+            }
+        }
+        section.card.history #operator-actions {
+            h2 { "Operator actions" }
+            @if h.actions.is_empty() { p.none { "None yet." } }
+            @else {
+                table { thead { tr { th { "When" } th { "Who" } th { "Action" } th { "Detail" } } }
+                    tbody { @for a in h.actions.iter().take(HISTORY_ROWS as usize) {
+                        tr { td data-label="When" { (time(Some(a.at))) } td data-label="Who" { (a.by) }
+                             td data-label="Action" { (a.action) } td data-label="Detail" { (a.detail) } }
                     } } }
             }
         }
