@@ -37,6 +37,10 @@ struct Raw {
     #[serde(default, rename = "notify")]
     notify: Vec<RawNotify>,
     retention: Option<RawRetention>,
+    // The poll client's TLS files (SPEC section 11); a server's own keys win, key by key.
+    tls_ca_file: Option<PathBuf>,
+    tls_client_cert_file: Option<PathBuf>,
+    tls_client_key_file: Option<PathBuf>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -93,6 +97,9 @@ struct RawServer {
     #[serde(default)]
     address: String,
     token_file: Option<PathBuf>,
+    tls_ca_file: Option<PathBuf>,
+    tls_client_cert_file: Option<PathBuf>,
+    tls_client_key_file: Option<PathBuf>,
 }
 
 /// A validated poller configuration.
@@ -201,6 +208,33 @@ pub struct ServerConfig {
     pub address: String,
     /// Bearer token presented to the attendant; `None` for an insecure loopback attendant.
     pub token: Option<Secret>,
+    /// How an `https://` attendant is verified and what identity is presented to it;
+    /// `None` for `http://` (and for an `https://` address without TLS keys built
+    /// elsewhere: the system's CAs, no client certificate).
+    pub tls: Option<ClientTls>,
+}
+
+/// The TLS client side of polls and clock orders to one `https://` server: its CA
+/// (`tls_ca_file`, else the system's CAs) and, for mutual TLS, the client certificate
+/// and key it presents.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// `tls_ca_file`, `tls_client_cert_file`, `tls_client_key_file` as resolved: two
+    /// servers with the same files share one `config`.
+    pub files: [Option<PathBuf>; 3],
+    pub config: Arc<rollcall_netserve::tls::ClientConfig>,
+}
+
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.files == other.files
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("files", &self.files).finish_non_exhaustive()
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
@@ -331,6 +365,7 @@ impl PollerConfig {
         }
 
         let mut servers = Vec::new();
+        let mut tls_configs = TlsConfigs::default();
         let mut names = std::collections::HashSet::new();
         for (i, s) in raw.servers.iter().enumerate() {
             let at = |k: &str| format!("server[{i}].{k}");
@@ -356,10 +391,13 @@ impl PollerConfig {
                 },
                 None => None,
             };
+            let top = [&raw.tls_ca_file, &raw.tls_client_cert_file, &raw.tls_client_key_file];
+            let tls = tls_configs.for_server(i, s, top, &loc, &mut p);
             servers.push(ServerConfig {
                 name: s.name.clone(),
                 address: s.address.trim_end_matches('/').to_string(),
                 token,
+                tls,
             });
         }
 
@@ -425,6 +463,68 @@ impl PollerConfig {
             notify,
             damping: Damping { threshold: flap_threshold, window: flap_window.get() },
         })
+    }
+}
+
+/// The TLS client configs of the servers, built once per distinct set of files.
+#[derive(Default)]
+struct TlsConfigs(std::collections::HashMap<[Option<PathBuf>; 3], Arc<rollcall_netserve::tls::ClientConfig>>);
+
+impl TlsConfigs {
+    /// Server `i`'s TLS: `None` for `http://`; for `https://`, its own `tls_*` keys over the
+    /// top level's, read now so a missing or mismatched file stops start-up naming its key.
+    fn for_server(
+        &mut self,
+        i: usize,
+        s: &RawServer,
+        inherited: [&Option<PathBuf>; 3],
+        loc: &Located,
+        p: &mut rollcall_config::Problems<'_>,
+    ) -> Option<ClientTls> {
+        let own = [&s.tls_ca_file, &s.tls_client_cert_file, &s.tls_client_key_file];
+        const KEYS: [&str; 3] = ["tls_ca_file", "tls_client_cert_file", "tls_client_key_file"];
+        if !s.address.starts_with("https://") {
+            if let Some(k) = own.iter().position(|f| f.is_some()) {
+                p.push(format!("server[{i}].{}", KEYS[k]), "only applies to an https:// address");
+            }
+            return None;
+        }
+        // Where each file comes from, so a problem names the key that set it.
+        let mut at = [String::new(), String::new(), String::new()];
+        let mut files: [Option<PathBuf>; 3] = [None, None, None];
+        for k in 0..3 {
+            (at[k], files[k]) = match (own[k], inherited[k]) {
+                (Some(f), _) => (format!("server[{i}].{}", KEYS[k]), Some(loc.resolve(f))),
+                (None, Some(f)) => (KEYS[k].to_string(), Some(loc.resolve(f))),
+                (None, None) => (KEYS[k].to_string(), None),
+            };
+        }
+        let identity = match (&files[1], &files[2]) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            (Some(_), None) => {
+                p.push(format!("server[{i}]"), "tls_client_cert_file needs tls_client_key_file beside it");
+                return None;
+            }
+            (None, Some(_)) => {
+                p.push(format!("server[{i}]"), "tls_client_key_file needs tls_client_cert_file beside it");
+                return None;
+            }
+        };
+        if let Some(config) = self.0.get(&files) {
+            return Some(ClientTls { files, config: config.clone() });
+        }
+        match rollcall_netserve::tls::client_config(files[0].as_deref(), identity) {
+            Ok(config) => {
+                self.0.insert(files.clone(), config.clone());
+                Some(ClientTls { files, config })
+            }
+            Err(e) => {
+                let k = files.iter().position(|f| f.is_some() && f.as_ref() == e.path()).unwrap_or(0);
+                p.push(at[k].clone(), e);
+                None
+            }
+        }
     }
 }
 

@@ -19,7 +19,8 @@ pub async fn run(address: &str, token_file: Option<&Path>, json: bool, timeout: 
         Some(f) => Some(SecretSource::File(f.to_path_buf()).read().map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let server = ServerConfig { name: address.clone(), address: address.trim_end_matches('/').to_string(), token };
+    let server =
+        ServerConfig { name: address.clone(), address: address.trim_end_matches('/').to_string(), token, tls: None };
     let fetched = HttpFetcher::new(timeout, MAX_REPLY)?
         .fetch(&server)
         .await

@@ -153,7 +153,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
     );
     let configs = names
         .iter()
-        .map(|n| ServerConfig { name: n.to_string(), address: format!("http://{n}:7460"), token: None })
+        .map(|n| ServerConfig { name: n.to_string(), address: format!("http://{n}:7460"), token: None, tls: None })
         .collect();
     let script = Script::default();
     // 1_800_000_000 is a whole minute (and 10 s), so slots are easy to reason about.
@@ -175,7 +175,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
 /// rules, `stored` rows and `script`'s replies.
 fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer) -> Fleet {
     Fleet::new(
-        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None }],
+        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, tls: None }],
         stored,
         r.fleet.rules().clone(),
         Arc::new(script),
