@@ -244,9 +244,14 @@ fn tls(
         Ok(c) => Some(c),
         Err(e) => {
             // Named by the key whose file is wrong.
-            let files = [(Some(&key), "tls_key_file"), (ca.as_ref(), "client_ca_file")];
-            let key_name =
-                files.iter().find(|(f, _)| f.is_some() && *f == e.path()).map_or("tls_cert_file", |(_, k)| k);
+            use rollcall_netserve::tls::TlsError;
+            let key_name = match &e {
+                TlsError::NoKey { .. } => "tls_key_file",
+                TlsError::NoCertificate { path } if *path == cert => "tls_cert_file",
+                _ if e.path().is_some() && e.path() == ca.as_ref() => "client_ca_file",
+                _ if e.path() == Some(&key) => "tls_key_file",
+                _ => "tls_cert_file",
+            };
             p.push(key_name, e.to_string());
             None
         }

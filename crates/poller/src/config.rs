@@ -41,6 +41,14 @@ struct Raw {
     tls_ca_file: Option<PathBuf>,
     tls_client_cert_file: Option<PathBuf>,
     tls_client_key_file: Option<PathBuf>,
+    api: Option<RawApi>,
+}
+
+/// `[api]`: who may use the poller's API and how it is served (SPEC section 11).
+#[derive(Debug, Default, Deserialize)]
+struct RawApi {
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -124,6 +132,8 @@ pub struct PollerConfig {
     pub damping: Damping,
     /// How long history is kept (`[retention]`).
     pub retention: Retention,
+    /// `[api] tls_cert_file`, `tls_key_file`: the API, dashboard and /metrics over HTTPS.
+    pub api_tls: Option<Arc<rollcall_netserve::tls::ServerConfig>>,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -447,8 +457,10 @@ impl PollerConfig {
                 }
             }
         }
+        let api_tls = api_tls(raw.api.as_ref(), &loc, &mut p);
         p.finish()?;
         Ok(PollerConfig {
+            api_tls,
             retention,
             listen,
             database: resolve_sqlite(&database, &loc),
@@ -464,6 +476,37 @@ impl PollerConfig {
             damping: Damping { threshold: flap_threshold, window: flap_window.get() },
         })
     }
+}
+
+/// `[api] tls_cert_file` and `tls_key_file`, read now so a bad file stops start-up.
+fn api_tls(
+    api: Option<&RawApi>,
+    loc: &Located,
+    p: &mut rollcall_config::Problems<'_>,
+) -> Option<Arc<rollcall_netserve::tls::ServerConfig>> {
+    let api = api?;
+    let (cert, key) = match (&api.tls_cert_file, &api.tls_key_file) {
+        (Some(c), Some(k)) => (loc.resolve(c), loc.resolve(k)),
+        (None, None) => return None,
+        (Some(_), None) => {
+            p.push("api.tls_key_file", "missing: tls_cert_file needs the key file beside it");
+            return None;
+        }
+        (None, Some(_)) => {
+            p.push("api.tls_cert_file", "missing: tls_key_file needs the certificate file beside it");
+            return None;
+        }
+    };
+    rollcall_netserve::tls::server_config(&cert, &key, None)
+        .map_err(|e| {
+            let k = match &e {
+                rollcall_netserve::tls::TlsError::NoCertificate { .. } => "api.tls_cert_file",
+                _ if e.path() == Some(&key) => "api.tls_key_file",
+                _ => "api.tls_cert_file",
+            };
+            p.push(k, e)
+        })
+        .ok()
 }
 
 /// The TLS client configs of the servers, built once per distinct set of files.
