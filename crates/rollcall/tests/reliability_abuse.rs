@@ -35,7 +35,8 @@ impl Attack {
         let connected = Arc::new(AtomicUsize::new(0));
         let reconnects = Arc::new(AtomicUsize::new(0));
         for i in 0..IDLE + SLOWLORIS {
-            let (addr, stop, connected, reconnects) = (addr.clone(), stop.clone(), connected.clone(), reconnects.clone());
+            let (addr, stop, connected, reconnects) =
+                (addr.clone(), stop.clone(), connected.clone(), reconnects.clone());
             let slow = i >= IDLE;
             tokio::spawn(async move {
                 let mut first = true;
@@ -57,7 +58,11 @@ impl Attack {
         let attack = Attack { stop, connected, reconnects };
         let start = Instant::now();
         while attack.connected.load(Ordering::Relaxed) < IDLE + SLOWLORIS {
-            assert!(start.elapsed() < DEADLINE, "only {} attackers connected", attack.connected.load(Ordering::Relaxed));
+            assert!(
+                start.elapsed() < DEADLINE,
+                "only {} attackers connected",
+                attack.connected.load(Ordering::Relaxed)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         attack

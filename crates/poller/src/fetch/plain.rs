@@ -192,12 +192,22 @@ impl PlainClient {
         }
         request.extend_from_slice(b"\r\n");
 
+        // A TLS connection carries the identities of its handshake: it is kept for the
+        // same address with the same TLS config only (one allocation per TLS poll).
+        let tls_key;
+        let url_key = match tls {
+            Some(config) if t.tls => {
+                tls_key = format!("{url} {:p}", Arc::as_ptr(config));
+                tls_key.as_str()
+            }
+            _ => url,
+        };
         // The map's key is reused when the connection goes back: no allocation per poll.
         let mut key = None;
-        if let Some((k, stream)) = self.take(url) {
+        if let Some((k, stream)) = self.take(url_key) {
             key = Some(k);
             match exchange(stream, &request, max, true).await {
-                Attempt::Done(reply, keep) => return Ok(self.finish(url, key, reply, keep)),
+                Attempt::Done(reply, keep) => return Ok(self.finish(url_key, key, reply, keep)),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Stale => {}
             }
@@ -217,7 +227,7 @@ impl PlainClient {
             Conn::Plain(stream)
         };
         match exchange(stream, &request, max, false).await {
-            Attempt::Done(reply, keep) => Ok(self.finish(url, key, reply, keep)),
+            Attempt::Done(reply, keep) => Ok(self.finish(url_key, key, reply, keep)),
             Attempt::Failed(e) => Err(e),
             Attempt::Stale => Err(PollError::Malformed("the attendant closed the connection without a reply".into())),
         }

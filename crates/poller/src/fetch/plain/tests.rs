@@ -264,3 +264,30 @@ mod tls {
         stop.cancel();
     }
 }
+
+mod tls_keys {
+    use super::*;
+    use rollcall_testkit::pki::{Pki, Validity};
+
+    #[tokio::test]
+    async fn a_kept_tls_connection_is_never_lent_to_another_tls_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Pki::new(dir.path(), "site");
+        let other = Pki::new(dir.path(), "other");
+        let cert = ca.issue("attendant", Validity::Current);
+        let config = rollcall_netserve::tls::server_config(&cert.cert_file, &cert.key_file, None).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", l.local_addr().unwrap());
+        let router = axum::Router::new().route("/v1/compilation", axum::routing::get(|| async { "{}" }));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(rollcall_netserve::serve_tls(l, router, Default::default(), Some(config), stop.clone()));
+        let trusting = rollcall_netserve::tls::client_config(Some(&ca.ca_file), None).unwrap();
+        let distrusting = rollcall_netserve::tls::client_config(Some(&other.ca_file), None).unwrap();
+        let c = PlainClient::new(10);
+        c.get(&url, "/v1/compilation", None, 1 << 20, Some(&trusting)).await.unwrap();
+        // Same address, a config that does not trust the server: it must handshake itself.
+        let e = c.get(&url, "/v1/compilation", None, 1 << 20, Some(&distrusting)).await.unwrap_err();
+        assert_eq!(e.kind(), "tls", "{e:?}");
+        stop.cancel();
+    }
+}
