@@ -518,4 +518,6 @@ fn decode_chunks(buf: &mut BytesMut, body: &mut BytesMut, max: u64) -> Result<Ch
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
