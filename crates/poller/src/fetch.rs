@@ -89,7 +89,7 @@ pub struct HttpFetcher {
     plain: Arc<plain::PlainClient>,
     /// reqwest clients for `https://` clock orders, by the TLS config they present.
     /// Each entry holds its config, so no other config can take its address.
-    tls_clients: Arc<Mutex<HashMap<usize, (Arc<rustls::ClientConfig>, reqwest::Client)>>>,
+    tls_clients: Arc<Mutex<HashMap<usize, OrderClient>>>,
     /// For `https://` servers without TLS settings of their own: the system's CAs.
     default_tls: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
     timeout: Duration,
@@ -167,6 +167,9 @@ impl HttpFetcher {
         Ok(client)
     }
 }
+
+/// A reqwest client for clock orders and the TLS config it was built with.
+type OrderClient = (Arc<rustls::ClientConfig>, reqwest::Client);
 
 fn reqwest_client(timeout: Duration, keep_idle: bool) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
