@@ -200,3 +200,20 @@ fn unusable_tls_files_are_errors_naming_the_file() {
     let e = tls::client_config(Some(&a.key_file), None).unwrap_err().to_string();
     assert!(e.contains("a.key"), "{e}");
 }
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_cut_at_the_first_request_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Pki::new(dir.path(), "site");
+    let server = ca.issue("attendant", Validity::Current);
+    let config = tls::server_config(&server.cert_file, &server.key_file, Some(&ca.ca_file)).unwrap();
+    let limits = Limits { first_request_timeout: Duration::from_millis(300), ..Limits::default() };
+    let (addr, stop, _t, seen) = start_with(limits, Some(config)).await;
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut half = TcpStream::connect(&addr).await.unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap(); // a ClientHello's first bytes
+    assert!(closed_within(&mut silent, Duration::from_secs(3)).await, "a silent TLS client outlived its deadline");
+    assert!(closed_within(&mut half, Duration::from_secs(3)).await, "a half handshake outlived its deadline");
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    stop.cancel();
+}
