@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rollcall_config::{ConfigError, Duration, Located, Secret, SecretSource};
 use serde::Deserialize;
@@ -43,6 +44,9 @@ struct Raw {
     clock_offset: Option<String>,
     max_clock_step: Option<Duration>,
     poller_public_key: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    client_ca_file: Option<PathBuf>,
     #[serde(default)]
     host: RawHost,
     /// Read key by key: the common keys here, the rest by the check kind's `parse`.
@@ -78,6 +82,10 @@ pub struct AttendantConfig {
     pub clock_offset_us: i64,
     pub max_clock_step: Duration,
     pub poller_public_key: Option<String>,
+    /// HTTPS (`tls_cert_file`, `tls_key_file`), mutual when `client_ca_file` is set (SPEC
+    /// section 11): then only clients with a certificate signed by that CA are served.
+    /// Like `listen`, it takes effect at the next start, not on SIGHUP.
+    pub tls: Option<Arc<rollcall_netserve::tls::ServerConfig>>,
     pub host: HostThresholds,
     pub services: Vec<Service>,
     /// The `[probe]` table: the synthetic user's mailbox and mail-loop probes.
@@ -170,6 +178,7 @@ impl AttendantConfig {
             p.push("host.disk_warning_percent", "is above host.disk_critical_percent");
         }
 
+        let tls = tls(&raw, &loc, &mut p);
         let mut services = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (i, table) in raw.services.into_iter().enumerate() {
@@ -198,10 +207,54 @@ impl AttendantConfig {
             clock_offset_us,
             max_clock_step,
             poller_public_key: raw.poller_public_key,
+            tls,
             host,
             services,
             probes,
         })
+    }
+}
+
+/// `tls_cert_file`, `tls_key_file` and `client_ca_file`: read and checked now, so a
+/// missing or mismatched file stops start-up (and `check-config`) naming the key.
+fn tls(
+    raw: &Raw,
+    loc: &Located,
+    p: &mut rollcall_config::Problems<'_>,
+) -> Option<Arc<rollcall_netserve::tls::ServerConfig>> {
+    let (cert, key) = match (&raw.tls_cert_file, &raw.tls_key_file) {
+        (Some(c), Some(k)) => (loc.resolve(c), loc.resolve(k)),
+        (None, None) => {
+            if raw.client_ca_file.is_some() {
+                p.push("client_ca_file", "needs tls_cert_file and tls_key_file (mutual TLS is TLS first)");
+            }
+            return None;
+        }
+        (Some(_), None) => {
+            p.push("tls_key_file", "missing: tls_cert_file needs the key file beside it");
+            return None;
+        }
+        (None, Some(_)) => {
+            p.push("tls_cert_file", "missing: tls_key_file needs the certificate file beside it");
+            return None;
+        }
+    };
+    let ca = raw.client_ca_file.as_ref().map(|f| loc.resolve(f));
+    match rollcall_netserve::tls::server_config(&cert, &key, ca.as_deref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Named by the key whose file is wrong.
+            use rollcall_netserve::tls::TlsError;
+            let key_name = match &e {
+                TlsError::NoKey { .. } => "tls_key_file",
+                TlsError::NoCertificate { path } if *path == cert => "tls_cert_file",
+                _ if e.path().is_some() && e.path() == ca.as_ref() => "client_ca_file",
+                _ if e.path() == Some(&key) => "tls_key_file",
+                _ => "tls_cert_file",
+            };
+            p.push(key_name, e.to_string());
+            None
+        }
     }
 }
 

@@ -55,8 +55,12 @@ async fn run_on_with(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = config.name.clone();
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    // Every connection is a file; the default soft limit (1024) would cap them below
+    // what the connection-abuse rules need.
+    let files = rollcall_netserve::raise_open_file_limit();
     let attendant = start(config, stop.clone());
-    tracing::info!(server = %name, listen = %listener.local_addr()?, "attendant started");
+    tracing::info!(server = %name, listen = %listener.local_addr()?, scheme, open_file_limit = files, "attendant started");
     let reload = tokio::spawn(reload_on_sighup(config_path, attendant.clone(), hup, stop.clone()));
     server::serve(listener, attendant, stop).await?;
     reload.abort();

@@ -1,5 +1,7 @@
 //! The attendant's HTTP face: `GET /v1/compilation` and `POST /v1/clock` (a signed clock
-//! order), both behind the same Bearer check, bounded in connections, time and body size.
+//! order), both behind the same Bearer check, bounded in connections, time and body size;
+//! over TLS when configured, mutual TLS with `client_ca_file` (the token still applies).
+//! Connection slots and deadlines are `rollcall_netserve`'s: strangers cannot hold them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +18,9 @@ use crate::attendant::Attendant;
 use crate::config::Auth;
 use rollcall_protocol::clock_order::SignedOrder;
 
-/// Connections held at once; a poller needs one, a few more leave room for operators.
-pub const MAX_CONNECTIONS: usize = 256;
+/// Connections held at once. A poller needs one; the rest is room for strangers to be
+/// shed from (SPEC section 10: 1,000 idle clients must not keep the poller out).
+pub const MAX_CONNECTIONS: usize = 2048;
 /// Longest a request may take, checks included (their own timeouts are shorter).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest request body accepted (clock orders are a few hundred bytes).
@@ -39,7 +42,8 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let limits = rollcall_netserve::Limits { max_connections: MAX_CONNECTIONS, ..Default::default() };
-    rollcall_netserve::serve(listener, router(attendant), limits, stop).await
+    let tls = attendant.config().tls.clone();
+    rollcall_netserve::serve_tls(listener, router(attendant), limits, tls, stop).await
 }
 
 /// The Bearer check both routes share; `Some(response)` when refused.

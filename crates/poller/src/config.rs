@@ -43,6 +43,11 @@ struct Raw {
     public_url: Option<String>,
     #[serde(default)]
     server_files: Vec<String>,
+    // The poll client's TLS files (SPEC section 11); a server's own keys win, key by key.
+    tls_ca_file: Option<PathBuf>,
+    tls_client_cert_file: Option<PathBuf>,
+    tls_client_key_file: Option<PathBuf>,
+    api: Option<RawApi>,
 }
 
 /// A file named by `server_files`: `[[server]]` tables and nothing else.
@@ -50,6 +55,13 @@ struct Raw {
 struct RawServerFile {
     #[serde(default, rename = "server")]
     servers: Vec<RawServer>,
+}
+
+/// `[api]`: who may use the poller's API and how it is served (SPEC section 11).
+#[derive(Debug, Default, Deserialize)]
+struct RawApi {
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -111,6 +123,9 @@ struct RawServer {
     token_file: Option<PathBuf>,
     #[serde(default)]
     parents: Vec<String>,
+    tls_ca_file: Option<PathBuf>,
+    tls_client_cert_file: Option<PathBuf>,
+    tls_client_key_file: Option<PathBuf>,
 }
 
 /// A validated poller configuration.
@@ -148,6 +163,8 @@ pub struct PollerConfig {
     pub server_files: Vec<PathBuf>,
     /// The file this was loaded from (`None` when parsed from text): what a reload reads.
     pub source: Option<PathBuf>,
+    /// `[api] tls_cert_file`, `tls_key_file`: the API, dashboard and /metrics over HTTPS.
+    pub api_tls: Option<Arc<rollcall_netserve::tls::ServerConfig>>,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -238,6 +255,33 @@ pub struct ServerConfig {
     /// The servers this one is reached through (routers, firewalls: SPEC 13). When every
     /// one of them is unreachable, this server's failed polls make it `behind` them.
     pub parents: Vec<String>,
+    /// How an `https://` attendant is verified and what identity is presented to it;
+    /// `None` for `http://` (and for an `https://` address without TLS keys built
+    /// elsewhere: the system's CAs, no client certificate).
+    pub tls: Option<ClientTls>,
+}
+
+/// The TLS client side of polls and clock orders to one `https://` server: its CA
+/// (`tls_ca_file`, else the system's CAs) and, for mutual TLS, the client certificate
+/// and key it presents.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// `tls_ca_file`, `tls_client_cert_file`, `tls_client_key_file` as resolved: two
+    /// servers with the same files share one `config`.
+    pub files: [Option<PathBuf>; 3],
+    pub config: Arc<rollcall_netserve::tls::ClientConfig>,
+}
+
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.files == other.files
+    }
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("files", &self.files).finish_non_exhaustive()
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7470";
@@ -422,9 +466,17 @@ impl PollerConfig {
             }
         }
 
+        // The top level's TLS files, resolved here: servers of other files inherit them.
+        let top_tls = [&raw.tls_ca_file, &raw.tls_client_cert_file, &raw.tls_client_key_file]
+            .map(|f| f.as_ref().map(|f| loc.resolve(f)));
+        let mut tls_configs = TlsConfigs::default();
         let mut names = std::collections::HashSet::new();
-        let mut servers: Vec<ServerConfig> =
-            raw.servers.iter().enumerate().map(|(i, s)| server(s, i, &loc, &mut p, &mut names)).collect();
+        let mut servers: Vec<ServerConfig> = raw
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| server(s, i, &loc, &mut p, &mut names, &top_tls, &mut tls_configs))
+            .collect();
         // Where each server was written: `None` for this file, else the index of its file.
         let mut origin: Vec<(Option<usize>, usize)> = (0..servers.len()).map(|i| (None, i)).collect();
         let server_files = match expand_server_files(&raw.server_files, &loc) {
@@ -436,7 +488,7 @@ impl PollerConfig {
         };
         let mut file_errors = Vec::new();
         for (f, path) in server_files.iter().enumerate() {
-            match read_server_file(path, &mut names) {
+            match read_server_file(path, &mut names, &top_tls, &mut tls_configs) {
                 Ok(more) => {
                     origin.extend((0..more.len()).map(|i| (Some(f), i)));
                     servers.extend(more);
@@ -517,11 +569,13 @@ impl PollerConfig {
             }
             None => None,
         };
+        let api_tls = api_tls(raw.api.as_ref(), &loc, &mut p);
         p.finish()?;
         if let Some(e) = file_errors.into_iter().next() {
             return Err(e);
         }
         Ok(PollerConfig {
+            api_tls,
             retention,
             public_url,
             server_files,
@@ -542,6 +596,99 @@ impl PollerConfig {
             notify,
             damping: Damping { threshold: flap_threshold, window: flap_window.get() },
         })
+    }
+}
+
+/// `[api] tls_cert_file` and `tls_key_file`, read now so a bad file stops start-up.
+fn api_tls(
+    api: Option<&RawApi>,
+    loc: &Located,
+    p: &mut rollcall_config::Problems<'_>,
+) -> Option<Arc<rollcall_netserve::tls::ServerConfig>> {
+    let api = api?;
+    let (cert, key) = match (&api.tls_cert_file, &api.tls_key_file) {
+        (Some(c), Some(k)) => (loc.resolve(c), loc.resolve(k)),
+        (None, None) => return None,
+        (Some(_), None) => {
+            p.push("api.tls_key_file", "missing: tls_cert_file needs the key file beside it");
+            return None;
+        }
+        (None, Some(_)) => {
+            p.push("api.tls_cert_file", "missing: tls_key_file needs the certificate file beside it");
+            return None;
+        }
+    };
+    rollcall_netserve::tls::server_config(&cert, &key, None)
+        .map_err(|e| {
+            let k = match &e {
+                rollcall_netserve::tls::TlsError::NoCertificate { .. } => "api.tls_cert_file",
+                _ if e.path() == Some(&key) => "api.tls_key_file",
+                _ => "api.tls_cert_file",
+            };
+            p.push(k, e)
+        })
+        .ok()
+}
+
+/// The TLS client configs of the servers, built once per distinct set of files.
+#[derive(Default)]
+struct TlsConfigs(std::collections::HashMap<[Option<PathBuf>; 3], Arc<rollcall_netserve::tls::ClientConfig>>);
+
+impl TlsConfigs {
+    /// Server `i`'s TLS: `None` for `http://`; for `https://`, its own `tls_*` keys over the
+    /// top level's, read now so a missing or mismatched file stops start-up naming its key.
+    fn for_server(
+        &mut self,
+        i: usize,
+        s: &RawServer,
+        inherited: [&Option<PathBuf>; 3],
+        loc: &Located,
+        p: &mut rollcall_config::Problems<'_>,
+    ) -> Option<ClientTls> {
+        let own = [&s.tls_ca_file, &s.tls_client_cert_file, &s.tls_client_key_file];
+        const KEYS: [&str; 3] = ["tls_ca_file", "tls_client_cert_file", "tls_client_key_file"];
+        if !s.address.starts_with("https://") {
+            if let Some(k) = own.iter().position(|f| f.is_some()) {
+                p.push(format!("server[{i}].{}", KEYS[k]), "only applies to an https:// address");
+            }
+            return None;
+        }
+        // Where each file comes from, so a problem names the key that set it.
+        let mut at = [String::new(), String::new(), String::new()];
+        let mut files: [Option<PathBuf>; 3] = [None, None, None];
+        for k in 0..3 {
+            (at[k], files[k]) = match (own[k], inherited[k]) {
+                (Some(f), _) => (format!("server[{i}].{}", KEYS[k]), Some(loc.resolve(f))),
+                (None, Some(f)) => (KEYS[k].to_string(), Some(loc.resolve(f))),
+                (None, None) => (KEYS[k].to_string(), None),
+            };
+        }
+        let identity = match (&files[1], &files[2]) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            (Some(_), None) => {
+                p.push(format!("server[{i}]"), "tls_client_cert_file needs tls_client_key_file beside it");
+                return None;
+            }
+            (None, Some(_)) => {
+                p.push(format!("server[{i}]"), "tls_client_key_file needs tls_client_cert_file beside it");
+                return None;
+            }
+        };
+        if let Some(config) = self.0.get(&files) {
+            return Some(ClientTls { files, config: config.clone() });
+        }
+        match rollcall_netserve::tls::client_config(files[0].as_deref(), identity) {
+            Ok(config) => {
+                self.0.insert(files.clone(), config.clone());
+                Some(ClientTls { files, config })
+            }
+            Err(e) => {
+                let k = files.iter().position(|f| f.is_some() && f.as_ref() == e.path()).unwrap_or(0);
+                p.push(at[k].clone(), e);
+                None
+            }
+        }
     }
 }
 
@@ -695,6 +842,8 @@ fn server(
     loc: &Located,
     p: &mut rollcall_config::Problems<'_>,
     names: &mut std::collections::HashSet<String>,
+    top_tls: &[Option<PathBuf>; 3],
+    tls_configs: &mut TlsConfigs,
 ) -> ServerConfig {
     let at = |k: &str| format!("server[{i}].{k}");
     if s.name.trim().is_empty() {
@@ -719,11 +868,13 @@ fn server(
         },
         None => None,
     };
+    let tls = tls_configs.for_server(i, s, [&top_tls[0], &top_tls[1], &top_tls[2]], loc, p);
     ServerConfig {
         name: s.name.clone(),
         address: s.address.trim_end_matches('/').to_string(),
         token,
         parents: s.parents.clone(),
+        tls,
     }
 }
 
@@ -772,12 +923,15 @@ fn expand_server_files(globs: &[String], loc: &Located) -> Result<Vec<PathBuf>, 
 fn read_server_file(
     path: &Path,
     names: &mut std::collections::HashSet<String>,
+    top_tls: &[Option<PathBuf>; 3],
+    tls_configs: &mut TlsConfigs,
 ) -> Result<Vec<ServerConfig>, ConfigError> {
     let file = path.display().to_string();
     let text = rollcall_config::read_file(path)?;
     let (raw, loc): (RawServerFile, Located) = Located::parse(&file, &text)?;
     let mut p = loc.problems();
-    let servers = raw.servers.iter().enumerate().map(|(i, s)| server(s, i, &loc, &mut p, names)).collect();
+    let servers =
+        raw.servers.iter().enumerate().map(|(i, s)| server(s, i, &loc, &mut p, names, top_tls, tls_configs)).collect();
     p.finish()?;
     Ok(servers)
 }

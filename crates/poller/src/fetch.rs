@@ -3,15 +3,22 @@
 //! A failed poll is data, not an error to bubble up: every way it can fail maps to one
 //! [`PollError`] kind, which becomes the deficiency `poll:KIND`. The timeout covers connect
 //! to last byte; `max_reply_bytes` is enforced while reading, so a huge reply is never held.
+//! Polls of `http://` and `https://` addresses both go through `plain::PlainClient`
+//! (TLS from the server's [`ClientTls`], mutual when it names a client certificate);
+//! clock orders through reqwest, given the same TLS config.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use rollcall_protocol::clock_order::{ClockReply, SignedOrder, CLOCK_PATH};
 use rollcall_protocol::{DecodeError, Digest, COMPILATION_PATH};
 
-use crate::config::ServerConfig;
+use crate::config::{ClientTls, ServerConfig};
 
 mod plain;
 
@@ -74,13 +81,17 @@ pub trait Fetch: Send + Sync + 'static {
 /// Largest clock-order reply read (a few hundred bytes in practice).
 const MAX_ORDER_REPLY: usize = 64 * 1024;
 
-/// The real fetcher: polls over `http://` with `plain::PlainClient` (one idle
-/// connection per server within a file budget), over `https://` and clock orders with
-/// reqwest.
+/// The real fetcher: polls with `plain::PlainClient` (one idle connection per server
+/// within a file budget), clock orders with reqwest (one client per TLS config).
 #[derive(Clone)]
 pub struct HttpFetcher {
     client: reqwest::Client,
-    plain: std::sync::Arc<plain::PlainClient>,
+    plain: Arc<plain::PlainClient>,
+    /// reqwest clients for `https://` clock orders, by the TLS config they present.
+    /// Each entry holds its config, so no other config can take its address.
+    tls_clients: Arc<Mutex<HashMap<usize, OrderClient>>>,
+    /// For `https://` servers without TLS settings of their own: the system's CAs.
+    default_tls: Arc<OnceLock<Result<Arc<rustls::ClientConfig>, String>>>,
     timeout: Duration,
     max_reply_bytes: u64,
 }
@@ -99,63 +110,75 @@ impl HttpFetcher {
         max_reply_bytes: u64,
         idle: usize,
     ) -> Result<HttpFetcher, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("rollcall-poller/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(usize::from(idle > 0))
-            .pool_idle_timeout(Duration::from_secs(20 * 60))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(HttpFetcher { client, plain: std::sync::Arc::new(plain::PlainClient::new(idle)), timeout, max_reply_bytes })
+        let client = reqwest_client(timeout, idle > 0).build()?;
+        Ok(HttpFetcher {
+            client,
+            plain: Arc::new(plain::PlainClient::new(idle)),
+            tls_clients: Arc::default(),
+            default_tls: Arc::default(),
+            timeout,
+            max_reply_bytes,
+        })
     }
 
     async fn fetch_unbounded(&self, server: &ServerConfig) -> Result<Fetched, PollError> {
         let token = server.token.as_ref().map(|t| t.expose());
-        let (raw, sent_at, received_at) = if server.address.starts_with("http://") {
-            let reply = self.plain.get(&server.address, COMPILATION_PATH, token, self.max_reply_bytes).await?;
-            judge_status(reply.status)?;
-            (reply.body, reply.sent_at, reply.received_at)
-        } else {
-            self.fetch_tls(server, token).await?
-        };
+        let tls = self.tls_for(server)?;
+        let reply =
+            self.plain.get(&server.address, COMPILATION_PATH, token, self.max_reply_bytes, tls.as_ref()).await?;
+        judge_status(reply.status)?;
+        let raw = reply.body;
         let digest = Digest::from_slice(&raw).map_err(|e| match e {
             DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
             DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
         })?;
-        Ok(Fetched { digest, raw, sent_at, received_at })
+        Ok(Fetched { digest, raw, sent_at: reply.sent_at, received_at: reply.received_at })
     }
 
-    /// A poll over `https://`, through reqwest (rustls).
-    async fn fetch_tls(
-        &self,
-        server: &ServerConfig,
-        token: Option<&str>,
-    ) -> Result<(Bytes, DateTime<Utc>, DateTime<Utc>), PollError> {
-        let url = format!("{}{COMPILATION_PATH}", server.address);
-        let mut req = self.client.get(&url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
+    /// The TLS config for an `https://` server: its own, else the system's CAs; `None`
+    /// for `http://`.
+    fn tls_for(&self, server: &ServerConfig) -> Result<Option<Arc<rustls::ClientConfig>>, PollError> {
+        if let Some(ClientTls { config, .. }) = &server.tls {
+            return Ok(Some(config.clone()));
         }
-        let sent_at = Utc::now();
-        let mut resp = req.send().await.map_err(|e| classify(&e, &url, self.timeout))?;
-        judge_status(resp.status().as_u16())?;
-        if resp.content_length().is_some_and(|n| n > self.max_reply_bytes) {
-            return Err(PollError::Oversized(self.max_reply_bytes));
+        if !server.address.starts_with("https://") {
+            return Ok(None);
         }
-        // Sized from Content-Length (already checked against the bound): one allocation of the
-        // body's size instead of a doubling series whose slack the stored reply would keep;
-        // never more than plain::PREALLOCATE before the bytes arrive.
-        let declared = usize::try_from(resp.content_length().unwrap_or(0)).unwrap_or(usize::MAX);
-        let mut body = BytesMut::with_capacity(declared.min(plain::PREALLOCATE));
-        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, &url, self.timeout))? {
-            if (body.len() + chunk.len()) as u64 > self.max_reply_bytes {
-                return Err(PollError::Oversized(self.max_reply_bytes));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok((body.freeze(), sent_at, Utc::now()))
+        let default = self
+            .default_tls
+            .get_or_init(|| rollcall_netserve::tls::client_config(None, None).map_err(|e| e.to_string()));
+        default.clone().map(Some).map_err(PollError::Tls)
     }
+
+    /// The reqwest client for a clock order to `server`: the shared one for `http://`, one
+    /// per TLS config (kept) for `https://`.
+    fn order_client(&self, server: &ServerConfig) -> Result<reqwest::Client, PollError> {
+        let Some(config) = self.tls_for(server)? else { return Ok(self.client.clone()) };
+        let key = Arc::as_ptr(&config) as usize;
+        let mut clients = self.tls_clients.lock();
+        if let Some((_, c)) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = reqwest_client(self.timeout, true)
+            .use_preconfigured_tls((*config).clone())
+            .build()
+            .map_err(|e| PollError::Tls(format!("cannot build a TLS client: {e}")))?;
+        clients.insert(key, (config, client.clone()));
+        Ok(client)
+    }
+}
+
+/// A reqwest client for clock orders and the TLS config it was built with.
+type OrderClient = (Arc<rustls::ClientConfig>, reqwest::Client);
+
+fn reqwest_client(timeout: Duration, keep_idle: bool) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("rollcall-poller/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(timeout)
+        .pool_max_idle_per_host(usize::from(keep_idle))
+        .pool_idle_timeout(Duration::from_secs(20 * 60))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
 }
 
 /// A reply's status as a poll outcome: credentials refused, or anything else not a success.
@@ -186,8 +209,9 @@ impl Fetch for HttpFetcher {
 
     async fn order_clock(&self, server: &ServerConfig, order: &SignedOrder) -> Result<ClockReply, PollError> {
         let url = format!("{}{CLOCK_PATH}", server.address);
+        let client = self.order_client(server)?;
         let send = async {
-            let mut req = self.client.post(&url).json(order);
+            let mut req = client.post(&url).json(order);
             if let Some(t) = &server.token {
                 req = req.bearer_auth(t.expose());
             }

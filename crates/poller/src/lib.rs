@@ -133,6 +133,7 @@ pub async fn run(
     heap_trim::spawn(stop.clone(), &tracker);
     tracing::info!(
         listen = %listener.local_addr()?,
+        scheme = if config.api_tls.is_some() { "https" } else { "http" },
         servers = config.servers.len(),
         notify = config.notify.len(),
         database = %config::redact_url(&config.database),
@@ -150,9 +151,11 @@ pub async fn run(
     let metrics = Arc::new(web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) });
     let app = web::router(api, metrics);
     let shutdown = stop.clone();
-    // Dashboards hold an event stream each, so the cap is higher than the attendant's.
-    let limits = rollcall_netserve::Limits { max_connections: 1024, ..Default::default() };
-    rollcall_netserve::serve(listener, app, limits, shutdown).await.context("API server failed")?;
+    // Dashboards hold an event stream each; strangers are shed first (netserve's rules).
+    let limits = rollcall_netserve::Limits::default();
+    rollcall_netserve::serve_tls(listener, app, limits, config.api_tls.clone(), shutdown)
+        .await
+        .context("API server failed")?;
     tracker.close();
     tracker.wait().await;
     writer.flush().await.ok();

@@ -242,7 +242,8 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
         webhook(&hook.url)
     );
     let config = rollcall_poller::PollerConfig::parse("poller.toml", &text).unwrap();
-    let store = rollcall_poller::store::open(&format!("sqlite://{}", dir.path().join("n.db").display())).await.unwrap();
+    let store =
+        rollcall_poller::store::open(&format!("sqlite://{}", dir.path().join("n.db").display()), None).await.unwrap();
     let (events, rx) = tokio::sync::broadcast::channel(16);
     let stop = tokio_util::sync::CancellationToken::new();
     let tracker = tokio_util::task::TaskTracker::new();
@@ -272,7 +273,7 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
         }
         facts.ack = ack.map(Box::new);
         facts.last_poll_at = Some(chrono::Utc::now() + chrono::Duration::seconds(secs));
-        FleetEvent::Polled(ServerSummary { facts, next_poll_at: None, servers_behind: 0 })
+        FleetEvent::Polled(ServerSummary { facts, next_poll_at: None, servers_behind: 0, node: None })
     };
     events.send(poll("critical", ServerState::Deficient, None, 0)).unwrap();
     hook.wait_kinds(&["problem"]).await;

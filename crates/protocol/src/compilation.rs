@@ -241,10 +241,14 @@ struct Header {
 
 impl Compilation {
     /// Reads a compilation, ignoring unknown fields; another `schema_version` is
-    /// [`DecodeError::Incompatible`] even where the fields happen to fit.
+    /// [`DecodeError::Incompatible`] even where the fields happen to fit. Like every
+    /// reader, it accepts only what [`check_showable`] does.
     pub fn from_slice(bytes: &[u8]) -> Result<Compilation, DecodeError> {
         match serde_json::from_slice::<Compilation>(bytes) {
-            Ok(c) if c.schema_version == SCHEMA_VERSION => Ok(c),
+            Ok(c) if c.schema_version == SCHEMA_VERSION => {
+                check_showable(bytes)?;
+                Ok(c)
+            }
             Ok(c) => Err(DecodeError::Incompatible { found: u64::from(c.schema_version) }),
             Err(e) => match serde_json::from_slice::<Header>(bytes) {
                 Ok(Header { schema_version: Some(v) }) if v != u64::from(SCHEMA_VERSION) => {
@@ -267,8 +271,10 @@ impl Compilation {
 }
 
 mod digest;
+mod showable;
 mod substance;
 
 pub use digest::Digest;
+pub use showable::{check_showable, MAX_DEPTH};
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,10 @@ const POLLER_KEYS: &[&str] = &[
     "notify",
     "timeout",
     "max_concurrent_polls",
+    "tls_ca_file",
+    "tls_client_cert_file",
+    "tls_client_key_file",
+    "api",
 ];
 
 /// Guesses the kind from the top-level keys; a file that does not parse is taken as an
@@ -118,6 +122,8 @@ mod tests {
         assert_eq!(guess("[[server]]\nname = \"a\"\n"), Kind::Poller);
         assert_eq!(guess("database = \"sqlite://x\"\n"), Kind::Poller);
         assert_eq!(guess("[[service]]\nname = \"a\"\n"), Kind::Attendant);
+        assert_eq!(guess("tls_client_cert_file = \"c.pem\"\n"), Kind::Poller);
+        assert_eq!(guess("tls_cert_file = \"c.pem\"\nclient_ca_file = \"ca.pem\"\n"), Kind::Attendant);
         assert_eq!(guess("this is = = not toml"), Kind::Attendant);
     }
 }

@@ -78,6 +78,16 @@ enum Command {
         json: bool,
         #[arg(long, default_value = "10s")]
         timeout: rollcall_config::Duration,
+        /// For https://: the CA (PEM) the attendant's certificate must chain to (default:
+        /// the system's CAs).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// For https:// with mutual TLS: the client certificate (PEM) to present.
+        #[arg(long, requires = "key_file")]
+        cert_file: Option<PathBuf>,
+        /// The key (PEM) of --cert-file.
+        #[arg(long, requires = "cert_file")]
+        key_file: Option<PathBuf>,
     },
     /// Validate an attendant or poller config file; exit 1 naming every problem.
     CheckConfig {
@@ -188,8 +198,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             DowntimeCommand::Remove { id, poller } => operator::downtime_remove(&poller.poller, id).await?,
         },
         Command::Ack { name, comment, poller } => operator::ack(&poller.poller, &name, &comment).await?,
-        Command::Query { address, token_file, json, timeout } => {
-            query::run(&address, token_file.as_deref(), json, timeout.get()).await?;
+        Command::Query { address, token_file, json, timeout, ca_file, cert_file, key_file } => {
+            let tls = query::Tls { ca_file, cert_file, key_file };
+            query::run(&address, token_file.as_deref(), json, timeout.get(), &tls).await?;
         }
         Command::Keygen { out, force } => keygen::run(&out, force)?,
         Command::CheckConfig { file, kind } => return Ok(check_config::run(&file, kind)),

@@ -1,10 +1,10 @@
 //! `rollcall query ADDRESS`: one compilation from one attendant, printed for a person.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rollcall_config::SecretSource;
-use rollcall_poller::config::ServerConfig;
+use rollcall_poller::config::{ClientTls, ServerConfig};
 use rollcall_poller::fetch::{Fetch, HttpFetcher};
 use rollcall_protocol::{Compilation, ResultView};
 
@@ -13,17 +13,48 @@ use crate::render::{bytes, human_secs, table};
 /// Replies larger than this are refused, as the poller's default does.
 const MAX_REPLY: u64 = 1024 * 1024;
 
-pub async fn run(address: &str, token_file: Option<&Path>, json: bool, timeout: Duration) -> anyhow::Result<()> {
+/// `--ca-file`, `--cert-file`, `--key-file`: TLS for an `https://` address, as the
+/// poller's `tls_ca_file`, `tls_client_cert_file`, `tls_client_key_file`.
+#[derive(Debug, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl Tls {
+    fn client(&self, address: &str) -> anyhow::Result<Option<ClientTls>> {
+        let given = self.ca_file.is_some() || self.cert_file.is_some();
+        if !address.starts_with("https://") {
+            anyhow::ensure!(!given, "--ca-file, --cert-file and --key-file need an https:// address");
+            return Ok(None);
+        }
+        let identity = self.cert_file.as_deref().zip(self.key_file.as_deref());
+        let config = rollcall_netserve::tls::client_config(self.ca_file.as_deref(), identity)?;
+        let files = [self.ca_file.clone(), self.cert_file.clone(), self.key_file.clone()];
+        Ok(Some(ClientTls { files, config }))
+    }
+}
+
+pub async fn run(
+    address: &str,
+    token_file: Option<&Path>,
+    json: bool,
+    timeout: Duration,
+    tls: &Tls,
+) -> anyhow::Result<()> {
     let address = if address.contains("://") { address.to_string() } else { format!("http://{address}") };
     let token = match token_file {
         Some(f) => Some(SecretSource::File(f.to_path_buf()).read().map_err(anyhow::Error::msg)?),
         None => None,
     };
+    let tls = tls.client(&address)?;
     let server = ServerConfig {
         name: address.clone(),
         address: address.trim_end_matches('/').to_string(),
         token,
         parents: Vec::new(),
+        tls,
     };
     let fetched = HttpFetcher::new(timeout, MAX_REPLY)?
         .fetch(&server)

@@ -231,8 +231,13 @@ async fn replayed_and_foreign_orders_are_rejected_over_the_wire() {
 
     // The rejected orders changed nothing: the clock is where the first order put it.
     let c = rollcall_poller::fetch::HttpFetcher::new(std::time::Duration::from_secs(5), 1 << 20).unwrap();
-    let server =
-        rollcall_poller::config::ServerConfig { name: "a".into(), address: att.url(), token: None, parents: vec![] };
+    let server = rollcall_poller::config::ServerConfig {
+        name: "a".into(),
+        address: att.url(),
+        token: None,
+        parents: vec![],
+        tls: None,
+    };
     let f = rollcall_poller::fetch::Fetch::fetch(&c, &server).await.unwrap();
     let skew = (f.digest.replied_at - chrono::Utc::now()).num_milliseconds();
     assert!(skew.abs() < 500, "clock moved by a rejected order: {skew} ms");
@@ -292,6 +297,7 @@ async fn offset_through_a_one_way_delay_stays_within_half_the_delay_where_the_na
         address: format!("http://{proxy}"),
         token: None,
         parents: vec![],
+        tls: None,
     };
     let f = rollcall_poller::fetch::Fetch::fetch(&fetcher, &server).await.unwrap();
     let t = &f.digest;

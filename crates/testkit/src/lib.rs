@@ -7,6 +7,7 @@
 //! - [`postgres`]: a real PostgreSQL cluster, one per test, in a temp dir;
 //! - [`TcpService`]: a tcp "service" the test stops and starts under an attendant's check;
 //! - [`Api`]: a client for the poller's JSON API, with waits on what it answers;
+//! - [`pki`]: a throwaway CA (rcgen) and the certificates it signs, for TLS tests;
 //! - [`skip`] and [`require`]: what a test does when an outside program is missing.
 //!
 //! Rules it keeps: every wait is bounded, and a wait that runs out fails the test saying
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod mailstack;
+pub mod pki;
 pub mod postgres;
 pub mod service;
 pub mod wait;

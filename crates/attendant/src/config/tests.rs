@@ -332,3 +332,31 @@ fn a_max_clock_step_beyond_a_day_is_named() {
     .problems();
     assert!(err.iter().any(|m| m.contains("max_clock_step") && m.contains("more than a day")), "{err:?}");
 }
+
+#[test]
+fn tls_keys_are_read_at_load_and_every_bad_one_is_named() {
+    use rollcall_testkit::pki::{Pki, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Pki::new(dir.path(), "site");
+    let me = ca.issue("attendant", Validity::Current);
+    let file = dir.path().join("attendant.toml");
+    let at = |extra: &str| AttendantConfig::parse(file.to_str().unwrap(), &format!("{MINIMAL}{extra}"));
+    let good = format!(
+        "tls_cert_file = {:?}\ntls_key_file = {:?}\nclient_ca_file = \"site-ca.pem\"\n",
+        me.cert_file, me.key_file
+    );
+    assert!(at(&good).unwrap().tls.is_some(), "a relative client_ca_file resolves beside the config");
+    assert!(at("").unwrap().tls.is_none());
+    for (extra, key, says) in [
+        ("client_ca_file = \"site-ca.pem\"\n", "client_ca_file", "needs tls_cert_file"),
+        (&format!("tls_cert_file = {:?}\n", me.cert_file)[..], "tls_key_file", "missing"),
+        (&format!("tls_key_file = {:?}\n", me.key_file)[..], "tls_cert_file", "missing"),
+        (&good.replace("site-ca.pem", "nowhere.pem"), "client_ca_file", "nowhere.pem"),
+        (&good.replace("site-attendant.key", "site-ca.pem"), "tls_key_file", "no PEM private key"),
+        (&good.replace("site-attendant.pem", "site-attendant.key"), "tls_cert_file", "no PEM certificate"),
+    ] {
+        let p = at(extra).unwrap_err().problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains(&format!(": {key}: ")) && p[0].contains(says), "{extra}: {p:?}");
+    }
+}

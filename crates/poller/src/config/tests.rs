@@ -414,3 +414,52 @@ fn notify_templates_are_read_and_checked_and_only_for_email_and_webhook() {
         .problems();
     assert!(e[0].ends_with("notify[0].template_file: is not a key of kind = \"alertmanager\""), "{e:?}");
 }
+
+#[test]
+fn tls_keys_apply_to_https_servers_a_servers_own_winning_and_bad_files_named() {
+    use rollcall_testkit::pki::{Pki, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Pki::new(dir.path(), "site");
+    // Written beside the config: site-poller.pem/.key and other-ca.pem.
+    let _me = ca.issue("poller", Validity::Current);
+    let _other = Pki::new(dir.path(), "other");
+    let file = dir.path().join("poller.toml");
+    let at = |text: &str| PollerConfig::parse(file.to_str().unwrap(), text);
+    let top = "tls_ca_file = \"site-ca.pem\"\ntls_client_cert_file = \"site-poller.pem\"\ntls_client_key_file = \"site-poller.key\"\n\
+               [api]\ntls_cert_file = \"site-poller.pem\"\ntls_key_file = \"site-poller.key\"\n";
+    let servers = "[[server]]\nname = \"a\"\naddress = \"https://127.0.0.1:7460\"\n\
+                   [[server]]\nname = \"b\"\naddress = \"https://127.0.0.1:7461\"\ntls_ca_file = \"other-ca.pem\"\n\
+                   [[server]]\nname = \"c\"\naddress = \"http://127.0.0.1:7462\"\n";
+    let c = at(&format!("{top}{servers}")).unwrap();
+    assert!(c.api_tls.is_some());
+    let files: Vec<_> = c.servers.iter().map(|s| s.tls.as_ref().map(|t| t.files.clone())).collect();
+    let f = |name: &str| Some(dir.path().join(name));
+    assert_eq!(files[0], Some([f("site-ca.pem"), f("site-poller.pem"), f("site-poller.key")]));
+    assert_eq!(files[1], Some([f("other-ca.pem"), f("site-poller.pem"), f("site-poller.key")]), "its own CA wins");
+    assert_eq!(files[2], None, "http:// takes no TLS");
+    assert!(!Arc::ptr_eq(&c.servers[0].tls.as_ref().unwrap().config, &c.servers[1].tls.as_ref().unwrap().config));
+    for (text, key, says) in [
+        (
+            "[[server]]\nname = \"c\"\naddress = \"http://127.0.0.1:1\"\ntls_ca_file = \"site-ca.pem\"\n",
+            "server[0].tls_ca_file",
+            "only applies to an https:// address",
+        ),
+        (
+            "[[server]]\nname = \"a\"\naddress = \"https://127.0.0.1:1\"\ntls_client_cert_file = \"site-poller.pem\"\ntls_ca_file = \"site-ca.pem\"\n",
+            "server[0]",
+            "needs tls_client_key_file",
+        ),
+        ("tls_ca_file = \"nowhere.pem\"\n[[server]]\nname = \"a\"\naddress = \"https://127.0.0.1:1\"\n", "tls_ca_file", "nowhere.pem"),
+        (
+            "[[server]]\nname = \"a\"\naddress = \"https://127.0.0.1:1\"\ntls_ca_file = \"site-poller.key\"\n",
+            "server[0].tls_ca_file",
+            "no PEM certificate",
+        ),
+        ("[api]\ntls_cert_file = \"site-poller.pem\"\n", "api.tls_key_file", "missing"),
+        ("[api]\ntls_cert_file = \"site-poller.pem\"\ntls_key_file = \"site-ca.pem\"\n", "api.tls_key_file", "no PEM private key"),
+    ] {
+        let p = at(text).unwrap_err().problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains(&format!(": {key}: ")) && p[0].contains(says), "{text}: {p:?}");
+    }
+}

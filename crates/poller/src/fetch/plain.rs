@@ -1,20 +1,33 @@
-//! Polls over plain HTTP/1.1 with a client written for exactly that: one GET, one reply,
-//! one request at a time per connection, idle connections kept per server within a file
-//! budget, the reply read into one buffer sized from its Content-Length.
+//! Polls over HTTP/1.1 with a client written for exactly that: one GET, one reply, one
+//! request at a time per connection, idle connections kept per server within a file
+//! budget, the reply read into one buffer sized from its Content-Length. `https://`
+//! addresses get a rustls stream under the same client (the server verified against the
+//! server's `tls_ca_file`, a client certificate presented for mutual TLS); `http://` ones
+//! a bare TCP stream, at the cost of one branch per read.
 //!
 //! Written here rather than taken from hyper's client (through reqwest) because of the
 //! performance goals: per idle connection hyper keeps a dispatch task, a channel block and
 //! an 8 kB read buffer (≈ 20 kB per server in the heap profile), and its machinery was about
-//! a seventh of the poller's CPU at 5,000 polls/s. HTTPS polls and clock orders still go
-//! through reqwest; header parsing is `httparse`, hyper's own parser.
+//! a seventh of the poller's CPU at 5,000 polls/s. Clock orders still go through reqwest;
+//! header parsing is `httparse`, hyper's own parser.
+//!
+//! Rules on what the attendant sends: the head is at most [`MAX_HEAD`] bytes; a declared
+//! Content-Length or chunk size is compared with `max` before anything is reserved or
+//! added (no arithmetic on it can wrap); at most [`PREALLOCATE`] bytes are reserved on the
+//! attendant's word; a body is never longer than `max`.
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+// One connection to an attendant: bare TCP for `http://`, rustls over TCP for `https://`.
+use rollcall_netserve::tls::ClientStream as Conn;
 
 use super::PollError;
 
@@ -35,46 +48,62 @@ pub(crate) struct Reply {
     pub received_at: DateTime<Utc>,
 }
 
-/// The plain-HTTP client: idle connections by server address, at most `budget` of them.
+/// The poll client: idle connections by server address, at most `budget` of them.
 #[derive(Debug)]
 pub(crate) struct PlainClient {
-    idle: Mutex<HashMap<Box<str>, TcpStream>>,
+    idle: Mutex<HashMap<Box<str>, Conn>>,
     budget: usize,
 }
 
-/// Where an `http://` address points: the Host header (what to connect to), the path prefix.
+/// Where an `http://` or `https://` address points: the Host header (what to connect
+/// to), the path prefix, whether it is TLS.
 #[derive(Debug, PartialEq, Eq)]
 struct Target<'a> {
     host: &'a str,
     prefix: &'a str,
+    tls: bool,
 }
 
 impl Target<'_> {
-    /// `host:port`, port 80 when the address names none.
+    /// `host:port`, port 80 (443 for TLS) when the address names none.
     fn connect(&self) -> std::borrow::Cow<'_, str> {
-        // A port is whatever follows the last ':' after an IPv6 literal's ']'.
-        let after_literal = self.host.rfind(']').map_or(self.host, |i| &self.host[i..]);
-        if after_literal.contains(':') {
+        if self.port_given() {
             self.host.into()
         } else {
-            format!("{}:80", self.host).into()
+            format!("{}:{}", self.host, if self.tls { 443 } else { 80 }).into()
         }
+    }
+
+    fn port_given(&self) -> bool {
+        // A port is whatever follows the last ':' after an IPv6 literal's ']'.
+        let after_literal = self.host.rfind(']').map_or(self.host, |i| &self.host[i..]);
+        after_literal.contains(':')
+    }
+
+    /// The name the server's certificate must carry: the host without port or brackets.
+    fn server_name(&self) -> &str {
+        let name =
+            if self.port_given() { &self.host[..self.host.rfind(':').unwrap_or(self.host.len())] } else { self.host };
+        name.trim_start_matches('[').trim_end_matches(']')
     }
 }
 
 fn target(url: &str) -> Option<Target<'_>> {
-    let rest = url.strip_prefix("http://")?;
+    let (rest, tls) = match url.strip_prefix("http://") {
+        Some(rest) => (rest, false),
+        None => (url.strip_prefix("https://")?, true),
+    };
     let (host, prefix) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if host.is_empty() {
         return None;
     }
-    Some(Target { host, prefix: prefix.trim_end_matches('/') })
+    Some(Target { host, prefix: prefix.trim_end_matches('/'), tls })
 }
 
 /// How one attempt on one connection ended.
 enum Attempt {
     /// The reply, and the connection when it can carry the next request.
-    Done(Reply, Option<TcpStream>),
+    Done(Reply, Option<Conn>),
     /// A kept-alive connection the attendant had closed: nothing was read, try a new one.
     Stale,
     Failed(PollError),
@@ -86,8 +115,17 @@ impl PlainClient {
     }
 
     /// `GET url+path`; a 4xx or 5xx is a [`Reply`] like any other, the caller judges it.
-    pub(crate) async fn get(&self, url: &str, path: &str, token: Option<&str>, max: u64) -> Result<Reply, PollError> {
-        let t = target(url).ok_or_else(|| PollError::Refused(format!("{url} is not an http:// address")))?;
+    /// `tls` is the client config for an `https://` url (ignored for `http://`).
+    pub(crate) async fn get(
+        &self,
+        url: &str,
+        path: &str,
+        token: Option<&str>,
+        max: u64,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<Reply, PollError> {
+        let t =
+            target(url).ok_or_else(|| PollError::Refused(format!("{url} is not an http:// or https:// address")))?;
         let mut request = Vec::with_capacity(160);
         request.extend_from_slice(b"GET ");
         request.extend_from_slice(t.prefix.as_bytes());
@@ -103,12 +141,22 @@ impl PlainClient {
         }
         request.extend_from_slice(b"\r\n");
 
+        // A TLS connection carries the identities of its handshake: it is kept for the
+        // same address with the same TLS config only (one allocation per TLS poll).
+        let tls_key;
+        let url_key = match tls {
+            Some(config) if t.tls => {
+                tls_key = format!("{url} {:p}", Arc::as_ptr(config));
+                tls_key.as_str()
+            }
+            _ => url,
+        };
         // The map's key is reused when the connection goes back: no allocation per poll.
         let mut key = None;
-        if let Some((k, stream)) = self.take(url) {
+        if let Some((k, stream)) = self.take(url_key) {
             key = Some(k);
             match exchange(stream, &request, max, true).await {
-                Attempt::Done(reply, keep) => return Ok(self.finish(url, key, reply, keep)),
+                Attempt::Done(reply, keep) => return Ok(self.finish(url_key, key, reply, keep)),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Stale => {}
             }
@@ -121,14 +169,20 @@ impl PlainClient {
             }
         })?;
         let _ = stream.set_nodelay(true);
+        let stream = if t.tls {
+            let config = tls.ok_or_else(|| PollError::Tls(format!("no TLS settings for {url}")))?;
+            Conn::Tls(Box::new(handshake(&t, stream, config).await?))
+        } else {
+            Conn::Plain(stream)
+        };
         match exchange(stream, &request, max, false).await {
-            Attempt::Done(reply, keep) => Ok(self.finish(url, key, reply, keep)),
+            Attempt::Done(reply, keep) => Ok(self.finish(url_key, key, reply, keep)),
             Attempt::Failed(e) => Err(e),
             Attempt::Stale => Err(PollError::Malformed("the attendant closed the connection without a reply".into())),
         }
     }
 
-    fn finish(&self, url: &str, key: Option<Box<str>>, reply: Reply, keep: Option<TcpStream>) -> Reply {
+    fn finish(&self, url: &str, key: Option<Box<str>>, reply: Reply, keep: Option<Conn>) -> Reply {
         if let Some(stream) = keep {
             let mut idle = self.idle.lock();
             if idle.len() < self.budget {
@@ -139,30 +193,58 @@ impl PlainClient {
     }
 
     /// The server's idle connection (with its key), unless the attendant has closed it.
-    fn take(&self, url: &str) -> Option<(Box<str>, TcpStream)> {
+    fn take(&self, url: &str) -> Option<(Box<str>, Conn)> {
         let (key, stream) = self.idle.lock().remove_entry(url)?;
-        // Readable while idle means closed (or stray bytes): either way not reusable. Tokio
-        // answers from its readiness cache, so a live connection costs no system call.
-        match stream.try_read(&mut [0u8; 1]) {
+        // Readable while idle means closed (or stray bytes, or a TLS close_notify): either
+        // way not reusable, so reading past TLS does no harm. Tokio answers from its
+        // readiness cache, so a live connection costs no system call.
+        match stream.tcp().try_read(&mut [0u8; 1]) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some((key, stream)),
             _ => None,
         }
     }
 }
 
+/// The TLS handshake on a new connection; any failure is `poll:tls`.
+async fn handshake(
+    t: &Target<'_>,
+    stream: TcpStream,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<TlsStream<TcpStream>, PollError> {
+    let name = rustls::pki_types::ServerName::try_from(t.server_name().to_owned())
+        .map_err(|e| PollError::Tls(format!("{:?} cannot be checked against a certificate: {e}", t.server_name())))?;
+    tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| PollError::Tls(format!("handshake with {} failed: {}", t.host, tls_cause(&e))))
+}
+
+/// The rustls error inside an I/O error, else the error itself.
+fn tls_cause(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => tls.to_string(),
+        None => e.to_string(),
+    }
+}
+
 /// Sends `request` on `stream` and reads one reply. `reused`: a failure before the first
 /// byte of the reply means the connection had gone stale, not that the attendant failed.
-async fn exchange(mut stream: TcpStream, request: &[u8], max: u64, reused: bool) -> Attempt {
+async fn exchange(mut stream: Conn, request: &[u8], max: u64, reused: bool) -> Attempt {
     let sent_at = Utc::now();
-    if let Err(e) = stream.write_all(request).await {
-        return if reused { Attempt::Stale } else { Attempt::Failed(lost(&e)) };
+    if let Err(e) = write_request(&mut stream, request).await {
+        return if reused { Attempt::Stale } else { Attempt::Failed(lost(&stream, &e)) };
     }
     let mut buf = BytesMut::with_capacity(FIRST_READ);
     let head = loop {
         match read_more(&mut stream, &mut buf).await {
             Ok(0) | Err(_) if reused && buf.is_empty() => return Attempt::Stale,
+            // With TLS 1.3 a server that refuses our certificate says so only now.
+            Ok(0) if stream.is_tls() && buf.is_empty() => return Attempt::Failed(PollError::Tls(
+                "the attendant closed the TLS connection without a reply (is our client certificate one it trusts?)"
+                    .into(),
+            )),
             Ok(0) => return Attempt::Failed(cut_short("the connection closed")),
-            Err(e) => return Attempt::Failed(lost(&e)),
+            Err(e) => return Attempt::Failed(lost(&stream, &e)),
             Ok(_) => {}
         }
         match parse_head(&buf) {
@@ -202,17 +284,28 @@ async fn exchange(mut stream: TcpStream, request: &[u8], max: u64, reused: bool)
 /// few kB; a reply claiming more must send it to make the poller hold it).
 pub(super) const PREALLOCATE: usize = 1 << 20;
 
+async fn write_request(stream: &mut Conn, request: &[u8]) -> std::io::Result<()> {
+    stream.write_all(request).await?;
+    // TLS may hold the last record until flushed; a TCP stream flushes nothing.
+    stream.flush().await
+}
+
 /// Reads what has arrived into `buf`, growing it by [`FIRST_READ`] when full (the reply's
 /// size is not known yet); `Ok(0)` means the attendant closed the connection.
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+async fn read_more(stream: &mut Conn, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() == buf.len() {
         buf.reserve(FIRST_READ);
     }
     stream.read_buf(buf).await
 }
 
-fn lost(e: &std::io::Error) -> PollError {
-    cut_short(&e.to_string())
+/// A read or write that failed: a TLS alert (a refused client certificate) is `poll:tls`,
+/// anything else a reply cut short.
+fn lost(stream: &Conn, e: &std::io::Error) -> PollError {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) if stream.is_tls() => PollError::Tls(tls.to_string()),
+        _ => cut_short(&e.to_string()),
+    }
 }
 
 fn cut_short(why: &str) -> PollError {
@@ -272,7 +365,7 @@ fn has_token(value: &[u8], token: &str) -> bool {
 
 /// A body of `n` bytes; `buf` holds what was read after the headers. The bool says whether
 /// the connection ended exactly at the body's end (so it can carry another request).
-async fn read_exact_body(stream: &mut TcpStream, mut buf: BytesMut, n: usize) -> Result<(Bytes, bool), PollError> {
+async fn read_exact_body(stream: &mut Conn, mut buf: BytesMut, n: usize) -> Result<(Bytes, bool), PollError> {
     if buf.len() < n {
         // One allocation of the body's size, so the stored reply keeps no slack; but never
         // more than PREALLOCATE on the attendant's word alone: a longer body grows as it
@@ -285,7 +378,7 @@ async fn read_exact_body(stream: &mut TcpStream, mut buf: BytesMut, n: usize) ->
         match stream.read_buf(&mut buf).await {
             Ok(0) => return Err(cut_short(&format!("{} of {n} bytes before the connection closed", buf.len()))),
             Ok(_) => {}
-            Err(e) => return Err(lost(&e)),
+            Err(e) => return Err(lost(stream, &e)),
         }
     }
     let clean = buf.len() == n;
@@ -294,7 +387,7 @@ async fn read_exact_body(stream: &mut TcpStream, mut buf: BytesMut, n: usize) ->
 }
 
 /// A body read until the attendant closes the connection, at most `max` bytes.
-async fn read_to_close(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> Result<(Bytes, bool), PollError> {
+async fn read_to_close(stream: &mut Conn, mut buf: BytesMut, max: u64) -> Result<(Bytes, bool), PollError> {
     loop {
         if buf.len() as u64 > max {
             return Err(PollError::Oversized(max));
@@ -302,13 +395,13 @@ async fn read_to_close(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> R
         match read_more(stream, &mut buf).await {
             Ok(0) => return Ok((buf.freeze(), false)),
             Ok(_) => {}
-            Err(e) => return Err(lost(&e)),
+            Err(e) => return Err(lost(stream, &e)),
         }
     }
 }
 
 /// A chunked body, decoded as it arrives, at most `max` bytes of it.
-async fn read_chunked(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> Result<(Bytes, bool), PollError> {
+async fn read_chunked(stream: &mut Conn, mut buf: BytesMut, max: u64) -> Result<(Bytes, bool), PollError> {
     let mut body = BytesMut::new();
     loop {
         let done = matches!(decode_chunks(&mut buf, &mut body, max)?, Chunks::Done);
@@ -324,7 +417,7 @@ async fn read_chunked(stream: &mut TcpStream, mut buf: BytesMut, max: u64) -> Re
         match read_more(stream, &mut buf).await {
             Ok(0) => return Err(cut_short("the connection closed inside a chunked body")),
             Ok(_) => {}
-            Err(e) => return Err(lost(&e)),
+            Err(e) => return Err(lost(stream, &e)),
         }
     }
 }
@@ -373,5 +466,7 @@ fn decode_chunks(buf: &mut BytesMut, body: &mut BytesMut, max: u64) -> Result<Ch
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

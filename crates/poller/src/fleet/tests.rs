@@ -139,6 +139,7 @@ async fn rig_with(names: &[&str], normal_s: u64, critical_s: u64, recover_after:
             address: format!("http://{n}:7460"),
             token: None,
             parents: vec![],
+            tls: None,
         })
         .collect();
     rig_of(configs, normal_s, critical_s, recover_after, first).await
@@ -153,6 +154,7 @@ async fn rig_parents(servers: &[(&str, &[&str])], normal_s: u64, critical_s: u64
             address: format!("http://{n}:7460"),
             token: None,
             parents: p.iter().map(|p| p.to_string()).collect(),
+            tls: None,
         })
         .collect();
     rig_of(configs, normal_s, critical_s, 1, Duration::from_secs(normal_s)).await
@@ -210,7 +212,13 @@ async fn rig_rules(configs: Vec<ServerConfig>, rules: Rules, first: Duration) ->
 /// rules, `stored` rows and `script`'s replies.
 fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer) -> Fleet {
     Fleet::new(
-        vec![ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, parents: vec![] }],
+        vec![ServerConfig {
+            name: "s".into(),
+            address: "http://s:7460".into(),
+            token: None,
+            parents: vec![],
+            tls: None,
+        }],
         stored,
         r.fleet.rules().clone(),
         Arc::new(script),
@@ -668,6 +676,7 @@ async fn a_reload_adds_removes_and_restarts_servers_and_leaves_the_others_alone(
         address: address.into(),
         token: None,
         parents: vec![],
+        tls: None,
     };
     let report = r.fleet.reload(vec![
         config("steady", "http://steady:7460"),
@@ -716,7 +725,8 @@ async fn deficient_for_escalate_after_at_a_level_moves_up_one_and_stays_until_cl
         vec![crate::levels::Rule { source: "service:*".into(), severity: None, level: 1 }],
         1,
     );
-    let config = ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, parents: vec![] };
+    let config =
+        ServerConfig { name: "s".into(), address: "http://s:7460".into(), token: None, parents: vec![], tls: None };
     let mut r = rig_rules(vec![config], rules, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(61)).await;
     r.script.set("s", Act::Answer(vec![critical("service:disk-report")]));

@@ -80,10 +80,18 @@ impl Api {
         server: &crate::fleet::Server,
     ) -> Result<(ServerSummary, Option<serde_json::Value>), crate::store::StoreError> {
         let (summary, latest) = self.fleet.detail(server);
+        // Every accepted reply passed `rollcall_protocol::check_showable`, so this parse
+        // succeeds; if it ever does not, that is a bug worth a line, not a silent null.
+        let shown = |r: Result<serde_json::Value, serde_json::Error>| {
+            r.map_err(
+                |e| tracing::error!(server = %summary.facts.name, error = %e, "cannot show the latest compilation"),
+            )
+            .ok()
+        };
         let compilation = match latest {
-            Some(raw) => serde_json::from_slice(&raw).ok(),
+            Some(raw) => shown(serde_json::from_slice(&raw)),
             None => {
-                self.store.compilation(&summary.facts.name).await?.and_then(|text| serde_json::from_str(&text).ok())
+                self.store.compilation(&summary.facts.name).await?.and_then(|text| shown(serde_json::from_str(&text)))
             }
         };
         Ok((summary, compilation))

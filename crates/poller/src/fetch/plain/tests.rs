@@ -56,7 +56,7 @@ fn addresses_split_into_connect_host_and_prefix() {
     let t = target("http://[::1]:8080/x").unwrap();
     assert_eq!((&*t.connect(), t.prefix), ("[::1]:8080", "/x"));
     assert_eq!(target("http://[::1]").unwrap().connect(), "[::1]:80");
-    assert!(target("https://a:1").is_none());
+    assert!(target("ftp://a:1").is_none());
     assert!(target("http:///v1").is_none());
 }
 
@@ -89,7 +89,7 @@ async fn a_kept_alive_connection_carries_the_next_poll() {
     let (url, accepted) = serve(with_length("{\"a\":1}"), false).await;
     let c = PlainClient::new(10);
     for _ in 0..3 {
-        let r = c.get(&url, "/v1/compilation", Some("t"), 1 << 20).await.unwrap();
+        let r = c.get(&url, "/v1/compilation", Some("t"), 1 << 20, None).await.unwrap();
         assert_eq!((r.status, &r.body[..]), (200, &b"{\"a\":1}"[..]));
         assert!(r.received_at >= r.sent_at);
     }
@@ -101,7 +101,7 @@ async fn without_budget_every_poll_connects() {
     let (url, accepted) = serve(with_length("{}"), false).await;
     let c = PlainClient::new(0);
     for _ in 0..3 {
-        c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap();
+        c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap();
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }
@@ -111,7 +111,7 @@ async fn a_connection_the_attendant_closed_is_replaced_without_a_failed_poll() {
     let (url, accepted) = serve(with_length("{}"), true).await;
     let c = PlainClient::new(10);
     for i in 0..3 {
-        let r = c.get(&url, "/v1/compilation", None, 1 << 20).await;
+        let r = c.get(&url, "/v1/compilation", None, 1 << 20, None).await;
         assert!(r.is_ok(), "poll {i}: {r:?}");
         // Give the close time to arrive, as it would between polls.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -124,31 +124,31 @@ async fn chunked_replies_are_read_and_bounded() {
     let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n".to_vec();
     let (url, accepted) = serve(chunked, false).await;
     let c = PlainClient::new(10);
-    let r = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap();
+    let r = c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap();
     assert_eq!(&r.body[..], b"{\"a\":1}");
-    c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap();
+    c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap();
     assert_eq!(accepted.load(Ordering::SeqCst), 1, "a chunked reply read to its end keeps the connection");
     let big =
         format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n", 5000, "x".repeat(5000));
     let (url, _) = serve(big.into_bytes(), false).await;
-    assert_eq!(c.get(&url, "/v1/compilation", None, 4096).await.unwrap_err(), PollError::Oversized(4096));
+    assert_eq!(c.get(&url, "/v1/compilation", None, 4096, None).await.unwrap_err(), PollError::Oversized(4096));
 }
 
 #[tokio::test]
 async fn broken_heads_are_malformed_and_errors_are_replies() {
     let (url, _) = serve(b"SMTP ready\r\n\r\n".to_vec(), false).await;
     let c = PlainClient::new(10);
-    let e = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    let e = c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap_err();
     assert!(matches!(&e, PollError::Malformed(m) if m.contains("not an HTTP reply")), "{e:?}");
     let long = format!("HTTP/1.1 200 OK\r\nX-Pad: {}\r\n", "p".repeat(MAX_HEAD + 10));
     let (url, _) = serve(long.into_bytes(), false).await;
-    let e = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    let e = c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap_err();
     assert!(matches!(&e, PollError::Malformed(m) if m.contains("headers longer")), "{e:?}");
     let (url, _) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: x1\r\n\r\n".to_vec(), false).await;
-    let e = c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    let e = c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap_err();
     assert!(matches!(&e, PollError::Malformed(m) if m.contains("Content-Length")), "{e:?}");
     let (url, _) = serve(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n".to_vec(), false).await;
-    assert_eq!(c.get(&url, "/v1/compilation", None, 1 << 20).await.unwrap().status, 401);
+    assert_eq!(c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap().status, 401);
 }
 
 #[tokio::test]
@@ -156,7 +156,7 @@ async fn a_closed_port_is_refused() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     drop(l);
-    let e = PlainClient::new(10).get(&url, "/v1/compilation", None, 1 << 20).await.unwrap_err();
+    let e = PlainClient::new(10).get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap_err();
     assert_eq!(e.kind(), "refused", "{e:?}");
 }
 
@@ -182,12 +182,112 @@ async fn a_hostile_declared_length_is_oversized_or_waits_for_bytes_never_allocat
     let c = PlainClient::new(10);
     let huge = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000000\r\n\r\n{}".to_vec();
     let (url, _) = serve(huge, false).await;
-    assert_eq!(c.get(&url, "/v1/compilation", None, 64 << 20).await.unwrap_err(), PollError::Oversized(64 << 20));
+    assert_eq!(c.get(&url, "/v1/compilation", None, 64 << 20, None).await.unwrap_err(), PollError::Oversized(64 << 20));
     let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffe\r\nabc\r\n".to_vec();
     let (url, _) = serve(chunked, false).await;
-    assert_eq!(c.get(&url, "/v1/compilation", None, 64 << 20).await.unwrap_err(), PollError::Oversized(64 << 20));
+    assert_eq!(c.get(&url, "/v1/compilation", None, 64 << 20, None).await.unwrap_err(), PollError::Oversized(64 << 20));
     // A length within the bound that never comes: cut short, holding only what arrived.
     let short = b"HTTP/1.1 200 OK\r\nContent-Length: 60000000\r\nConnection: close\r\n\r\n{}".to_vec();
     let (url, _) = serve(short, true).await;
-    assert!(matches!(c.get(&url, "/v1/compilation", None, 64 << 20).await, Err(PollError::Malformed(_))));
+    assert!(matches!(c.get(&url, "/v1/compilation", None, 64 << 20, None).await, Err(PollError::Malformed(_))));
+}
+
+#[test]
+fn https_addresses_default_to_443_and_name_the_host_their_certificate_must_carry() {
+    let t = target("https://mail.example.org/s").unwrap();
+    assert_eq!(
+        (&*t.connect(), t.server_name(), t.prefix, t.tls),
+        ("mail.example.org:443", "mail.example.org", "/s", true)
+    );
+    let t = target("https://127.0.0.1:7460").unwrap();
+    assert_eq!((&*t.connect(), t.server_name()), ("127.0.0.1:7460", "127.0.0.1"));
+    let t = target("https://[::1]:7460").unwrap();
+    assert_eq!(t.server_name(), "::1");
+    assert_eq!(target("https://[::1]").unwrap().server_name(), "::1");
+    assert!(!target("http://a:1").unwrap().tls);
+}
+
+mod tls {
+    use super::*;
+    use rollcall_testkit::pki::{Pki, Validity};
+
+    /// A mutual-TLS server of `ca` answering `{"a":1}`; its URL by IP address.
+    async fn serve_mtls(ca: &Pki) -> (String, tokio_util::sync::CancellationToken) {
+        let cert = ca.issue("attendant", Validity::Current);
+        let config = rollcall_netserve::tls::server_config(&cert.cert_file, &cert.key_file, Some(&ca.ca_file)).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", l.local_addr().unwrap());
+        let router = axum::Router::new().route("/v1/compilation", axum::routing::get(|| async { "{\"a\":1}" }));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let limits = rollcall_netserve::Limits::default();
+        tokio::spawn(rollcall_netserve::serve_tls(l, router, limits, Some(config), stop.clone()));
+        (url, stop)
+    }
+
+    #[tokio::test]
+    async fn a_poll_over_mutual_tls_is_read_and_its_connection_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Pki::new(dir.path(), "site");
+        let (url, stop) = serve_mtls(&ca).await;
+        let me = ca.issue("poller", Validity::Current);
+        let config =
+            rollcall_netserve::tls::client_config(Some(&ca.ca_file), Some((&me.cert_file, &me.key_file))).unwrap();
+        let c = PlainClient::new(10);
+        for _ in 0..2 {
+            let r = c.get(&url, "/v1/compilation", None, 1 << 20, Some(&config)).await.unwrap();
+            assert_eq!((r.status, &r.body[..]), (200, &b"{\"a\":1}"[..]));
+        }
+        assert_eq!(c.idle.lock().len(), 1, "the TLS connection is kept for the next poll");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn refusals_either_way_are_tls_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Pki::new(dir.path(), "site");
+        let other = Pki::new(dir.path(), "other");
+        let (url, stop) = serve_mtls(&ca).await;
+        let c = PlainClient::new(10);
+        // No client certificate: the attendant refuses us.
+        let anonymous = rollcall_netserve::tls::client_config(Some(&ca.ca_file), None).unwrap();
+        let e = c.get(&url, "/v1/compilation", None, 1 << 20, Some(&anonymous)).await.unwrap_err();
+        assert_eq!(e.kind(), "tls", "{e:?}");
+        // An attendant whose certificate our CA did not sign: we refuse it.
+        let me = other.issue("poller", Validity::Current);
+        let wrong_ca =
+            rollcall_netserve::tls::client_config(Some(&other.ca_file), Some((&me.cert_file, &me.key_file))).unwrap();
+        let e = c.get(&url, "/v1/compilation", None, 1 << 20, Some(&wrong_ca)).await.unwrap_err();
+        assert!(matches!(&e, PollError::Tls(m) if m.contains("certificate")), "{e:?}");
+        // An https:// address without TLS settings is a TLS failure, not a panic.
+        let e = c.get(&url, "/v1/compilation", None, 1 << 20, None).await.unwrap_err();
+        assert_eq!(e.kind(), "tls", "{e:?}");
+        stop.cancel();
+    }
+}
+
+mod tls_keys {
+    use super::*;
+    use rollcall_testkit::pki::{Pki, Validity};
+
+    #[tokio::test]
+    async fn a_kept_tls_connection_is_never_lent_to_another_tls_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Pki::new(dir.path(), "site");
+        let other = Pki::new(dir.path(), "other");
+        let cert = ca.issue("attendant", Validity::Current);
+        let config = rollcall_netserve::tls::server_config(&cert.cert_file, &cert.key_file, None).unwrap();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", l.local_addr().unwrap());
+        let router = axum::Router::new().route("/v1/compilation", axum::routing::get(|| async { "{}" }));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(rollcall_netserve::serve_tls(l, router, Default::default(), Some(config), stop.clone()));
+        let trusting = rollcall_netserve::tls::client_config(Some(&ca.ca_file), None).unwrap();
+        let distrusting = rollcall_netserve::tls::client_config(Some(&other.ca_file), None).unwrap();
+        let c = PlainClient::new(10);
+        c.get(&url, "/v1/compilation", None, 1 << 20, Some(&trusting)).await.unwrap();
+        // Same address, a config that does not trust the server: it must handshake itself.
+        let e = c.get(&url, "/v1/compilation", None, 1 << 20, Some(&distrusting)).await.unwrap_err();
+        assert_eq!(e.kind(), "tls", "{e:?}");
+        stop.cancel();
+    }
 }
