@@ -251,11 +251,11 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
         channels: config.notify.clone(),
         damping: config.damping,
         first_level: "normal".into(),
-        store,
+        store: store.clone(),
         events: rx,
         public_url: None,
     };
-    let _notifier = rollcall_poller::notify::Notifier::start(setup, &stop, &tracker).await.unwrap();
+    let notifier = rollcall_poller::notify::Notifier::start(setup, &stop, &tracker).await.unwrap();
 
     let smtp = Deficiency { source: "service:smtp".into(), severity: Severity::Critical, summary: "down".into() };
     let ack = Ack {
@@ -277,9 +277,32 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
     };
     events.send(poll("critical", ServerState::Deficient, None, 0)).unwrap();
     hook.wait_kinds(&["problem"]).await;
-    events.send(poll("warning", ServerState::Deficient, Some(ack), 100)).unwrap();
+    events.send(poll("warning", ServerState::Deficient, Some(ack.clone()), 100)).unwrap();
     events.send(poll("normal", ServerState::Ok, None, 200)).unwrap();
     hook.wait_kinds(&["problem", "recovery"]).await;
+
+    // A downtime ends over the same problem, acknowledged: no end notice for it.
+    let now = chrono::Utc::now();
+    let downtime = rollcall_poller::model::Downtime {
+        id: 0,
+        server: "mail-*".into(),
+        starts_at: now - chrono::Duration::seconds(10),
+        ends_at: now + chrono::Duration::milliseconds(800),
+        comment: "kernel upgrade".into(),
+        by: "ops".into(),
+        created_at: now,
+    };
+    notifier.downtimes().add(store.add_downtime(&downtime).await.unwrap());
+    let during = |state, ack| {
+        let mut e = poll("critical", state, ack, 0);
+        if let FleetEvent::Polled(s) = &mut e {
+            s.facts.last_poll_at = Some(chrono::Utc::now());
+        }
+        e
+    };
+    events.send(during(ServerState::Deficient, Some(ack))).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(hook.kinds(), ["problem", "recovery"], "an acknowledged problem gets no end notice");
     stop.cancel();
 }
 

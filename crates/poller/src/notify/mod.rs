@@ -340,8 +340,9 @@ struct Decider {
     public_url: Option<String>,
     /// Since when each server that is not fine has been so (fine servers have no entry).
     since: HashMap<String, DateTime<Utc>>,
-    /// The deficiencies of servers last seen during a downtime, for the notice at its end.
-    silenced: HashMap<String, Vec<Deficiency>>,
+    /// Servers last seen during a downtime: their deficiencies and whether their problem
+    /// was acknowledged, for the notice at its end (none for an acknowledged problem).
+    silenced: HashMap<String, (Vec<Deficiency>, bool)>,
 }
 
 impl Decider {
@@ -456,7 +457,7 @@ impl Decider {
                 }
                 let downtime = self.downtimes.covering(name, at);
                 if downtime.is_some() {
-                    self.silenced.insert(name.clone(), s.facts.deficiencies.clone());
+                    self.silenced.insert(name.clone(), (s.facts.deficiencies.clone(), s.facts.ack.is_some()));
                 }
                 let Some(d) = decision else { return };
                 let told = mem.told.clone();
@@ -502,7 +503,8 @@ impl Decider {
     }
 
     /// Handles every downtime that ended (or was removed) by now: for each server it
-    /// covered that is still not fine and no other downtime covers, one notice. A natural
+    /// covered that is still not fine, not acknowledged and no other downtime covers, one
+    /// notice. A natural
     /// end is closed in the store first, so a restart never handles it again.
     async fn end_downtimes(&mut self) {
         let now = Utc::now();
@@ -521,8 +523,8 @@ impl Decider {
                 self.memory.keys().filter(|name| crate::levels::glob_match(&d.server, name)).cloned().collect();
             servers.sort();
             for name in servers {
-                let deficiencies = self.silenced.remove(&name).unwrap_or_default();
-                if self.downtimes.covering(&name, now).is_some() {
+                let (deficiencies, acked) = self.silenced.remove(&name).unwrap_or_default();
+                if acked || self.downtimes.covering(&name, now).is_some() {
                     continue;
                 }
                 let Some(mem) = self.memory.get(&name) else { continue };
