@@ -22,6 +22,7 @@ pub mod mail;
 pub mod probe_board;
 pub mod probes;
 pub mod server;
+pub mod subprocess;
 
 pub use attendant::Attendant;
 pub use config::AttendantConfig;
