@@ -26,8 +26,8 @@ use fields::TableCx;
 pub use login::{Credentials, Endpoint, Login, SecretFrom, Security};
 pub use probes::{MailLoopProbe, MailboxProbe, ProbesConfig};
 
-/// Default time a check may take.
-pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a check may take (a kind may set its own: `checks::Kind::default_timeout`).
+pub const DEFAULT_CHECK_TIMEOUT: Duration = crate::checks::DEFAULT_TIMEOUT;
 
 /// The largest `max_clock_step` (SPEC section 10): a day.
 const MAX_CLOCK_STEP: Duration = Duration::from_secs(24 * 3600);
@@ -216,12 +216,12 @@ fn service(
     let name = string_key(&mut table, "name", cx);
     let check = string_key(&mut table, "check", cx);
     let timeout = match table.remove("timeout").map(|v| v.try_into::<Duration>()) {
-        None => Some(DEFAULT_CHECK_TIMEOUT),
+        None => Some(None),
         Some(Ok(t)) if t.get().is_zero() => {
             cx.push("timeout", "must be longer than 0");
             None
         }
-        Some(Ok(t)) => Some(t),
+        Some(Ok(t)) => Some(Some(t)),
         Some(Err(e)) => {
             cx.push("timeout", e.message().trim());
             None
@@ -258,7 +258,7 @@ fn service(
     if foreign {
         return None;
     }
-    Some(Service { name: name?, timeout: timeout?, check: parsed? })
+    Some(Service { name: name?, timeout: timeout?.unwrap_or(kind.default_timeout), check: parsed? })
 }
 
 /// What `rollcall_config` says of a key no table knows.

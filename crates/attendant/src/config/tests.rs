@@ -109,7 +109,7 @@ timeout = \"0s\"
             "attendant.toml:8: service[0].address: \"nohost\" is not HOST:PORT",
             "attendant.toml:10: service[1].address: missing: check = \"tcp\" needs address = \"HOST:PORT\"",
             "attendant.toml:11: service[1].name: duplicate service name \"a\"",
-            "attendant.toml:13: service[1].unit: not a key of check = \"tcp\" (its keys: address, expect)",
+            "attendant.toml:13: service[1].unit: not a key of check = \"tcp\" (its keys: address, send, expect, quit)",
             "attendant.toml:17: service[2].check: unknown check \"carrier-pigeon\" (expected one of: tcp, process, command, systemd, imap, smtp, ldap, http)",
             "attendant.toml:22: service[3].command: missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]",
             "attendant.toml:23: service[3].timeout: must be longer than 0",
