@@ -168,7 +168,10 @@ fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn Servic
         None => None,
         Some(Ok(re)) => Some(re),
         Some(Err(e)) => {
-            cx.push("command_pattern", format!("not a regular expression: {e}"));
+            // The regex crate draws the spot over several lines; its last line names the fault.
+            let why = e.to_string();
+            let why = why.lines().last().unwrap_or("").trim().trim_start_matches("error: ").to_string();
+            cx.push("command_pattern", format!("not a regular expression: {why}"));
             ok = false;
             None
         }
