@@ -67,6 +67,7 @@ impl Attendant {
     /// Installs a new config; the next compilation uses it and the probes are told.
     pub fn replace_config(&self, new: AttendantConfig) {
         self.clock_keeper.reconfigure(public_key(&new), new.max_clock_step.get());
+        self.host.set_filter(new.disks.clone());
         self.config.send_replace(Arc::new(new));
     }
 

@@ -22,6 +22,7 @@ pub mod probes;
 
 use crate::checks::{kinds, Service};
 pub use crate::clock::ClockMode;
+use crate::host::{whole, DiskFilter};
 use fields::TableCx;
 pub use login::{Credentials, Endpoint, Login, SecretFrom, Security};
 pub use probes::{MailLoopProbe, MailboxProbe, ProbesConfig};
@@ -56,6 +57,8 @@ struct Raw {
 struct RawHost {
     disk_warning_percent: Option<f64>,
     disk_critical_percent: Option<f64>,
+    exclude_mount_points: Option<Vec<String>>,
+    exclude_fs_types: Option<Vec<String>>,
 }
 
 /// How the attendant knows a query comes from its poller.
@@ -79,6 +82,8 @@ pub struct AttendantConfig {
     pub max_clock_step: Duration,
     pub poller_public_key: Option<String>,
     pub host: HostThresholds,
+    /// `[host]` `exclude_mount_points` / `exclude_fs_types`: which disks are listed.
+    pub disks: DiskFilter,
     pub services: Vec<Service>,
     /// The `[probe]` table: the synthetic user's mailbox and mail-loop probes.
     pub probes: ProbesConfig,
@@ -169,6 +174,20 @@ impl AttendantConfig {
         if host.disk_warning_percent > host.disk_critical_percent {
             p.push("host.disk_warning_percent", "is above host.disk_critical_percent");
         }
+        let mut disks = DiskFilter::default();
+        let mut host_cx = TableCx::new(&loc, &mut p, "host");
+        for (key, given, into) in [
+            ("exclude_mount_points", raw.host.exclude_mount_points, &mut disks.exclude_mount_points),
+            ("exclude_fs_types", raw.host.exclude_fs_types, &mut disks.exclude_fs_types),
+        ] {
+            if let Some(given) = given {
+                *into = given
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, pattern)| fields::regex(&mut host_cx, &format!("{key}[{i}]"), pattern, whole))
+                    .collect();
+            }
+        }
 
         let mut services = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -199,6 +218,7 @@ impl AttendantConfig {
             max_clock_step,
             poller_public_key: raw.poller_public_key,
             host,
+            disks,
             services,
             probes,
         })

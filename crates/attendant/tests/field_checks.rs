@@ -173,7 +173,10 @@ fn check_config_refuses_process_checks_that_can_never_match() {
     )
     .expect_err("refused");
     assert_eq!(p.len(), 4, "{p:#?}");
-    assert_eq!(p[0], "attendant.toml:8: service[0].command_pattern: not a regular expression: unclosed group");
+    assert_eq!(
+        p[0],
+        "attendant.toml:8: service[0].command_pattern: \"jenkins(\" is not a regular expression: unclosed group"
+    );
     assert_eq!(
         p[1],
         "attendant.toml:12: service[1].process: \" master\" can never match: process names hold no NUL, newline or edge spaces"

@@ -332,3 +332,33 @@ fn a_max_clock_step_beyond_a_day_is_named() {
     .problems();
     assert!(err.iter().any(|m| m.contains("max_clock_step") && m.contains("more than a day")), "{err:?}");
 }
+
+#[test]
+fn host_disk_excludes_replace_the_defaults_and_bad_patterns_are_named() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.disks.exclude_fs_types.iter().any(|r| r.is_match("squashfs")));
+    let c = parse(&format!("{MINIMAL}[host]\nexclude_fs_types = [\"nfs4?\"]\nexclude_mount_points = []\n")).unwrap();
+    let types: Vec<&str> = c.disks.exclude_fs_types.iter().map(|r| r.as_str()).collect();
+    assert_eq!(types, ["^(?:nfs4?)$"]);
+    assert!(c.disks.exclude_mount_points.is_empty());
+    let p = problems(&format!("{MINIMAL}[host]\nexclude_fs_types = [\"tmpfs\", \"fuse.(squash\"]\n"));
+    assert_eq!(
+        p,
+        ["attendant.toml:5: host.exclude_fs_types[1]: \"fuse.(squash\" is not a regular expression: unclosed group"]
+    );
+}
+
+#[test]
+fn command_environment_and_tcp_strings_are_checked() {
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\ncheck = \"command\"\ncommand = [\"/bin/true\"]\nenvironment = {{ \"A=B\" = \"x\" }}\n\
+         [[service]]\nname = \"b\"\ncheck = \"tcp\"\naddress = \"h:25\"\nquit = \"\"\n"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:8: service[0].environment: \"A=B\" = \"x\" cannot be set (a name needs no \"=\", neither may hold NUL)",
+            "attendant.toml:13: service[1].quit: must not be empty (leave the key out instead)",
+        ]
+    );
+}

@@ -23,7 +23,7 @@ use rollcall_protocol::Status;
 use serde::Deserialize;
 
 use crate::checks::{DEFAULT_TIMEOUT, Kind, Outcome, ServiceCheck};
-use crate::config::fields::TableCx;
+use crate::config::fields::{regex, TableCx};
 
 /// How the config identifies the process.
 #[derive(Debug, Clone)]
@@ -164,16 +164,12 @@ fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn Servic
         }
         n => n,
     };
-    let pattern = match s.command_pattern.as_deref().map(Regex::new) {
+    let pattern = match s.command_pattern.as_deref() {
         None => None,
-        Some(Ok(re)) => Some(re),
-        Some(Err(e)) => {
-            // The regex crate draws the spot over several lines; its last line names the fault.
-            let why = e.to_string();
-            let why = why.lines().last().unwrap_or("").trim().trim_start_matches("error: ").to_string();
-            cx.push("command_pattern", format!("not a regular expression: {why}"));
-            ok = false;
-            None
+        Some(p) => {
+            let re = regex(cx, "command_pattern", p, Regex::new);
+            ok &= re.is_some();
+            re
         }
     };
     if ok && name.is_none() && pattern.is_none() {
