@@ -8,7 +8,7 @@
 //! (the IMAP/SMTP/TLS clients and login secrets both use), `probe_board` (latest probe
 //! results), `compile` (builds the document), `host` (cached host usage), `clock` and
 //! `clock_keeper` (the reported time and the poller's clock orders), `server` (HTTP,
-//! auth, limits).
+//! auth, limits), `subprocess` (how plugins and secret commands run).
 
 pub mod attendant;
 pub mod checks;

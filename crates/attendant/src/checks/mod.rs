@@ -5,8 +5,8 @@
 //! Rules: every check runs concurrently with the others and is bounded by its own
 //! `timeout`, so the compilation is never later than the slowest timeout; a check never
 //! fails the compilation, it reports `unknown` or `critical` with a message saying why.
-//! Checks import `mail` (the wire clients) and the leaf validators of `config`
-//! (`config::fields`, `config::login`), never `probes` or the attendant.
+//! Checks import `mail` (the wire clients), `subprocess` (plugins) and the leaf validators
+//! of `config` (`config::fields`, `config::login`), never `probes` or the attendant.
 
 pub mod kinds;
 pub mod perfdata;
