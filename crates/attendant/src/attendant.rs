@@ -30,7 +30,8 @@ pub struct Attendant {
     pub clock_keeper: ClockKeeper,
     host: HostCache,
     hostname: String,
-    zone: Option<String>,
+    /// Read once at start from where the machine sets it (`clock::ZoneSource`).
+    zone: clock::Zone,
 }
 
 impl Attendant {
@@ -55,7 +56,7 @@ impl Attendant {
             clock_keeper,
             host,
             hostname: host::hostname(),
-            zone: clock::zone().1,
+            zone: clock::ZoneSource::system().resolve(),
         }
     }
 
@@ -86,12 +87,14 @@ impl Attendant {
     pub async fn compile(&self, received_at: DateTime<Utc>) -> Compilation {
         let config = self.config();
         let services = checks::run_all(&config.services, &self.clock).await;
+        let now = self.clock.now();
         let parts = Parts {
             name: config.name.clone(),
             hostname: self.hostname.clone(),
-            zone: self.zone.clone(),
+            zone: self.zone.name.clone(),
+            utc_offset_seconds: self.zone.offset_seconds(now),
             received_at,
-            now: self.clock.now(),
+            now,
             services,
             probes: self.probes.snapshot(),
             host: self.host.latest(),

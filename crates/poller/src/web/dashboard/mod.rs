@@ -413,6 +413,14 @@ fn bytes(n: f64) -> String {
     format!("{v:.1} {}", units[u])
 }
 
+/// A zone's offset as ISO 8601 writes it: `+05:30`, `+05:45`, `-03:30`, `+00:00` (zones
+/// are not whole hours: India, Nepal, Newfoundland, South Australia).
+fn utc_offset(seconds: i32) -> String {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let minutes = seconds.unsigned_abs() / 60;
+    format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
 fn usage(used: f64, total: f64) -> Markup {
     let pct = if total > 0.0 { used / total * 100.0 } else { 0.0 };
     let class = if pct >= 95.0 {
@@ -438,7 +446,7 @@ fn compilation_view(c: &Compilation) -> Markup {
                 div { dt { "Attendant" } dd { (att.name) " " small { (att.version) } } }
                 div { dt { "Hostname" } dd { (att.hostname) } }
                 div.wide { dt { "Server time" } dd.ts { (t.utc.format("%Y-%m-%d %H:%M:%S%.3f UTC")) } }
-                div { dt { "Zone" } dd { (t.zone.as_deref().unwrap_or("?")) " (UTC" (format!("{:+}", t.utc_offset_seconds / 3600)) "h)" } }
+                div { dt { "Zone" } dd { (t.zone.as_deref().unwrap_or("?")) " (UTC" (utc_offset(t.utc_offset_seconds)) ")" } }
             }
         }
         (checks_table("Services", "Check", c.services.iter().map(CheckResult::view)))
@@ -512,6 +520,15 @@ mod tests {
             "3 servers: 1 deficient, 1 unreachable"
         );
         assert_eq!(fleet_total(&[]), "0 servers");
+    }
+
+    #[test]
+    fn zone_offsets_that_are_not_whole_hours_are_shown_as_such() {
+        assert_eq!(utc_offset(19_800), "+05:30");
+        assert_eq!(utc_offset(20_700), "+05:45");
+        assert_eq!(utc_offset(-9_000), "-02:30");
+        assert_eq!(utc_offset(0), "+00:00");
+        assert_eq!(utc_offset(-36_000), "-10:00");
     }
 
     #[test]
