@@ -118,7 +118,7 @@ impl ZoneSource {
     /// cannot be read are passed over, as the C library does, down to UTC.
     pub fn resolve(&self) -> Zone {
         if let Some(tz) = self.tz.as_deref().filter(|t| !t.is_empty()) {
-            if let Some(z) = self.from_tz(tz) {
+            if let Some(z) = self.zone_of_tz(tz) {
                 return z;
             }
         }
@@ -140,7 +140,7 @@ impl ZoneSource {
     }
 
     /// `TZ`: a zone file by name or path (with or without the leading `:`), else a POSIX rule.
-    fn from_tz(&self, tz: &str) -> Option<Zone> {
+    fn zone_of_tz(&self, tz: &str) -> Option<Zone> {
         let spec = tz.strip_prefix(':').unwrap_or(tz);
         if spec.starts_with('/') {
             let data = std::fs::read(spec).ok()?;
