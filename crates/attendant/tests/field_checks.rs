@@ -279,7 +279,7 @@ async fn https_server(cert: Vec<u8>, key: Vec<u8>) -> u16 {
 }
 
 #[tokio::test]
-async fn http_check_trusts_a_private_ca_given_as_ca_file() {
+async fn http_and_tcp_checks_trust_a_private_ca_given_as_ca_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (ca_pem, cert, key) = private_ca();
     std::fs::write(dir.path().join("site-ca.pem"), ca_pem).expect("write CA");
@@ -287,7 +287,10 @@ async fn http_check_trusts_a_private_ca_given_as_ca_file() {
     let body = format!(
         "[[service]]\nname = \"intranet\"\ncheck = \"http\"\nurl = \"https://127.0.0.1:{port}/health\"\n\
          ca_file = \"site-ca.pem\"\nbody = \"ok\"\n\
-         [[service]]\nname = \"intranet-system-cas\"\ncheck = \"http\"\nurl = \"https://127.0.0.1:{port}/health\"\n"
+         [[service]]\nname = \"intranet-system-cas\"\ncheck = \"http\"\nurl = \"https://127.0.0.1:{port}/health\"\n\
+         [[service]]\nname = \"tls-port\"\ncheck = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nsecurity = \"tls\"\n\
+         ca_file = \"site-ca.pem\"\nsend = \"GET / HTTP/1.0\\r\\n\"\nexpect = \"200 OK\"\n\
+         [[service]]\nname = \"tls-port-system-cas\"\ncheck = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nsecurity = \"tls\"\n"
     );
     let c = compile(dir.path(), &body).await;
     let s = service(&c, "intranet");
@@ -295,6 +298,13 @@ async fn http_check_trusts_a_private_ca_given_as_ca_file() {
     assert_eq!(s.details["status_code"], 200);
     // Without it, the system's CAs do not know the site: refused, and the cause named.
     let s = service(&c, "intranet-system-cas");
+    assert_eq!(s.status, Status::Critical, "{s:?}");
+    assert!(s.message.contains("UnknownIssuer"), "{}", s.message);
+    // The same setting for a plain TLS port (check_tcp --ssl).
+    let s = service(&c, "tls-port");
+    assert_eq!((s.status, s.message.as_str()), (Status::Ok, "HTTP/1.1 200 OK"), "{s:?}");
+    assert_eq!(s.details["tls"], true);
+    let s = service(&c, "tls-port-system-cas");
     assert_eq!(s.status, Status::Critical, "{s:?}");
     assert!(s.message.contains("UnknownIssuer"), "{}", s.message);
 

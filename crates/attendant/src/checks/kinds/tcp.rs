@@ -8,6 +8,10 @@
 //! or `quit` without a line end gets CRLF (text protocols: SMTP, IMAP, POP3, FTP). For a
 //! server that speaks first (greeting), set `expect` so `quit` follows the greeting: a
 //! client that talks before its turn is what spam bots do, and postscreen bans them.
+//!
+//! With `security = "tls"` (check_tcp's `--ssl`: an SMTPS, IMAPS, LDAPS or any TLS port)
+//! the session runs over TLS, verified like every other check's: against `ca_file` when
+//! set, else the system's CAs; a failed handshake is critical with the cause.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +19,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rollcall_protocol::Status;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::checks::{Kind, Outcome, ServiceCheck, DEFAULT_TIMEOUT};
 use crate::config::fields::{host_port, TableCx};
+use crate::config::login::{ca_file, Endpoint, Security};
+use crate::mail::tls::client_config;
 
 /// Most bytes read while looking for `expect`; a greeting is one short line.
 const MAX_BANNER: usize = 1024;
@@ -27,23 +33,31 @@ const MAX_BANNER: usize = 1024;
 /// Longest wait for the server's answer to `quit` (it usually closes at once).
 const QUIT_WAIT: Duration = Duration::from_secs(1);
 
-/// `check = "tcp"`: `address = "HOST:PORT"`, optionally `send`, `expect` and `quit`.
-pub const KIND: Kind =
-    Kind { name: "tcp", keys: &["address", "send", "expect", "quit"], default_timeout: DEFAULT_TIMEOUT, parse };
+/// `check = "tcp"`: `address = "HOST:PORT"`, optionally `send`, `expect`, `quit`,
+/// `security` (`none` or `tls`) and `ca_file`.
+pub const KIND: Kind = Kind {
+    name: "tcp",
+    keys: &["address", "send", "expect", "quit", "security", "ca_file"],
+    default_timeout: DEFAULT_TIMEOUT,
+    parse,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     address: Option<String>,
+    security: Option<Security>,
+    ca_file: Option<std::path::PathBuf>,
     send: Option<String>,
     expect: Option<String>,
     quit: Option<String>,
 }
 
 /// A validated tcp check.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Tcp {
-    pub address: String,
+    /// Where to connect; `security` is `None` or `Tls`.
+    pub endpoint: Endpoint,
     /// Sent right after connecting.
     pub send: Option<String>,
     /// Text the server's first answer must contain.
@@ -62,7 +76,14 @@ fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn Servic
             ok = false;
         }
     }
-    let tcp = Tcp { address: address?, send: s.send.map(line), expect: s.expect, quit: s.quit.map(line) };
+    let security = s.security.unwrap_or_default();
+    if security == Security::Starttls {
+        cx.push("security", "\"starttls\" needs a protocol (use check = \"smtp\", \"imap\" or \"ldap\"); tcp takes none or tls");
+        ok = false;
+    }
+    let ca_file = ca_file(cx, "ca_file", s.ca_file.as_deref());
+    let endpoint = Endpoint { address: address?, security, ca_file: ca_file? };
+    let tcp = Tcp { endpoint, send: s.send.map(line), expect: s.expect, quit: s.quit.map(line) };
     ok.then(|| Arc::new(tcp) as Arc<dyn ServiceCheck>)
 }
 
@@ -86,14 +107,38 @@ impl ServiceCheck for Tcp {
 
 /// Runs the check (see the module rules).
 pub async fn check(t: &Tcp, timeout: Duration) -> Outcome {
-    let address = &t.address;
+    let address = &t.endpoint.address;
     // Leave the caller's timeout a margin so our own message wins over the generic one.
     let step = timeout.mul_f32(0.9);
-    let mut stream = match tokio::time::timeout(step, TcpStream::connect(address)).await {
+    let stream = match tokio::time::timeout(step, TcpStream::connect(address)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Outcome::new(Status::Critical, format!("cannot connect to {address}: {e}")),
         Err(_) => return Outcome::new(Status::Critical, format!("cannot connect to {address} within {step:?}")),
     };
+    if t.endpoint.security != Security::Tls {
+        return session(stream, t, step).await;
+    }
+    match tokio::time::timeout(step, handshake(&t.endpoint, stream)).await {
+        Ok(Ok(tls)) => session(tls, t, step).await.with("tls", true),
+        Ok(Err(e)) => Outcome::new(Status::Critical, format!("TLS with {address}: {e}")),
+        Err(_) => Outcome::new(Status::Critical, format!("TLS with {address}: no handshake within {step:?}")),
+    }
+}
+
+/// TLS over `tcp`, the certificate checked for the address's host.
+async fn handshake(
+    endpoint: &Endpoint,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let config = client_config(endpoint.ca_file.as_deref())?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(endpoint.host().to_string())
+        .map_err(|e| format!("{:?} is not a server name: {e}", endpoint.host()))?;
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| e.to_string())
+}
+
+/// send, expect, quit and close on an open connection.
+async fn session(mut stream: impl AsyncRead + AsyncWrite + Unpin, t: &Tcp, step: Duration) -> Outcome {
+    let address = &t.endpoint.address;
     if let Some(send) = &t.send {
         if let Err(e) = stream.write_all(send.as_bytes()).await {
             return Outcome::new(Status::Critical, format!("sending to {address}: {e}"));
@@ -114,7 +159,12 @@ pub async fn check(t: &Tcp, timeout: Duration) -> Outcome {
 }
 
 /// Reads the first line (or until `expect` shows up, the server stops, or the bound).
-async fn expect_text(stream: &mut TcpStream, address: &str, expect: &str, step: Duration) -> Outcome {
+async fn expect_text(
+    stream: &mut (impl AsyncRead + Unpin),
+    address: &str,
+    expect: &str,
+    step: Duration,
+) -> Outcome {
     let mut buf = vec![0u8; MAX_BANNER];
     let mut len = 0;
     let read = tokio::time::timeout(step, async {
@@ -185,7 +235,8 @@ mod tests {
     }
 
     fn tcp(address: &str, expect: Option<&str>) -> Tcp {
-        Tcp { address: address.into(), expect: expect.map(Into::into), ..Default::default() }
+        let endpoint = Endpoint { address: address.into(), security: Security::None, ca_file: None };
+        Tcp { endpoint, send: None, expect: expect.map(Into::into), quit: None }
     }
 
     #[tokio::test]
@@ -215,10 +266,10 @@ mod tests {
     async fn send_and_quit_go_out_in_order_after_the_expected_text() {
         let (addr, mut said) = banner_server(b"+OK POP3 ready\r\n").await;
         let t = Tcp {
-            address: addr,
             send: Some(line("CAPA".into())),
             expect: Some("+OK".into()),
             quit: Some(line("QUIT".into())),
+            ..tcp(&addr, None)
         };
         let o = check(&t, Duration::from_secs(2)).await;
         assert_eq!((o.status, o.message.as_str()), (Status::Ok, "+OK POP3 ready"));
