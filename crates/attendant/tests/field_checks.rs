@@ -210,7 +210,8 @@ async fn smtp_check_waits_out_postscreen_and_every_check_says_goodbye() {
         "[[service]]\nname = \"mta\"\ncheck = \"smtp\"\naddress = \"127.0.0.1:{ps}\"\n\
          [[service]]\nname = \"mta-impatient\"\ncheck = \"smtp\"\naddress = \"127.0.0.1:{ps}\"\ntimeout = \"5s\"\n\
          [[service]]\nname = \"smtp-port\"\ncheck = \"tcp\"\naddress = \"127.0.0.1:{plain}\"\nexpect = \"220\"\nquit = \"QUIT\"\n\
-         [[service]]\nname = \"smtp-esmtp\"\ncheck = \"smtp\"\naddress = \"127.0.0.1:{plain}\"\n"
+         [[service]]\nname = \"smtp-esmtp\"\ncheck = \"smtp\"\naddress = \"127.0.0.1:{plain}\"\n\
+         [[service]]\nname = \"smtp-no-tls\"\ncheck = \"smtp\"\naddress = \"127.0.0.1:{plain}\"\nsecurity = \"starttls\"\n"
     );
     let c = compile(dir.path(), &body).await;
 
@@ -225,10 +226,14 @@ async fn smtp_check_waits_out_postscreen_and_every_check_says_goodbye() {
     assert_eq!(tcp.status, Status::Ok, "{tcp:?}");
     assert!(tcp.message.starts_with("220 mta.example.test ESMTP"), "{}", tcp.message);
     assert_eq!(service(&c, "smtp-esmtp").status, Status::Ok);
+    // This Postfix has no certificate: refused, and still a goodbye.
+    let no_tls = service(&c, "smtp-no-tls");
+    assert_eq!(no_tls.status, Status::Critical);
+    assert!(no_tls.message.contains("does not offer STARTTLS"), "{}", no_tls.message);
 
-    // Postfix saw three sessions end with QUIT (two smtp checks, the tcp check) ...
-    wait_for_within("Postfix to log three clean disconnects", Duration::from_secs(20), || async {
-        (ours(&postfix.log(), "quit=1") >= 3).then_some(())
+    // Postfix saw four sessions end with QUIT (three smtp checks, the tcp check) ...
+    wait_for_within("Postfix to log four clean disconnects", Duration::from_secs(20), || async {
+        (ours(&postfix.log(), "quit=1") >= 4).then_some(())
     })
     .await;
     // ... and no hang-up without one.
