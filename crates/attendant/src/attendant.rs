@@ -30,7 +30,8 @@ pub struct Attendant {
     pub clock_keeper: ClockKeeper,
     host: HostCache,
     hostname: String,
-    zone: Option<String>,
+    /// Read once at start from where the machine sets it (`clock::ZoneSource`).
+    zone: clock::Zone,
 }
 
 impl Attendant {
@@ -55,7 +56,7 @@ impl Attendant {
             clock_keeper,
             host,
             hostname: host::hostname(),
-            zone: clock::zone().1,
+            zone: clock::ZoneSource::system().resolve(),
         }
     }
 
@@ -67,6 +68,7 @@ impl Attendant {
     /// Installs a new config; the next compilation uses it and the probes are told.
     pub fn replace_config(&self, new: AttendantConfig) {
         self.clock_keeper.reconfigure(public_key(&new), new.max_clock_step.get());
+        self.host.set_filter(new.disks.clone());
         self.config.send_replace(Arc::new(new));
     }
 
@@ -85,12 +87,14 @@ impl Attendant {
     pub async fn compile(&self, received_at: DateTime<Utc>) -> Compilation {
         let config = self.config();
         let services = checks::run_all(&config.services, &self.clock).await;
+        let now = self.clock.now();
         let parts = Parts {
             name: config.name.clone(),
             hostname: self.hostname.clone(),
-            zone: self.zone.clone(),
+            zone: self.zone.name.clone(),
+            utc_offset_seconds: self.zone.offset_seconds(now),
             received_at,
-            now: self.clock.now(),
+            now,
             services,
             probes: self.probes.snapshot(),
             host: self.host.latest(),

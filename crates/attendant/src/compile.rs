@@ -19,6 +19,8 @@ pub struct Parts {
     pub hostname: String,
     /// The IANA zone name, when known.
     pub zone: Option<String>,
+    /// The zone's offset from UTC now, in seconds (`clock::Zone::offset_seconds`).
+    pub utc_offset_seconds: i32,
     /// When the query arrived and the attendant's time now (also `replied_at`).
     pub received_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
@@ -30,7 +32,7 @@ pub struct Parts {
 /// The compilation of `parts`, deficiencies judged against `limits`.
 pub fn compilation(parts: Parts, limits: &HostThresholds) -> Compilation {
     let deficiencies = deficiencies(&parts.services, &parts.probes, &parts.host, limits);
-    let utc_offset_seconds = chrono::Local::now().offset().local_minus_utc();
+    let utc_offset_seconds = parts.utc_offset_seconds;
     Compilation {
         schema_version: SCHEMA_VERSION,
         attendant: AttendantInfo {

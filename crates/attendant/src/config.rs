@@ -23,12 +23,13 @@ pub mod probes;
 
 use crate::checks::{kinds, Service};
 pub use crate::clock::ClockMode;
+use crate::host::{whole, DiskFilter};
 use fields::TableCx;
 pub use login::{Credentials, Endpoint, Login, SecretFrom, Security};
 pub use probes::{MailLoopProbe, MailboxProbe, ProbesConfig};
 
-/// Default time a check may take.
-pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a check may take (a kind may set its own: `checks::Kind::default_timeout`).
+pub const DEFAULT_CHECK_TIMEOUT: Duration = crate::checks::DEFAULT_TIMEOUT;
 
 /// The largest `max_clock_step` (SPEC section 10): a day.
 const MAX_CLOCK_STEP: Duration = Duration::from_secs(24 * 3600);
@@ -60,6 +61,8 @@ struct Raw {
 struct RawHost {
     disk_warning_percent: Option<f64>,
     disk_critical_percent: Option<f64>,
+    exclude_mount_points: Option<Vec<String>>,
+    exclude_fs_types: Option<Vec<String>>,
 }
 
 /// How the attendant knows a query comes from its poller.
@@ -87,6 +90,8 @@ pub struct AttendantConfig {
     /// Like `listen`, it takes effect at the next start, not on SIGHUP.
     pub tls: Option<Arc<rollcall_netserve::tls::ServerConfig>>,
     pub host: HostThresholds,
+    /// `[host]` `exclude_mount_points` / `exclude_fs_types`: which disks are listed.
+    pub disks: DiskFilter,
     pub services: Vec<Service>,
     /// The `[probe]` table: the synthetic user's mailbox and mail-loop probes.
     pub probes: ProbesConfig,
@@ -108,7 +113,7 @@ impl AttendantConfig {
 
     /// Parses and validates `text` as read from `file` (relative paths resolve beside it).
     pub fn parse(file: &str, text: &str) -> Result<AttendantConfig, ConfigError> {
-        let (raw, loc): (Raw, Located) = Located::parse(file, text)?;
+        let (mut raw, loc): (Raw, Located) = Located::parse(file, text)?;
         let mut p = loc.problems();
 
         let listen = match raw.listen.as_deref().unwrap_or("0.0.0.0:7460").parse::<SocketAddr>() {
@@ -177,6 +182,20 @@ impl AttendantConfig {
         if host.disk_warning_percent > host.disk_critical_percent {
             p.push("host.disk_warning_percent", "is above host.disk_critical_percent");
         }
+        let mut disks = DiskFilter::default();
+        let mut host_cx = TableCx::new(&loc, &mut p, "host");
+        for (key, given, into) in [
+            ("exclude_mount_points", raw.host.exclude_mount_points.take(), &mut disks.exclude_mount_points),
+            ("exclude_fs_types", raw.host.exclude_fs_types.take(), &mut disks.exclude_fs_types),
+        ] {
+            if let Some(given) = given {
+                *into = given
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, pattern)| fields::regex(&mut host_cx, &format!("{key}[{i}]"), pattern, whole))
+                    .collect();
+            }
+        }
 
         let tls = tls(&raw, &loc, &mut p);
         let mut services = Vec::new();
@@ -209,6 +228,7 @@ impl AttendantConfig {
             poller_public_key: raw.poller_public_key,
             tls,
             host,
+            disks,
             services,
             probes,
         })
@@ -269,12 +289,12 @@ fn service(
     let name = string_key(&mut table, "name", cx);
     let check = string_key(&mut table, "check", cx);
     let timeout = match table.remove("timeout").map(|v| v.try_into::<Duration>()) {
-        None => Some(DEFAULT_CHECK_TIMEOUT),
+        None => Some(None),
         Some(Ok(t)) if t.get().is_zero() => {
             cx.push("timeout", "must be longer than 0");
             None
         }
-        Some(Ok(t)) => Some(t),
+        Some(Ok(t)) => Some(Some(t)),
         Some(Err(e)) => {
             cx.push("timeout", e.message().trim());
             None
@@ -311,7 +331,7 @@ fn service(
     if foreign {
         return None;
     }
-    Some(Service { name: name?, timeout: timeout?, check: parsed? })
+    Some(Service { name: name?, timeout: timeout?.unwrap_or(kind.default_timeout), check: parsed? })
 }
 
 /// What `rollcall_config` says of a key no table knows.

@@ -8,7 +8,7 @@
 //! (the IMAP/SMTP/TLS clients and login secrets both use), `probe_board` (latest probe
 //! results), `compile` (builds the document), `host` (cached host usage), `clock` and
 //! `clock_keeper` (the reported time and the poller's clock orders), `server` (HTTP,
-//! auth, limits).
+//! auth, limits), `subprocess` (how plugins and secret commands run).
 
 pub mod attendant;
 pub mod checks;
@@ -22,6 +22,7 @@ pub mod mail;
 pub mod probe_board;
 pub mod probes;
 pub mod server;
+pub mod subprocess;
 
 pub use attendant::Attendant;
 pub use config::AttendantConfig;

@@ -70,7 +70,7 @@ async fn run_on_with(
 
 /// Builds the attendant and its background samplers; serve it with [`server::serve`].
 pub fn start(config: AttendantConfig, stop: CancellationToken) -> Arc<Attendant> {
-    let host = host::HostCache::start(stop.clone());
+    let host = host::HostCache::start(config.disks.clone(), stop.clone());
     let attendant = Arc::new(Attendant::new(config, host));
     // The mailbox and mail-loop probes; they follow SIGHUP reloads of the [probe] table.
     probes::spawn(attendant.probe_context(), stop);

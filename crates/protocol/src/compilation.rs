@@ -186,8 +186,12 @@ pub struct Memory {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Disk {
+    /// The mount point.
     pub mount: String,
+    /// Bytes its users can fill: used + available, so used / total is `df`'s Use%
+    /// (blocks reserved for root count neither way).
     pub total: u64,
+    /// Bytes in use: blocks − free blocks, as `df`'s Used.
     pub used: u64,
 }
 

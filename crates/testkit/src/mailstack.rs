@@ -371,3 +371,78 @@ userPassword: {LDAP_PROBE_PASSWORD}
         self.daemon = None; // dropping a Daemon stops it
     }
 }
+
+/// Postfix with a listener behind `postscreen`, as many sites run port 25, and a second
+/// plain smtpd; both log under their own names ([`POSTSCREEN_LOG_NAME`],
+/// [`SECOND_SMTPD_LOG_NAME`]), so a test reads their sessions apart from the testkit's
+/// readiness probe of `postfix.smtp_port`.
+pub struct PostscreenPostfix {
+    pub postfix: Postfix,
+    /// The port where postscreen answers: `220-` at once, the final `220 ` only after
+    /// `greet_wait` (a client that talks before it is refused), then the real smtpd.
+    pub postscreen_port: u16,
+    /// A plain smtpd nobody but the test connects to.
+    pub second_smtpd_port: u16,
+}
+
+/// The log name of the smtpd behind postscreen (`postfix/behind-postscreen/smtpd[PID]`).
+pub const POSTSCREEN_LOG_NAME: &str = "postfix/behind-postscreen";
+/// The log name of the second plain smtpd.
+pub const SECOND_SMTPD_LOG_NAME: &str = "postfix/second-smtpd";
+
+impl Postfix {
+    /// Like [`Postfix::start`] (whose `smtp_port` stays a plain smtpd), plus a postscreen
+    /// listener that holds the greeting for `greet_wait` seconds on every new client
+    /// (loopback included: its access list is emptied, its pregreet test enforced).
+    pub fn start_with_postscreen(root: &Path, lmtp_port: u16, greet_wait_s: u32) -> PostscreenPostfix {
+        require("/usr/lib/postfix/sbin/postscreen", "postfix");
+        let mut postfix = Postfix::start(root, lmtp_port);
+        let (postscreen_port, second_smtpd_port) = (free_port(), free_port());
+        let append = |file: &str, text: &str| {
+            let path = postfix.dir.join("conf").join(file);
+            let old = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            write(&path, &format!("{old}{text}"));
+        };
+        append(
+            "main.cf",
+            &format!(
+                "postscreen_access_list =
+postscreen_greet_action = enforce
+postscreen_greet_wait = {greet_wait_s}s
+postscreen_dnsbl_sites =
+"
+            ),
+        );
+        append(
+            "master.cf",
+            &format!(
+                "127.0.0.1:{postscreen_port} inet n - n - 1 postscreen
+smtpd     pass  - - n - - smtpd -o syslog_name={POSTSCREEN_LOG_NAME}
+127.0.0.1:{second_smtpd_port} inet n - n - - smtpd -o syslog_name={SECOND_SMTPD_LOG_NAME}
+dnsblog   unix  - - n - 0 dnsblog
+tlsproxy  unix  - - n - 0 tlsproxy
+"
+            ),
+        );
+        postfix.restart();
+        // The restart's readiness probe may have met the old master; these ports are the
+        // new one's. Watched in /proc/net/tcp: a probe connection would be a log line.
+        for port in [postscreen_port, second_smtpd_port] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !listening(port) {
+                assert!(std::time::Instant::now() < deadline, "Postfix never listened on {port}:\n{}", postfix.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        PostscreenPostfix { postfix, postscreen_port, second_smtpd_port }
+    }
+}
+
+/// Whether a socket listens on 127.0.0.1:`port` (from /proc/net/tcp, without connecting).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    fs::read_to_string("/proc/net/tcp").unwrap_or_default().lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
+    })
+}

@@ -5,11 +5,11 @@
 //! Rules: every check runs concurrently with the others and is bounded by its own
 //! `timeout`, so the compilation is never later than the slowest timeout; a check never
 //! fails the compilation, it reports `unknown` or `critical` with a message saying why.
-//! Checks import `mail` (the wire clients) and the leaf validators of `config`
-//! (`config::fields`, `config::login`), never `probes` or the attendant.
+//! Checks import `mail` (the wire clients), `subprocess` (plugins) and the leaf validators
+//! of `config` (`config::fields`, `config::login`), never `probes` or the attendant.
 
 pub mod kinds;
-mod perfdata;
+pub mod perfdata;
 
 use std::any::Any;
 use std::fmt;
@@ -25,6 +25,9 @@ use crate::config::fields::TableCx;
 
 pub use kinds::process::ProcessMatch;
 pub use perfdata::parse_perfdata;
+
+/// The `timeout` of a service whose kind sets no other default.
+pub const DEFAULT_TIMEOUT: rollcall_config::Duration = rollcall_config::Duration::from_secs(5);
 
 /// What one check found: a status, a one-line message and check-specific details.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +66,8 @@ pub struct Kind {
     /// The keys it reads besides `name`, `check` and `timeout`, in the order the error
     /// for a foreign key lists them.
     pub keys: &'static [&'static str],
+    /// The `timeout` of a service that sets none (most kinds: [`DEFAULT_TIMEOUT`]).
+    pub default_timeout: rollcall_config::Duration,
     /// Validates those keys of one table (only keys of `keys` are present); every problem
     /// goes to the context, and then the answer is `None`.
     pub parse: fn(&toml::Table, &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>>,

@@ -1,5 +1,5 @@
 //! Validators of single values the tables share (`HOST:PORT`, a positive duration, a mail
-//! address) and [`TableCx`], through which a table's keys are read and its problems named.
+//! address, a regular expression) and [`TableCx`], through which a table's keys are read and its problems named.
 //!
 //! Rules: a validator pushes one problem under the key it checks (so the message carries
 //! that key's line) and answers `None`, never an error value; nothing here reads another
@@ -127,4 +127,24 @@ pub fn mail_address(cx: &mut TableCx<'_, '_>, key: &str, value: Option<&str>) ->
 /// A command line (`["/path/to/program", "ARG", ...]`) is usable: a non-empty program.
 pub fn usable_argv(argv: &[String]) -> bool {
     argv.first().is_some_and(|p| !p.is_empty())
+}
+
+/// `pattern` of `key` compiled by `build` (`Regex::new`, or a variant that anchors it); a
+/// pattern that does not compile is a one-line problem naming the fault.
+pub fn regex(
+    cx: &mut TableCx<'_, '_>,
+    key: &str,
+    pattern: &str,
+    build: impl Fn(&str) -> Result<regex::Regex, regex::Error>,
+) -> Option<regex::Regex> {
+    match build(pattern) {
+        Ok(re) => Some(re),
+        Err(e) => {
+            // The regex crate draws the spot over several lines; the last one names the fault.
+            let why = e.to_string();
+            let why = why.lines().last().unwrap_or("").trim().trim_start_matches("error: ").to_string();
+            cx.push(key, format!("{pattern:?} is not a regular expression: {why}"));
+            None
+        }
+    }
 }

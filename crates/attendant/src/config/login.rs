@@ -1,6 +1,7 @@
 //! The one login/endpoint settings type ([`Login`]) and its one validator ([`login`]),
 //! shared by every table that connects somewhere and may log in: the `imap`, `smtp` and
-//! `ldap` checks, `[probe.mailbox]` and `[probe.mail_loop]`.
+//! `ldap` checks, `[probe.mailbox]` and `[probe.mail_loop]`; and the one TLS setting
+//! ([`ca_file`]) those and the `http` check share.
 //!
 //! Rules: every problem is named by its key (and so its line); a credential is a *source*
 //! (file, command, OAuth2 token command), never a value, read at each login so a rotated
@@ -110,12 +111,28 @@ pub fn login(cx: &mut TableCx<'_, '_>, keys: &LoginKeys<'_>, rules: LoginRules) 
     let (address_key, address) = keys.address;
     let address = host_port(cx, address_key, address, "write it as \"HOST:PORT\"");
     let credentials = credentials(cx, keys, rules);
-    let endpoint = Endpoint {
-        address: address?,
-        security: keys.security.unwrap_or_default(),
-        ca_file: keys.ca_file.map(|f| cx.resolve(f)),
-    };
+    let ca_file = ca_file(cx, "ca_file", keys.ca_file);
+    let endpoint = Endpoint { address: address?, security: keys.security.unwrap_or_default(), ca_file: ca_file? };
     Some(Login { endpoint, credentials: credentials? })
+}
+
+/// The one TLS setting every network check and probe shares: `ca_file`, a PEM file of the
+/// CAs to trust instead of the system's (a site's private CA), resolved beside the config
+/// file. `Some(None)`: not set; `None`: a problem was pushed (the file cannot be read).
+pub fn ca_file(cx: &mut TableCx<'_, '_>, key: &str, value: Option<&Path>) -> Option<Option<PathBuf>> {
+    let Some(path) = value else { return Some(None) };
+    let path = cx.resolve(path);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Some(Some(path)),
+        Ok(_) => {
+            cx.push(key, format!("{} is not a file (a PEM file of CA certificates)", path.display()));
+            None
+        }
+        Err(e) => {
+            cx.push(key, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
 }
 
 /// `Some(None)`: no login; `Some(Some(_))`: a valid one; `None`: a problem was pushed.

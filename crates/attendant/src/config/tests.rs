@@ -109,7 +109,7 @@ timeout = \"0s\"
             "attendant.toml:8: service[0].address: \"nohost\" is not HOST:PORT",
             "attendant.toml:10: service[1].address: missing: check = \"tcp\" needs address = \"HOST:PORT\"",
             "attendant.toml:11: service[1].name: duplicate service name \"a\"",
-            "attendant.toml:13: service[1].unit: not a key of check = \"tcp\" (its keys: address, expect)",
+            "attendant.toml:13: service[1].unit: not a key of check = \"tcp\" (its keys: address, send, expect, quit, security, ca_file)",
             "attendant.toml:17: service[2].check: unknown check \"carrier-pigeon\" (expected one of: tcp, process, command, systemd, imap, smtp, ldap, http)",
             "attendant.toml:22: service[3].command: missing or empty: check = \"command\" needs command = [\"/path/to/plugin\", \"ARG\", ...]",
             "attendant.toml:23: service[3].timeout: must be longer than 0",
@@ -359,4 +359,36 @@ fn tls_keys_are_read_at_load_and_every_bad_one_is_named() {
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains(&format!(": {key}: ")) && p[0].contains(says), "{extra}: {p:?}");
     }
+}
+
+#[test]
+fn host_disk_excludes_replace_the_defaults_and_bad_patterns_are_named() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.disks.exclude_fs_types.iter().any(|r| r.is_match("squashfs")));
+    let c = parse(&format!("{MINIMAL}[host]\nexclude_fs_types = [\"nfs4?\"]\nexclude_mount_points = []\n")).unwrap();
+    let types: Vec<&str> = c.disks.exclude_fs_types.iter().map(|r| r.as_str()).collect();
+    assert_eq!(types, ["^(?:nfs4?)$"]);
+    assert!(c.disks.exclude_mount_points.is_empty());
+    let p = problems(&format!("{MINIMAL}[host]\nexclude_fs_types = [\"tmpfs\", \"fuse.(squash\"]\n"));
+    assert_eq!(
+        p,
+        ["attendant.toml:5: host.exclude_fs_types[1]: \"fuse.(squash\" is not a regular expression: unclosed group"]
+    );
+}
+
+#[test]
+fn command_environment_and_tcp_strings_are_checked() {
+    let p = problems(&format!(
+        "{MINIMAL}[[service]]\nname = \"a\"\ncheck = \"command\"\ncommand = [\"/bin/true\"]\nenvironment = {{ \"A=B\" = \"x\" }}\n\
+         [[service]]\nname = \"b\"\ncheck = \"tcp\"\naddress = \"h:25\"\nquit = \"\"\n\
+         [[service]]\nname = \"c\"\ncheck = \"tcp\"\naddress = \"h:25\"\nsecurity = \"starttls\"\n"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:8: service[0].environment: \"A=B\" = \"x\" cannot be set (a name needs no \"=\", neither may hold NUL)",
+            "attendant.toml:13: service[1].quit: must not be empty (leave the key out instead)",
+            "attendant.toml:18: service[2].security: \"starttls\" needs a protocol (use check = \"smtp\", \"imap\" or \"ldap\"); tcp takes none or tls",
+        ]
+    );
 }

@@ -1,19 +1,26 @@
 //! Fetches a login secret from its source at the moment it is needed.
 //!
 //! Rules: the value only ever lives in a `Secret` (prints `MASKED`); a command runs with
-//! no stdin, its stderr discarded (it may echo the secret), killed at the timeout, and
-//! its output trimmed; errors say which source failed and how, never what it printed.
+//! no stdin (through `crate::subprocess`: its own process group, killed whole at the
+//! timeout), its output trimmed; errors say which source failed and how: a failed command's
+//! exit status and first stderr line (the cause: "gpg: decryption failed: No secret key"),
+//! with anything it printed on stdout masked there, so never the secret.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use rollcall_config::{Secret, SecretSource};
-use tokio::io::AsyncReadExt;
 
 use crate::config::login::SecretFrom;
+use crate::subprocess::{self, RunError, Spec};
 
 /// Largest output accepted from a secret command (tokens are a few KiB at most).
-const MAX_SECRET_BYTES: u64 = 64 * 1024;
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// Stderr kept of a secret command: its first line is the reason shown.
+const MAX_STDERR_BYTES: usize = 4 * 1024;
+
+/// Longest reason quoted from a failed command's stderr.
+const MAX_REASON_CHARS: usize = 200;
 
 /// A secret ready for SASL: a password, or an OAuth2 access token for XOAUTH2.
 #[derive(Debug, Clone)]
@@ -35,33 +42,38 @@ pub async fn fetch(from: &SecretFrom, timeout: Duration) -> Result<LoginSecret, 
 }
 
 async fn run(argv: &[String], timeout: Duration) -> Result<Secret, String> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err("empty secret command".into());
+    let program = argv.first().map_or("", String::as_str);
+    let spec = Spec { argv, env: &[], max_stdout: MAX_SECRET_BYTES, max_stderr: MAX_STDERR_BYTES, timeout };
+    let f = match subprocess::run(&spec).await {
+        Ok(f) => f,
+        Err(RunError::Empty) => return Err("empty secret command".into()),
+        Err(RunError::TimedOut { .. }) => {
+            return Err(format!("secret command {program} did not finish within {timeout:?}"))
+        }
+        Err(e) => return Err(format!("secret command {e}")),
     };
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run secret command {program}: {e}"))?;
-    let mut stdout = child.stdout.take().ok_or_else(|| format!("secret command {program}: no stdout"))?;
-    let work = async {
-        let mut out = Vec::new();
-        (&mut stdout)
-            .take(MAX_SECRET_BYTES)
-            .read_to_end(&mut out)
-            .await
-            .map_err(|e| format!("reading secret command {program}: {e}"))?;
-        let status = child.wait().await.map_err(|e| format!("waiting for secret command {program}: {e}"))?;
-        Ok::<_, String>((out, status))
-    };
-    let (out, status) = tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("secret command {program} did not finish within {timeout:?}"))??;
-    if !status.success() {
-        return Err(format!("secret command {program} failed ({status})"));
+    let out = f.stdout.bytes;
+    if !f.status.success() {
+        let how = match subprocess::signal_name(&f.status) {
+            Some(signal) => format!("killed by {signal}"),
+            None => f.status.to_string(),
+        };
+        // The first stderr line says why ("gpg: decryption failed: No secret key"); a part of
+        // stdout echoed there is masked, so the secret never reaches the message.
+        let mut why = f.stderr.first_line();
+        let printed = String::from_utf8_lossy(&out);
+        for word in printed.split_whitespace().filter(|w| w.len() >= 4) {
+            why = why.replace(word, "MASKED");
+        }
+        let why: String = why.chars().take(MAX_REASON_CHARS).collect();
+        return Err(if why.is_empty() {
+            format!("secret command {program} failed ({how}, nothing on stderr)")
+        } else {
+            format!("secret command {program} failed ({how}): {why}")
+        });
+    }
+    if f.stdout.truncated {
+        return Err(format!("secret command {program} printed more than {MAX_SECRET_BYTES} bytes"));
     }
     let text =
         String::from_utf8(out).map_err(|_| format!("secret command {program} printed something that is not UTF-8"))?;
@@ -86,6 +98,30 @@ mod tests {
         let LoginSecret::Password(p) = &s else { panic!("not a password") };
         assert_eq!(p.expose(), "hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_command_names_its_first_stderr_line_never_the_secret() {
+        let e = fetch(
+            &sh("echo hunter2-secret; echo 'gpg: decryption failed: No secret key' >&2; echo more >&2; exit 2"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e, "secret command /bin/sh failed (exit status: 2): gpg: decryption failed: No secret key");
+        // A command that echoes what it printed to stderr: the secret is masked there.
+        let e = fetch(&sh("echo hunter2-secret; echo 'bad token hunter2-secret' >&2; exit 1"), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "secret command /bin/sh failed (exit status: 1): bad token MASKED");
+        let e = fetch(&SecretFrom::Command(vec!["/bin/cat".into(), "/nonexistent/pw".into()]), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("secret command /bin/cat failed (exit status: 1): /bin/cat: /nonexistent/pw"), "{e}");
+        let e = fetch(&SecretFrom::Command(vec!["/nonexistent/vault-get".into()]), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e, "secret command not found: /nonexistent/vault-get");
     }
 
     #[tokio::test]

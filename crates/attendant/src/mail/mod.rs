@@ -6,7 +6,8 @@
 //! Rules: every network step is bounded by the caller's timeout and every line, literal
 //! and reply by size; a failure carries the server's own words; a secret only ever lives
 //! in a `Secret` and never appears in an error. This room imports only the validated
-//! settings types of `config::login`; it knows nothing of checks, probes or the board.
+//! settings types of `config::login` and `subprocess` (to run secret commands); it knows
+//! nothing of checks, probes or the board.
 
 pub mod credentials;
 pub mod imap;

@@ -53,20 +53,34 @@ pub struct Smtp {
 
 impl Smtp {
     /// Connects, reads the greeting, says EHLO, and with `starttls` upgrades and says
-    /// EHLO again.
+    /// EHLO again. A refusal along the way (a 554 greeting, no STARTTLS offered) is answered
+    /// with QUIT before the error returns, as RFC 5321 (3.1, 4.1.1.10) asks of a client, so
+    /// the server logs a goodbye, not a lost connection; after a timeout there is no one
+    /// left to tell.
     pub async fn connect(endpoint: &Endpoint, timeout: Duration, helo_name: &str) -> Result<Smtp, SmtpError> {
         let mut conn = Conn::connect(endpoint, timeout).await?;
         let greeting = read_reply(&mut conn, "greeting").await?;
-        if greeting.code != 220 {
-            return Err(SmtpError::Refused { step: "greeting".into(), reply: greeting });
-        }
         let mut smtp = Smtp { conn, greeting, extensions: Vec::new() };
-        smtp.ehlo(helo_name).await?;
-        if endpoint.security == Security::Starttls {
-            if !smtp.has("STARTTLS") {
-                return Err(SmtpError::Protocol("server does not offer STARTTLS (security = \"starttls\")".into()));
+        let hello = async {
+            if smtp.greeting.code != 220 {
+                return Err(SmtpError::Refused { step: "greeting".into(), reply: smtp.greeting.clone() });
             }
-            smtp.expect("STARTTLS", 220).await?;
+            smtp.ehlo(helo_name).await?;
+            if endpoint.security == Security::Starttls {
+                if !smtp.has("STARTTLS") {
+                    return Err(SmtpError::Protocol("server does not offer STARTTLS (security = \"starttls\")".into()));
+                }
+                smtp.expect("STARTTLS", 220).await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = hello.await {
+            if matches!(e, SmtpError::Refused { .. } | SmtpError::Protocol(_)) {
+                smtp.quit().await;
+            }
+            return Err(e);
+        }
+        if endpoint.security == Security::Starttls {
             smtp.conn = smtp.conn.starttls().await?;
             smtp.ehlo(helo_name).await?;
         }

@@ -2,8 +2,11 @@
 //!
 //! Redirects are not followed (a redirect is an answer worth seeing, and following it could
 //! leave the server being checked); the body is read only when it must be matched, and
-//! never beyond [`MAX_BODY`].
+//! never beyond [`MAX_BODY`]. TLS is verified like every other check's (`mail::tls`):
+//! against `ca_file` when set (a site's private CA), else the system's CAs; there is no
+//! switch to turn verification off.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -12,28 +15,36 @@ use futures::future::BoxFuture;
 use rollcall_protocol::Status;
 use serde::Deserialize;
 
-use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::checks::{Kind, Outcome, ServiceCheck, DEFAULT_TIMEOUT};
 use crate::config::fields::TableCx;
+use crate::config::login::ca_file;
+use crate::mail::tls::client_config;
 
 /// Most of a body read to look for the expected string.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// One client for every http check: connections and TLS sessions are reused.
-fn client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    if let Some(c) = CLIENT.get() {
-        return Ok(c);
-    }
-    let c = reqwest::Client::builder()
+/// A client trusting `ca_file` (else the system's CAs; where the system has none, the
+/// public CAs reqwest carries). Connections and TLS sessions are reused by each check.
+fn build_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("rollcall-attendant/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    Ok(CLIENT.get_or_init(|| c))
+        .redirect(reqwest::redirect::Policy::none());
+    let builder = match (client_config(ca_file), ca_file) {
+        (Ok(tls), _) => builder.use_preconfigured_tls((*tls).clone()),
+        (Err(e), Some(_)) => return Err(e),
+        (Err(_), None) => builder,
+    };
+    builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// `check = "http"`: `url`, optionally `expect_status` (else any 2xx/3xx) and `body`.
-pub const KIND: Kind = Kind { name: "http", keys: &["url", "expect_status", "body"], parse };
+/// `check = "http"`: `url`, optionally `expect_status` (else any 2xx/3xx), `body` and
+/// `ca_file`.
+pub const KIND: Kind = Kind {
+    name: "http",
+    keys: &["url", "expect_status", "body", "ca_file"],
+    default_timeout: DEFAULT_TIMEOUT,
+    parse,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,24 +52,40 @@ struct Settings {
     url: Option<String>,
     expect_status: Option<u16>,
     body: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug)]
-struct Http {
-    url: String,
-    expect_status: Option<u16>,
-    body: Option<String>,
+/// A validated http check.
+#[derive(Debug, Default)]
+pub struct Http {
+    pub url: String,
+    pub expect_status: Option<u16>,
+    pub body: Option<String>,
+    /// PEM file of the CAs to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    client: OnceLock<reqwest::Client>,
+}
+
+impl Http {
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let c = build_client(self.ca_file.as_deref())?;
+        Ok(self.client.get_or_init(|| c))
+    }
 }
 
 fn parse(table: &toml::Table, cx: &mut TableCx<'_, '_>) -> Option<Arc<dyn ServiceCheck>> {
     let s: Settings = cx.settings(table)?;
+    let ca = ca_file(cx, "ca_file", s.ca_file.as_deref());
     match s.url {
         Some(url) if (url.starts_with("http://") || url.starts_with("https://")) && url.len() > 8 => {
             if s.expect_status.is_some_and(|c| !(100..=599).contains(&c)) {
                 cx.push("expect_status", "must be an HTTP status code (100 to 599)");
                 return None;
             }
-            Some(Arc::new(Http { url, expect_status: s.expect_status, body: s.body }))
+            Some(Arc::new(Http { url, expect_status: s.expect_status, body: s.body, ca_file: ca?, ..Default::default() }))
         }
         Some(u) => {
             cx.push("url", format!("{u:?} is not an http:// or https:// URL"));
@@ -75,18 +102,22 @@ impl ServiceCheck for Http {
     fn kind(&self) -> &'static str {
         KIND.name
     }
-    fn run(&self, _timeout: Duration) -> BoxFuture<'_, Outcome> {
-        Box::pin(check(&self.url, self.expect_status, self.body.as_deref()))
+    fn run(&self, timeout: Duration) -> BoxFuture<'_, Outcome> {
+        Box::pin(check(self, timeout))
     }
 }
 
-pub async fn check(url: &str, expect_status: Option<u16>, body: Option<&str>) -> Outcome {
-    let client = match client() {
+/// One GET of `h.url`, each of its steps within 90 % of `timeout`.
+pub async fn check(h: &Http, timeout: Duration) -> Outcome {
+    let (url, expect_status, body) = (h.url.as_str(), h.expect_status, h.body.as_deref());
+    let client = match h.client() {
         Ok(c) => c,
         Err(e) => return Outcome::new(Status::Unknown, e),
     };
-    let mut resp = match client.get(url).send().await {
+    let step = timeout.mul_f32(0.9);
+    let mut resp = match client.get(url).timeout(step).send().await {
         Ok(r) => r,
+        Err(e) if e.is_timeout() => return Outcome::new(Status::Critical, format!("GET {url}: no answer within {step:?}")),
         Err(e) => return Outcome::new(Status::Critical, format!("GET {url}: {}", innermost(&e))),
     };
     let code = resp.status().as_u16();
@@ -139,6 +170,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn get(url: &str, expect_status: Option<u16>, body: Option<&str>) -> Http {
+        Http { url: url.into(), expect_status, body: body.map(Into::into), ..Default::default() }
+    }
+
     /// A one-route server answering `status` with `body` to every request.
     async fn server(status: u16, body: &'static str) -> String {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -162,25 +197,27 @@ mod tests {
     #[tokio::test]
     async fn status_and_body_decide() {
         let url = server(200, "all systems go").await;
-        assert_eq!(check(&url, None, None).await.status, Status::Ok);
-        assert_eq!(check(&url, Some(200), Some("systems go")).await.status, Status::Ok);
-        let o = check(&url, None, Some("degraded")).await;
+        let t = Duration::from_secs(5);
+        assert_eq!(check(&get(&url, None, None), t).await.status, Status::Ok);
+        assert_eq!(check(&get(&url, Some(200), Some("systems go")), t).await.status, Status::Ok);
+        let o = check(&get(&url, None, Some("degraded")), t).await;
         assert_eq!(o.status, Status::Critical);
         assert!(o.message.contains("lacks \"degraded\""), "{}", o.message);
-        let o = check(&url, Some(204), None).await;
+        let o = check(&get(&url, Some(204), None), t).await;
         assert!(o.message.ends_with("answered 200, expected 204"), "{}", o.message);
     }
 
     #[tokio::test]
     async fn errors_and_refusals_are_critical_with_the_cause() {
         let url = server(503, "down").await;
-        let o = check(&url, None, None).await;
+        let t = Duration::from_secs(5);
+        let o = check(&get(&url, None, None), t).await;
         assert_eq!((o.status, o.details["status_code"].as_u64()), (Status::Critical, Some(503)));
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             format!("http://{}/", l.local_addr().unwrap())
         };
-        let o = check(&closed, None, None).await;
+        let o = check(&get(&closed, None, None), t).await;
         assert_eq!(o.status, Status::Critical);
         assert!(o.message.to_lowercase().contains("refused"), "{}", o.message);
     }

@@ -1,5 +1,6 @@
 //! `check = "imap"`: the message store answers like an IMAP server should: greeting,
-//! CAPABILITY, STARTTLS when configured, and (with `user`) a login, then LOGOUT.
+//! CAPABILITY, STARTTLS when configured, and (with `user`) a login, then LOGOUT (also
+//! after a refused login, as a well-behaved client leaves).
 //!
 //! Rules: bounded by the service's timeout (each step and the whole); a refusal is
 //! critical with the server's own words; the secret never appears in the outcome.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::checks::{DEFAULT_TIMEOUT, Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 use crate::config::login::{self, Credentials, Endpoint, Login, LoginRules, RawLogin};
 use crate::mail::credentials;
@@ -20,7 +21,7 @@ use crate::mail::imap::Imap;
 
 /// `check = "imap"`: `address`, `security`, `ca_file`, and for a login `user` with one of
 /// `password_file`, `password_command`, `oauth2_token_command`.
-pub const KIND: Kind = Kind { name: "imap", keys: RawLogin::KEYS, parse };
+pub const KIND: Kind = Kind { name: "imap", keys: RawLogin::KEYS, default_timeout: DEFAULT_TIMEOUT, parse };
 
 /// A validated imap check.
 #[derive(Debug)]
@@ -62,16 +63,14 @@ pub async fn check(endpoint: &Endpoint, login: Option<&Credentials>, timeout: Du
         let _ = imap.logout().await;
         return o;
     };
-    let secret = match credentials::fetch(&c.secret, step).await {
-        Ok(s) => s,
-        Err(e) => return base(Status::Unknown, format!("cannot get the password: {e}"), &imap),
+    let o = match credentials::fetch(&c.secret, step).await {
+        Err(e) => base(Status::Unknown, format!("cannot get the password: {e}"), &imap),
+        Ok(secret) => match imap.login(&c.user, &secret).await {
+            Ok(text) => base(Status::Ok, format!("logged in as {}: {text}", c.user), &imap).with("login", true),
+            Err(e) => base(Status::Critical, format!("login as {} failed: {e}", c.user), &imap).with("login", false),
+        },
     };
-    match imap.login(&c.user, &secret).await {
-        Ok(text) => {
-            let o = base(Status::Ok, format!("logged in as {}: {text}", c.user), &imap).with("login", true);
-            let _ = imap.logout().await;
-            o
-        }
-        Err(e) => base(Status::Critical, format!("login as {} failed: {e}", c.user), &imap).with("login", false),
-    }
+    // Whatever happened, leave as a client should (the server logs no dropped session).
+    let _ = imap.logout().await;
+    o
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::checks::{DEFAULT_TIMEOUT, Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 use crate::config::login::{self, Credentials, Endpoint, Login, LoginKeys, LoginRules, Security};
 use crate::mail::credentials::{self, LoginSecret};
@@ -27,6 +27,7 @@ use crate::mail::tls::client_config;
 pub const KIND: Kind = Kind {
     name: "ldap",
     keys: &["address", "security", "ca_file", "bind_dn", "password_file", "password_command", "base", "filter"],
+    default_timeout: DEFAULT_TIMEOUT,
     parse,
 };
 

@@ -2,7 +2,14 @@
 //! 220 greeting, EHLO, STARTTLS when configured, and (with `user`) AUTH, then QUIT.
 //!
 //! Rules: bounded by the service's timeout; a refusal is critical with the server's own
-//! reply; the secret never appears in the outcome. No message is sent.
+//! reply; the secret never appears in the outcome. No message is sent. The session ends
+//! with QUIT, as a well-behaved client's does (no "lost connection" in the MTA's log).
+//!
+//! Patience: MTAs delay their greeting on purpose. Postfix's `postscreen` sends `220-`,
+//! then holds the final `220 ` for `postscreen_greet_wait` (6 s by default) to catch
+//! clients that talk first; sendmail's `greet_pause` and Exim's `smtp_connect_delay` do the
+//! same. So the check waits for the whole multi-line greeting, and its default timeout
+//! ([`POSTSCREEN_PATIENT_TIMEOUT`]) leaves each step (90 % of it) more than those 6 s.
 
 use std::time::Duration;
 
@@ -18,9 +25,14 @@ use crate::config::login::{self, Credentials, Endpoint, Login, LoginRules, RawLo
 use crate::mail::credentials;
 use crate::mail::smtp::Smtp;
 
+/// The smtp check's default `timeout`: each step may take 90 % of it, 8.1 s, more than
+/// postscreen's default 6 s greeting delay, and the whole stays under the poller's default
+/// 10 s poll timeout.
+pub const POSTSCREEN_PATIENT_TIMEOUT: rollcall_config::Duration = rollcall_config::Duration::from_secs(9);
+
 /// `check = "smtp"`: `address`, `security`, `ca_file`, and for AUTH `user` with one of
 /// `password_file`, `password_command`, `oauth2_token_command`.
-pub const KIND: Kind = Kind { name: "smtp", keys: RawLogin::KEYS, parse };
+pub const KIND: Kind = Kind { name: "smtp", keys: RawLogin::KEYS, default_timeout: POSTSCREEN_PATIENT_TIMEOUT, parse };
 
 #[derive(Debug)]
 struct SmtpCheck {

@@ -18,7 +18,7 @@ use zbus::proxy::{Builder, CacheProperties};
 use zbus::zvariant::OwnedObjectPath;
 use zbus::{Connection, Proxy};
 
-use crate::checks::{Kind, Outcome, ServiceCheck};
+use crate::checks::{DEFAULT_TIMEOUT, Kind, Outcome, ServiceCheck};
 use crate::config::fields::TableCx;
 
 const SYSTEMD: &str = "org.freedesktop.systemd1";
@@ -55,7 +55,7 @@ struct UnitState {
 }
 
 /// `check = "systemd"`: `unit = "NAME.service"`.
-pub const KIND: Kind = Kind { name: "systemd", keys: &["unit"], parse };
+pub const KIND: Kind = Kind { name: "systemd", keys: &["unit"], default_timeout: DEFAULT_TIMEOUT, parse };
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -245,7 +245,7 @@ fn row(api: &Api, s: &ServerSummary) -> Markup {
     let i = levels.iter().position(|l| l.name == s.facts.level).unwrap_or(0);
     html! {
         tr.server id=(format!("server-{}", s.facts.name)) data-server=(s.facts.name) data-state=(s.facts.state.as_str()) data-level=(s.facts.level) {
-            td.name data-label="Server" { a href=(format!("/servers/{}", s.facts.name)) { (s.facts.name) } div.addr { (s.facts.address) } }
+            td.name data-label="Server" { a href=(server_href(&s.facts.name)) { (s.facts.name) } div.addr { (s.facts.address) } }
             td.level data-label="Level" { span class=(format!("badge {}", level_class(i, levels.len()))) { (s.facts.level) } }
             td.state data-label="State" { (state_badge(s.facts.state)) (hygiene_marks(api, s)) }
             td.deficiencies data-label="Deficiencies" { (deficiency_list(s)) }
@@ -481,6 +481,33 @@ fn bytes(n: f64) -> String {
     format!("{v:.1} {}", units[u])
 }
 
+/// The link to a server's page: its name as one percent-encoded path segment, so a name
+/// with `/`, `%`, `?`, `#` or spaces reaches `/servers/{name}` whole (as app.js's
+/// `encodeURIComponent` sends it).
+fn server_href(name: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    // encodeURIComponent's set: all but A-Z a-z 0-9 - _ . ! ~ * ' ( )
+    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'!')
+        .remove(b'~')
+        .remove(b'*')
+        .remove(b'\'')
+        .remove(b'(')
+        .remove(b')');
+    format!("/servers/{}", utf8_percent_encode(name, SEGMENT))
+}
+
+/// A zone's offset as ISO 8601 writes it: `+05:30`, `+05:45`, `-03:30`, `+00:00` (zones
+/// are not whole hours: India, Nepal, Newfoundland, South Australia).
+fn utc_offset(seconds: i32) -> String {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let minutes = seconds.unsigned_abs() / 60;
+    format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
 fn usage(used: f64, total: f64) -> Markup {
     let pct = if total > 0.0 { used / total * 100.0 } else { 0.0 };
     let class = if pct >= 95.0 {
@@ -506,7 +533,7 @@ fn compilation_view(c: &Compilation) -> Markup {
                 div { dt { "Attendant" } dd { (att.name) " " small { (att.version) } } }
                 div { dt { "Hostname" } dd { (att.hostname) } }
                 div.wide { dt { "Server time" } dd.ts { (t.utc.format("%Y-%m-%d %H:%M:%S%.3f UTC")) } }
-                div { dt { "Zone" } dd { (t.zone.as_deref().unwrap_or("?")) " (UTC" (format!("{:+}", t.utc_offset_seconds / 3600)) "h)" } }
+                div { dt { "Zone" } dd { (t.zone.as_deref().unwrap_or("?")) " (UTC" (utc_offset(t.utc_offset_seconds)) ")" } }
             }
         }
         (checks_table("Services", "Check", c.services.iter().map(CheckResult::view)))
@@ -591,6 +618,21 @@ mod tests {
             "3 servers: 1 deficient, 1 unreachable"
         );
         assert_eq!(fleet_total(&[]), "0 servers");
+    }
+
+    #[test]
+    fn server_links_carry_the_whole_name_as_one_segment() {
+        assert_eq!(server_href("mail-01"), "/servers/mail-01");
+        assert_eq!(server_href("a/b 100% ü?#"), "/servers/a%2Fb%20100%25%20%C3%BC%3F%23");
+    }
+
+    #[test]
+    fn zone_offsets_that_are_not_whole_hours_are_shown_as_such() {
+        assert_eq!(utc_offset(19_800), "+05:30");
+        assert_eq!(utc_offset(20_700), "+05:45");
+        assert_eq!(utc_offset(-9_000), "-02:30");
+        assert_eq!(utc_offset(0), "+00:00");
+        assert_eq!(utc_offset(-36_000), "-10:00");
     }
 
     #[test]
