@@ -65,6 +65,8 @@ struct State {
     /// Servers taken from a node that is gone (their lease ran out), until their loop
     /// adopts them: polled at once.
     orphaned: HashSet<String>,
+    /// The servers of this node's configuration (changed by a reload).
+    inventory: Vec<String>,
 }
 
 /// What the fleet consults: which servers this node may poll now.
@@ -112,6 +114,12 @@ impl Holdings {
         self.state.read().stored.get(server).cloned()
     }
 
+    /// The servers this node's configuration names, after a reload: servers added are
+    /// taken at the next round, servers removed given up.
+    pub fn set_inventory(&self, servers: Vec<String>) {
+        self.state.write().inventory = servers;
+    }
+
     /// True once if `server` was taken from a node that is gone (poll it at once).
     pub fn take_orphaned(&self, server: &str) -> bool {
         self.state.write().orphaned.remove(server)
@@ -134,6 +142,7 @@ pub fn spawn(
     stop: CancellationToken,
     tracker: &TaskTracker,
 ) {
+    holdings.set_inventory(inventory);
     tracker.spawn(async move {
         let every = holdings.failover_after / 3;
         let mut tick = tokio::time::interval(every);
@@ -144,6 +153,7 @@ pub fn spawn(
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            let inventory = holdings.state.read().inventory.clone();
             match round(&holdings, &store, &writer, &inventory, poll_timeout).await {
                 Ok(()) => {
                     if failing {

@@ -741,6 +741,9 @@ impl Fleet {
             tracing::info!(server = %s.config.name, "server removed: no longer polled (its history is kept)");
             report.removed.push(s.config.name.clone());
         }
+        if let Some(h) = &self.holdings {
+            h.set_inventory(servers.iter().map(|s| s.config.name.clone()).collect());
+        }
         *self.inventory.write() = Arc::new(Inventory::new(servers));
         if let Some((stop, tracker)) = self.running.lock().clone() {
             for server in start {
