@@ -24,7 +24,7 @@ use crate::checks::{kinds, Service};
 pub use crate::clock::ClockMode;
 use fields::TableCx;
 pub use login::{Credentials, Endpoint, Login, SecretFrom, Security};
-pub use probes::{MailLoopProbe, MailboxProbe, ProbesConfig};
+pub use probes::{FileAccessProbe, MailLoopProbe, MailboxProbe, ProbesConfig};
 
 /// Default time a check may take.
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -332,3 +332,31 @@ fn a_max_clock_step_beyond_a_day_is_named() {
     .problems();
     assert!(err.iter().any(|m| m.contains("max_clock_step") && m.contains("more than a day")), "{err:?}");
 }
+
+#[test]
+fn file_access_probe_defaults_resolution_and_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("attendant.toml");
+    let c =
+        AttendantConfig::parse(file.to_str().unwrap(), &format!("{MINIMAL}[probe.file_access]\npath = \"share\"\n"))
+            .unwrap();
+    let f = c.probes.file_access.as_ref().unwrap();
+    assert_eq!(f.path, dir.path().join("share"), "relative paths resolve beside the file");
+    assert_eq!(
+        (f.interval, f.timeout, f.max_latency),
+        (Duration::from_secs(60), Duration::from_secs(5), Duration::from_secs(1))
+    );
+    let p = problems(&format!(
+        "{MINIMAL}[probe.file_access]\ninterval = \"0s\"\ntimeout = \"1s\"\nmax_latency = \"2s\"\nmode = 1\n"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:4: probe.file_access.path: missing: the directory on the share to write the probe's file in",
+            "attendant.toml:5: probe.file_access.interval: must be longer than 0",
+            "attendant.toml:7: probe.file_access.max_latency: 2s is longer than timeout (1s): a round is cut off before it could be slow",
+            "attendant.toml:8: probe.file_access.mode: unknown key (check its spelling and section)",
+        ]
+        .map(String::from)
+    );
+}

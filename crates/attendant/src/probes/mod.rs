@@ -1,6 +1,6 @@
-//! Background probes of the synthetic user (SPEC section 2): the mailbox probes (`login`,
-//! `mail_read`, `refresh`) and the mail loop (`mail_loop`), each posting its latest result
-//! to the probe board.
+//! Background probes of the synthetic user (SPEC sections 2 and 14): the mailbox probes
+//! (`login`, `mail_read`, `refresh`), the mail loop (`mail_loop`) and the file-access
+//! probe (`file_access`), each posting its latest result to the probe board.
 //!
 //! Rules: probes run on their own schedules and never inside a query; they see of the
 //! attendant only a [`ProbeContext`] (name, clock, board, a watch on the running config);
@@ -8,6 +8,7 @@
 //! `[probe]` table changed, forgetting the results of probes that were removed. The wire
 //! clients they use live in `mail`.
 
+pub mod file_access;
 pub mod loop_watch;
 pub mod mail_loop;
 pub mod mailbox;
@@ -51,7 +52,7 @@ async fn supervise(mut cx: ProbeContext, stop: CancellationToken) {
         if config.probes != running {
             generation.cancel();
             while tasks.join_next().await.is_some() {}
-            if running.mailbox.is_some() {
+            if running != ProbesConfig::default() {
                 tracing::info!(server = %config.name, "probe config changed; restarting probes");
             }
             forget_removed(&cx.board, &running, &config.probes);
@@ -83,6 +84,10 @@ fn start(cx: &ProbeContext, probes: &ProbesConfig, stop: &CancellationToken, tas
         tracing::info!(server = %cx.name, smtp = %l.endpoint.address, interval = %l.interval, "mail loop probe started");
         tasks.spawn(mail_loop::run(cx.clone(), l.clone(), watch, stop.clone()));
     }
+    if let Some(f) = &probes.file_access {
+        tracing::info!(server = %cx.name, path = %f.path.display(), interval = %f.interval, timeout = %f.timeout, "file access probe started");
+        tasks.spawn(file_access::run(cx.clone(), f.clone(), stop.clone()));
+    }
 }
 
 fn forget_removed(board: &ProbeBoard, old: &ProbesConfig, new: &ProbesConfig) {
@@ -93,5 +98,8 @@ fn forget_removed(board: &ProbeBoard, old: &ProbesConfig, new: &ProbesConfig) {
     }
     if old.mail_loop.is_some() && new.mail_loop.is_none() {
         board.remove(mail_loop::MAIL_LOOP);
+    }
+    if old.file_access.is_some() && new.file_access.is_none() {
+        board.remove(file_access::FILE_ACCESS);
     }
 }
