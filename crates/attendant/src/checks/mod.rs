@@ -9,7 +9,7 @@
 //! (`config::fields`, `config::login`), never `probes` or the attendant.
 
 pub mod kinds;
-mod perfdata;
+pub(crate) mod perfdata;
 
 use std::any::Any;
 use std::fmt;

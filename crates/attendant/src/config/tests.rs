@@ -360,3 +360,34 @@ fn file_access_probe_defaults_resolution_and_problems() {
         .map(String::from)
     );
 }
+
+#[test]
+fn usage_entries_parse_and_their_problems_are_named() {
+    let c = parse(&format!(
+        "{MINIMAL}[[usage]]\nname = \"queue\"\nkind = \"mail_queue\"\nwarning = \"100\"\ncritical = \"@1000:\"\n\
+         [[usage]]\nname = \"logins\"\nkind = \"logged_in_users\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.usage.len(), 2);
+    assert_eq!(c.usage[0].kind, UsageKind::MailQueue { mta: None, argv: None });
+    assert_eq!(c.usage[0].warning.as_ref().map(ToString::to_string).as_deref(), Some("100"));
+    assert_eq!(c.usage[1].kind, UsageKind::LoggedInUsers { utmp: "/var/run/utmp".into() });
+    let p = problems(&format!(
+        "{MINIMAL}[[usage]]\nname = \"a\"\nkind = \"command\"\n\
+         [[usage]]\nname = \"a\"\nkind = \"mail_queue\"\n\
+         [[usage]]\nname = \"b\"\nkind = \"disk\"\n\
+         [[usage]]\nname = \"c\"\nkind = \"imap_sessions\"\nmta = \"postfix\"\nwarning = \"20:10\"\nsize = 1\n"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:4: usage[0].command: missing: kind = \"command\" runs this command",
+            "attendant.toml:8: usage[1].name: duplicate usage name \"a\"",
+            "attendant.toml:12: usage[2].kind: unknown usage kind \"disk\" (expected one of: command, imap_sessions, mail_queue, logged_in_users)",
+            "attendant.toml:16: usage[3].mta: only for kind = \"mail_queue\"",
+            "attendant.toml:17: usage[3].warning: \"20:10\" is not a Nagios range (its start is above its end); write e.g. \"10\", \"10:\", \"~:10\", \"10:20\" or \"@10:20\"",
+            "attendant.toml:18: usage[3].size: unknown key (check its spelling and section)",
+        ]
+        .map(String::from)
+    );
+}

@@ -1,5 +1,5 @@
-//! What the file-access probe's tests share: an in-process attendant with only
-//! `[probe.file_access]`, a bounded wait on the probe's latest result, and mounts that are
+//! What the file-access probe's and the usage reports' tests share: an in-process
+//! attendant, a bounded wait on the file-access probe's latest result, and mounts that are
 //! lazily unmounted on drop (also when the mount hangs).
 #![allow(dead_code)] // each test binary uses its own part
 
@@ -27,12 +27,16 @@ impl Drop for Running {
 }
 
 pub fn start(dir: &Path, path: &Path, timing: &str) -> Running {
+    start_with(dir, &format!("[probe.file_access]\npath = \"{}\"\n{timing}\n", path.display()))
+}
+
+/// An attendant (in process, virtual clock, no disk deficiencies) with `body` as the rest
+/// of its config.
+pub fn start_with(dir: &Path, body: &str) -> Running {
     let file = dir.join("attendant.toml");
     let text = format!(
         "name = \"share-test\"\nlisten = \"127.0.0.1:0\"\ninsecure = true\nclock = \"virtual\"\n\
-         [host]\ndisk_warning_percent = 100.0\ndisk_critical_percent = 100.0\n\
-         [probe.file_access]\npath = \"{}\"\n{timing}\n",
-        path.display()
+         [host]\ndisk_warning_percent = 100.0\ndisk_critical_percent = 100.0\n{body}"
     );
     std::fs::write(&file, text).expect("write config");
     let config =
