@@ -114,7 +114,7 @@ fn base64_units(run: &str) -> Option<Vec<u16>> {
             bits &= (1 << nbits) - 1;
         }
     }
-    if bits != 0 || nbits >= 6 || bytes.len() % 2 != 0 {
+    if bits != 0 || nbits >= 6 || !bytes.len().is_multiple_of(2) {
         return None;
     }
     Some(bytes.chunks(2).map(|p| u16::from_be_bytes([p[0], p[1]])).collect())

@@ -77,8 +77,8 @@ struct Probe {
     session: Option<Session>,
     logins: u64,
     last_login_error: Option<String>,
-    /// Why the server ended the previous session while it was idle, until the next login
-    /// reports it.
+    /// Why the server ended the previous session while it was idle, until a login
+    /// succeeds (each login attempt reports it).
     ended_idle: Option<String>,
 }
 
@@ -285,6 +285,8 @@ impl Probe {
                 d.insert("attempt".into(), json!(self.logins));
                 if let Some(why) = ended_idle {
                     d.insert("previous_session_ended".into(), json!(why));
+                    // Kept until a login succeeds, so every failed attempt says why.
+                    self.ended_idle = Some(why);
                 }
                 self.last_login_error = Some(e.clone());
                 self.report(

@@ -51,7 +51,7 @@ fn sessions(bytes: &[u8]) -> Result<Vec<String>, String> {
     if bytes.len() as u64 > MAX_BYTES {
         return Err(format!("larger than {MAX_BYTES} bytes"));
     }
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         return Err(format!("{} bytes is not a whole number of {RECORD}-byte utmp records", bytes.len()));
     }
     Ok(bytes
