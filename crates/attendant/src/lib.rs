@@ -8,7 +8,8 @@
 //! (the IMAP/SMTP/TLS clients and login secrets both use), `probe_board` (latest probe
 //! results), `usage` (the `[[usage]]` reports, measured in the background), `compile`
 //! (builds the document), `host` (cached host usage), `clock` and `clock_keeper` (the
-//! reported time and the poller's clock orders), `server` (HTTP, auth, limits), and
+//! reported time and the poller's clock orders), `server` (HTTP, auth, limits),
+//! `follow` (the reload-following loop of the probe and usage supervisors), and
 //! `nagios_range` (threshold ranges, a leaf).
 
 pub mod attendant;
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod clock_keeper;
 pub mod compile;
 pub mod config;
+pub mod follow;
 pub mod host;
 pub mod lifecycle;
 pub mod mail;

@@ -25,12 +25,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rollcall_protocol::{ProbeResult, Status};
+use rollcall_protocol::Status;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::ProbeContext;
+use super::{Post, ProbeContext};
 use crate::config::FileAccessProbe;
 
 /// The probe's name (and kind) in the compilation.
@@ -202,20 +202,7 @@ impl Probe {
         started: Instant,
         details: Map<String, Value>,
     ) {
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match status {
-            Status::Ok => tracing::debug!(server = %self.cx.name, probe = FILE_ACCESS, duration_ms, "{message}"),
-            _ => tracing::warn!(server = %self.cx.name, probe = FILE_ACCESS, %status, duration_ms, "{message}"),
-        }
-        self.cx.board.report(ProbeResult {
-            name: FILE_ACCESS.to_string(),
-            kind: FILE_ACCESS.to_string(),
-            status,
-            message,
-            observed_at,
-            duration_ms,
-            details,
-        });
+        self.cx.post(Post { name: FILE_ACCESS, kind: FILE_ACCESS, status, message, observed_at, started, details });
     }
 }
 

@@ -16,12 +16,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rollcall_protocol::{ProbeResult, Status};
+use rollcall_protocol::Status;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::loop_watch::{probe_tag, LoopWatch};
-use super::ProbeContext;
+use super::{Post, ProbeContext};
 use crate::config::MailboxProbe;
 use crate::mail::credentials;
 use crate::mail::imap::{Imap, ImapError, MailboxState};
@@ -92,24 +92,7 @@ impl Probe {
         started: Instant,
         details: Map<String, Value>,
     ) {
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match status {
-            Status::Ok => {
-                tracing::debug!(server = %self.cx.name, probe = name, duration_ms, "{message}")
-            }
-            _ => {
-                tracing::warn!(server = %self.cx.name, probe = name, %status, duration_ms, "{message}")
-            }
-        }
-        self.cx.board.report(ProbeResult {
-            name: name.to_string(),
-            kind: KIND.to_string(),
-            status,
-            message,
-            observed_at,
-            duration_ms,
-            details,
-        });
+        self.cx.post(Post { name, kind: KIND, status, message, observed_at, started, details });
     }
 
     fn base_details(&self) -> Map<String, Value> {

@@ -22,11 +22,11 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 use rollcall_protocol::{Deficiency, Severity, UsageReport};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{AttendantConfig, UsageConfig, UsageKind};
+use crate::follow::follow;
 
 /// One figure a measurement found.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,34 +99,17 @@ pub fn spawn(cx: UsageContext, stop: CancellationToken) -> tokio::task::JoinHand
     tokio::spawn(supervise(cx, stop))
 }
 
-async fn supervise(mut cx: UsageContext, stop: CancellationToken) {
-    let mut running: Vec<UsageConfig> = Vec::new();
-    let mut tasks = JoinSet::new();
-    let mut generation = CancellationToken::new();
-    loop {
-        let config = cx.config.borrow_and_update().clone();
-        if config.usage != running {
-            generation.cancel();
-            while tasks.join_next().await.is_some() {}
-            cx.board.lay_out(&config.usage);
-            running = config.usage.clone();
-            generation = stop.child_token();
-            cx.name = config.name.clone();
-            for u in &running {
-                tracing::info!(server = %cx.name, usage = %u.name, kind = u.kind.as_str(), interval = %u.interval, "usage report started");
-                tasks.spawn(measure_every(cx.clone(), u.clone(), generation.clone()));
-            }
+async fn supervise(cx: UsageContext, stop: CancellationToken) {
+    let config = cx.config.clone();
+    follow(config, stop, |c| c.usage.clone(), |_, new, config, generation, tasks| {
+        cx.board.lay_out(new);
+        let cx = UsageContext { name: config.name.clone(), ..cx.clone() };
+        for u in new {
+            tracing::info!(server = %cx.name, usage = %u.name, kind = u.kind.as_str(), interval = %u.interval, "usage report started");
+            tasks.spawn(measure_every(cx.clone(), u.clone(), generation.clone()));
         }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            changed = cx.config.changed() => if changed.is_err() {
-                stop.cancelled().await;
-                break;
-            },
-        }
-    }
-    generation.cancel();
-    while tasks.join_next().await.is_some() {}
+    })
+    .await
 }
 
 async fn measure_every(cx: UsageContext, u: UsageConfig, stop: CancellationToken) {
