@@ -134,8 +134,23 @@ async fn logged_in_users_are_counted_from_utmp_as_who_counts_them() {
         "{:?}",
         c.deficiencies
     );
+    // No utmp file (a container, nobody logged in since boot): 0, as `who` says.
     let nofile = figure(&c, "nofile").expect("nofile");
-    assert!(nofile.message.contains("cannot read") && nofile.message.contains("No such file"), "{}", nofile.message);
+    assert_eq!(nofile.value, Some(0.0), "{nofile:?}");
+    assert!(nofile.message.starts_with("nobody logged in (no utmp file at "), "{}", nofile.message);
+    assert!(!c.deficiencies.iter().any(|d| d.source == "usage:nofile"), "{:?}", c.deficiencies);
+    // A utmp that cannot be read is a failed measurement, named.
+    let torn = dir.path().join("torn");
+    std::fs::write(&torn, vec![0u8; 100]).expect("torn");
+    std::fs::create_dir(dir.path().join("second")).expect("mkdir");
+    let run2 = start_with(
+        &dir.path().join("second"),
+        &format!("[[usage]]\nname = \"torn\"\nkind = \"logged_in_users\"\nutmp = \"{}\"\n", torn.display()),
+    );
+    let c = wait_usage(&run2, "torn measured", |c| figure(c, "torn").is_some()).await;
+    let t = figure(&c, "torn").expect("torn");
+    assert_eq!(t.value, None);
+    assert!(t.message.contains("100 bytes is not a whole number of 384-byte utmp records"), "{}", t.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

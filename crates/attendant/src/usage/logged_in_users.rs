@@ -1,10 +1,11 @@
 //! `kind = "logged_in_users"`: login sessions in the utmp file, counted as `who -q` and
 //! `uptime` count them ("N users": one per session), the distinct names in the message.
 //!
-//! Rules: glibc's utmp record on Linux (x86-64 and arm64 alike): 384 bytes, `ut_type` an
-//! i16 at 0 (7 = USER_PROCESS), `ut_user` 32 bytes at 44; read by offsets, no `unsafe`;
-//! a file that is not whole records is an error naming it; the file is read whole up to
-//! a bound (a busy server has a few hundred sessions, not thousands of kilobytes).
+//! Rules: a missing file is nobody logged in, as `who` and `uptime` have it; glibc's
+//! utmp record on Linux (x86-64 and arm64 alike): 384 bytes, `ut_type` an i16 at 0
+//! (7 = USER_PROCESS), `ut_user` 32 bytes at 44; read by offsets, no `unsafe`; a file
+//! that is not whole records is an error naming it; the file is read whole up to a bound
+//! (a busy server has a few hundred sessions, not thousands of kilobytes).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,13 +24,24 @@ pub async fn measure(utmp: &Path) -> Result<Vec<Figure>, String> {
     let bytes = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut buf = Vec::new();
-        std::fs::File::open(&path)
-            .and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut buf))
-            .map(|_| buf)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        match std::fs::File::open(&path).and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut buf)) {
+            Ok(_) => Ok(Some(buf)),
+            // As `who` and `uptime` read it: no file, nobody logged in (a container, a
+            // system where nobody has logged in since boot).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
     })
     .await
     .map_err(|e| e.to_string())??;
+    let Some(bytes) = bytes else {
+        return Ok(vec![Figure {
+            label: None,
+            value: Some(0.0),
+            unit: "users".into(),
+            message: format!("nobody logged in (no utmp file at {})", utmp.display()),
+        }]);
+    };
     let names = sessions(&bytes).map_err(|e| format!("{}: {e}", utmp.display()))?;
     let users: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     let n = names.len();
