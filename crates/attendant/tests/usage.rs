@@ -53,12 +53,14 @@ async fn plugin_perfdata_becomes_figures_and_thresholds_make_deficiencies() {
         &format!(
             "[[usage]]\nname = \"licenses\"\nkind = \"command\"\ncommand = [\"{}\"]\ninterval = \"200ms\"\nwarning = \"~:5\"\ncritical = \"~:8\"\n\
              [[usage]]\nname = \"gone\"\nkind = \"command\"\ncommand = [\"/nonexistent/check_gone\"]\ninterval = \"200ms\"\n\
-             [[usage]]\nname = \"slow\"\nkind = \"command\"\ncommand = [\"/bin/sleep\", \"30\"]\ninterval = \"200ms\"\ntimeout = \"300ms\"\n",
+             [[usage]]\nname = \"slow\"\nkind = \"command\"\ncommand = [\"/bin/sleep\", \"30\"]\ninterval = \"200ms\"\ntimeout = \"300ms\"\n\
+             [[usage]]\nname = \"broken\"\nkind = \"command\"\ncommand = [\"/bin/sh\", \"-c\", \"echo 'licence server unreachable' >&2; exit 5\"]\ninterval = \"200ms\"\n\
+             [[usage]]\nname = \"silent\"\nkind = \"command\"\ncommand = [\"/bin/echo\", \"OK - all fine\"]\ninterval = \"200ms\"\n",
             script.display()
         ),
     );
     let c = wait_usage(&run, "all three measured", |c| {
-        ["licenses.used", "gone", "slow"].iter().all(|n| figure(c, n).is_some())
+        ["licenses.used", "gone", "slow", "broken", "silent"].iter().all(|n| figure(c, n).is_some())
     })
     .await;
     let used = figure(&c, "licenses.used").expect("used");
@@ -71,13 +73,22 @@ async fn plugin_perfdata_becomes_figures_and_thresholds_make_deficiencies() {
     assert_eq!(gone.message, "cannot measure: /nonexistent/check_gone: not found");
     let slow = figure(&c, "slow").expect("slow");
     assert_eq!(slow.message, "cannot measure: no answer within 300ms");
+    let broken = figure(&c, "broken").expect("broken");
+    assert_eq!(broken.message, "cannot measure: /bin/sh exited with 5: licence server unreachable");
+    let silent = figure(&c, "silent").expect("silent");
+    assert_eq!(
+        silent.message,
+        "cannot measure: /bin/echo printed no performance data (LABEL=VALUE after '|'): \"OK - all fine\""
+    );
     let got: Vec<(&str, Severity)> = c.deficiencies.iter().map(|d| (d.source.as_str(), d.severity)).collect();
     assert_eq!(
         got,
         [
             ("usage:licenses.used", Severity::Critical),
             ("usage:gone", Severity::Warning),
-            ("usage:slow", Severity::Warning)
+            ("usage:slow", Severity::Warning),
+            ("usage:broken", Severity::Warning),
+            ("usage:silent", Severity::Warning)
         ]
     );
     // A query never waits for a measurement, not even for the one that hangs.

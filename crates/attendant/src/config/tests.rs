@@ -334,6 +334,22 @@ fn a_max_clock_step_beyond_a_day_is_named() {
 }
 
 #[test]
+fn mailbox_names_are_taken_as_written_unless_they_cannot_be_quoted() {
+    let text = |name: &str| {
+        format!("{MINIMAL}[probe.mailbox]\nserver = \"h:143\"\nuser = \"u\"\npassword_command = [\"/bin/cat\", \"pw\"]\nmailbox = {name}\n")
+    };
+    for name in ["\"Überwachung\"", "\"R&D\"", "'Entwürfe \"alt\" \\ 2026'"] {
+        let c = parse(&text(name)).unwrap_or_else(|e| panic!("{name}: {:?}", e.problems()));
+        assert!(c.probes.mailbox.is_some());
+    }
+    for name in ["\"\"", "\"a\\nb\""] {
+        let p = problems(&text(name));
+        assert!(p[0].starts_with("attendant.toml:8: probe.mailbox.mailbox: "), "{p:?}");
+        assert!(p[0].ends_with("is not a usable name (empty, or CR, LF or NUL in it)"), "{p:?}");
+    }
+}
+
+#[test]
 fn file_access_probe_defaults_resolution_and_problems() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("attendant.toml");

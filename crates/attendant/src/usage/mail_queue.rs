@@ -35,18 +35,8 @@ pub async fn measure(mta: Option<Mta>, argv: Option<&[String]>) -> Result<Vec<Fi
     }
     let (count, message) = match mta {
         Mta::Postfix => postfix(&out.stdout)?,
-        Mta::Opensmtpd => {
-            let n = out.stdout.lines().filter(|l| !l.trim().is_empty()).count() as u64;
-            (n, format!("{n} envelope(s) in the OpenSMTPD queue"))
-        }
-        Mta::Exim => {
-            let n: u64 = out
-                .stdout
-                .trim()
-                .parse()
-                .map_err(|_| format!("exim -bpc printed {:?}, not a count", out.stdout.trim()))?;
-            (n, format!("{n} message(s) in the Exim queue"))
-        }
+        Mta::Opensmtpd => opensmtpd(&out.stdout),
+        Mta::Exim => exim(&out.stdout)?,
     };
     Ok(vec![Figure { label: None, value: Some(count as f64), unit: "messages".into(), message }])
 }
@@ -66,6 +56,18 @@ fn default_argv(mta: Mta, program: &str) -> Vec<String> {
         Mta::Exim => &["-bpc"],
     };
     std::iter::once(program).chain(args.iter().copied()).map(String::from).collect()
+}
+
+/// Envelopes in `smtpctl show queue` output: one line each.
+fn opensmtpd(text: &str) -> (u64, String) {
+    let n = text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+    (n, format!("{n} envelope(s) in the OpenSMTPD queue"))
+}
+
+/// The count `exim -bpc` prints.
+fn exim(text: &str) -> Result<(u64, String), String> {
+    let n: u64 = text.trim().parse().map_err(|_| format!("exim -bpc printed {:?}, not a count", text.trim()))?;
+    Ok((n, format!("{n} message(s) in the Exim queue")))
 }
 
 /// Messages in `postqueue -j` output, and a message counting them by queue.
@@ -101,5 +103,15 @@ mod tests {
         assert_eq!(postfix(""), Ok((0, "the Postfix queue is empty".to_string())));
         let e = postfix("Mail system is down\n").expect_err("not JSON");
         assert!(e.starts_with("postqueue -j line 1: not JSON"), "{e}");
+    }
+
+    #[test]
+    fn opensmtpd_lines_and_exim_counts() {
+        let smtpctl = "1a2b3c4d|inet4|mta|1|a@b|c@d|c@d|1700000000|1700000000|0|0|pending|0|\n5e6f7a8b|inet4|mta|1|a@b|e@f|e@f|1700000000|1700000000|0|0|pending|0|\n";
+        assert_eq!(opensmtpd(smtpctl).0, 2);
+        assert_eq!(opensmtpd("").0, 0);
+        assert_eq!(exim("17\n"), Ok((17, "17 message(s) in the Exim queue".to_string())));
+        let e = exim("exim: permission denied\n").expect_err("not a count");
+        assert_eq!(e, "exim -bpc printed \"exim: permission denied\", not a count");
     }
 }
