@@ -45,7 +45,13 @@ async fn hung_share_is_critical_in_bounded_time_never_blocks_the_compilation_and
     let mount = Mount { point: share.clone(), daemon: Some(daemon) };
     wait_for_within("bindfs to mount", DEADLINE, || async { mounted(&share).then_some(()) }).await;
 
-    let run = start(dir.path(), &share, "interval = \"1500ms\"\ntimeout = \"1s\"\nmax_latency = \"1s\"");
+    // Beside it, other background work: a usage report measured every 200 ms.
+    let run = start(
+        dir.path(),
+        &share,
+        "interval = \"1500ms\"\ntimeout = \"1s\"\nmax_latency = \"1s\"\n\
+         [[usage]]\nname = \"tick\"\nkind = \"command\"\ncommand = [\"/bin/echo\", \"OK | n=1\"]\ninterval = \"200ms\"",
+    );
     wait_probe(&run, "file_access ok through FUSE", |p| p.status == Status::Ok).await;
 
     // The share's server stops answering: every file operation on it now blocks.
@@ -56,6 +62,8 @@ async fn hung_share_is_critical_in_bounded_time_never_blocks_the_compilation_and
     assert!(p.message.starts_with("no answer from the share within 1s (stuck in "), "{}", p.message);
     assert!(p.duration_ms >= 900.0 && p.duration_ms < 2500.0, "{}", p.duration_ms);
     // The compilation does not wait for the share, and rounds do not pile up.
+    let usage_at = |c: &rollcall_protocol::Compilation| c.usage.first().map(|u| u.observed_at);
+    let hung_at = usage_at(&run.attendant.compile(chrono::Utc::now()).await);
     let mut stuck_rounds = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while stuck_rounds.len() < 2 {
@@ -75,6 +83,9 @@ async fn hung_share_is_critical_in_bounded_time_never_blocks_the_compilation_and
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
     assert!(c_has_critical(&run).await, "a deficiency while the share hangs");
+    // The other background work went on while the share hung.
+    let now_at = usage_at(&run.attendant.compile(chrono::Utc::now()).await);
+    assert!(hung_at.is_some() && now_at > hung_at, "the usage report stalled: {hung_at:?} -> {now_at:?}");
 
     // The server answers again: the stuck round comes back and new rounds are ok.
     command("kill", &["-CONT", &pid]);
