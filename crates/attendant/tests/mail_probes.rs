@@ -16,6 +16,9 @@ use rollcall_testkit::mailstack::{self, Dovecot, Postfix, Slapd};
 use rollcall_testkit::{free_port, wait_for_within, wait_until};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::imap_session;
+
 /// Longest any wait-until loop waits.
 const DEADLINE: Duration = Duration::from_secs(40);
 
@@ -505,18 +508,6 @@ fn doveadm(d: &Dovecot, args: &[&str]) -> String {
         .expect("run doveadm");
     assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// An IMAP session of the probe user, opened with the attendant's own client.
-async fn imap_session(d: &Dovecot) -> rollcall_attendant::mail::imap::Imap {
-    use rollcall_attendant::config::{Endpoint, Security};
-    use rollcall_attendant::mail::credentials::LoginSecret;
-    let endpoint = Endpoint { address: format!("127.0.0.1:{}", d.imap_port), security: Security::None, ca_file: None };
-    let mut imap =
-        rollcall_attendant::mail::imap::Imap::connect(&endpoint, Duration::from_secs(5)).await.expect("connect");
-    let secret = LoginSecret::Password(rollcall_config::Secret::new(mailstack::PASSWORD));
-    imap.login(mailstack::USER, &secret).await.expect("login");
-    imap
 }
 
 /// Fault 6: mailbox names go out in IMAP's modified UTF-7, so names with umlauts, `&` and

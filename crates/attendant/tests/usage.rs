@@ -190,16 +190,7 @@ async fn imap_sessions_of_a_real_dovecot_include_the_probe_s_own() {
     assert_eq!(imap.message, "1 IMAP session(s) of 1 user(s)");
     assert!(!c.deficiencies.iter().any(|d| d.source.starts_with("usage:")), "{:?}", c.deficiencies);
     // A second client of the same user: two sessions, over the critical range "1".
-    let endpoint = rollcall_attendant::config::Endpoint {
-        address: format!("127.0.0.1:{}", dovecot.imap_port),
-        security: rollcall_attendant::config::Security::None,
-        ca_file: None,
-    };
-    let mut other =
-        rollcall_attendant::mail::imap::Imap::connect(&endpoint, Duration::from_secs(5)).await.expect("connect");
-    let secret =
-        rollcall_attendant::mail::credentials::LoginSecret::Password(rollcall_config::Secret::new(mailstack::PASSWORD));
-    other.login(mailstack::USER, &secret).await.expect("login");
+    let other = imap_session(&dovecot).await;
     let c = wait_usage(&run, "two sessions", |c| figure(c, "imap").is_some_and(|u| u.value == Some(2.0))).await;
     assert!(
         c.deficiencies.iter().any(|d| d.source == "usage:imap" && d.severity == Severity::Critical),

@@ -1,6 +1,6 @@
-//! What the file-access probe's and the usage reports' tests share: an in-process
-//! attendant, a bounded wait on the file-access probe's latest result, and mounts that are
-//! lazily unmounted on drop (also when the mount hangs).
+//! What the attendant's scenario tests share: an in-process attendant, a bounded wait on
+//! the file-access probe's latest result, mounts that are lazily unmounted on drop (also
+//! when the mount hangs), and an IMAP session of the probe user on the test's Dovecot.
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::path::{Path, PathBuf};
@@ -92,4 +92,16 @@ impl Drop for Mount {
         }
         let _ = Command::new("umount").arg("-l").arg(&self.point).status();
     }
+}
+
+/// An IMAP session of the probe user, opened with the attendant's own client.
+pub async fn imap_session(d: &rollcall_testkit::mailstack::Dovecot) -> rollcall_attendant::mail::imap::Imap {
+    use rollcall_attendant::config::{Endpoint, Security};
+    use rollcall_attendant::mail::credentials::LoginSecret;
+    let endpoint = Endpoint { address: format!("127.0.0.1:{}", d.imap_port), security: Security::None, ca_file: None };
+    let mut imap =
+        rollcall_attendant::mail::imap::Imap::connect(&endpoint, Duration::from_secs(5)).await.expect("connect");
+    let secret = LoginSecret::Password(rollcall_config::Secret::new(rollcall_testkit::mailstack::PASSWORD));
+    imap.login(rollcall_testkit::mailstack::USER, &secret).await.expect("login");
+    imap
 }
