@@ -246,3 +246,28 @@ async fn mail_queue_of_a_real_postfix_counts_a_held_message() {
     .await;
     assert_eq!(figure(&c, "queue").and_then(|u| u.value), Some(1.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_measures_the_new_entries_and_forgets_removed_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = |name: &str, n: u32| {
+        format!("[[usage]]\nname = \"{name}\"\nkind = \"command\"\ncommand = [\"/bin/echo\", \"OK | n={n}\"]\ninterval = \"200ms\"\n")
+    };
+    let run = start_with(dir.path(), &format!("{}{}", entry("a", 1), entry("b", 2)));
+    wait_usage(&run, "a and b", |c| figure(c, "a.n").is_some() && figure(c, "b.n").is_some()).await;
+    // What SIGHUP does: the file is read again and the running config replaced.
+    let file = dir.path().join("attendant.toml");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let head = &text[..text.find("[[usage]]").expect("usage")];
+    std::fs::write(&file, format!("{head}{}{}", entry("b", 20), entry("c", 3))).expect("write");
+    let config = rollcall_attendant::AttendantConfig::load(&file).expect("config");
+    run.attendant.replace_config(config);
+    let c = wait_usage(&run, "b changed, c new, a gone", |c| {
+        figure(c, "b.n").is_some_and(|u| u.value == Some(20.0))
+            && figure(c, "c.n").is_some()
+            && figure(c, "a.n").is_none()
+    })
+    .await;
+    let names: Vec<&str> = c.usage.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["b.n", "c.n"], "in config order");
+}
