@@ -18,6 +18,7 @@ use crate::config::AttendantConfig;
 use crate::host::{self, HostCache};
 use crate::probe_board::ProbeBoard;
 use crate::probes::ProbeContext;
+use crate::usage::{UsageBoard, UsageContext};
 
 /// Everything the attendant needs to answer a query. The config can be swapped on SIGHUP;
 /// a query in progress keeps the config it started with.
@@ -26,6 +27,8 @@ pub struct Attendant {
     pub clock: Arc<Clock>,
     /// Latest results of the background probes.
     pub probes: ProbeBoard,
+    /// Latest figures of the `[[usage]]` reports.
+    pub usage: UsageBoard,
     /// Checks and applies the poller's clock orders.
     pub clock_keeper: ClockKeeper,
     host: HostCache,
@@ -53,6 +56,7 @@ impl Attendant {
             config: watch::Sender::new(Arc::new(config)),
             clock: Arc::new(clock),
             probes: ProbeBoard::default(),
+            usage: UsageBoard::default(),
             clock_keeper,
             host,
             hostname: host::hostname(),
@@ -83,11 +87,22 @@ impl Attendant {
         }
     }
 
+    /// What the usage reports may use of the attendant, as [`Attendant::probe_context`].
+    pub fn usage_context(&self) -> UsageContext {
+        UsageContext {
+            name: self.config().name.clone(),
+            clock: self.clock.clone(),
+            board: self.usage.clone(),
+            config: self.config.subscribe(),
+        }
+    }
+
     /// The whole compilation. `replied_at` is stamped here; the caller serializes at once.
     pub async fn compile(&self, received_at: DateTime<Utc>) -> Compilation {
         let config = self.config();
         let services = checks::run_all(&config.services, &self.clock).await;
         let now = self.clock.now();
+        let (usage, usage_deficiencies) = self.usage.snapshot();
         let parts = Parts {
             name: config.name.clone(),
             hostname: self.hostname.clone(),
@@ -98,6 +113,8 @@ impl Attendant {
             services,
             probes: self.probes.snapshot(),
             host: self.host.latest(),
+            usage,
+            usage_deficiencies,
         };
         compile::compilation(parts, &config.host)
     }

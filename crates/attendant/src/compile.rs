@@ -1,14 +1,15 @@
-//! Builds the compilation (SPEC section 2) from what the attendant gathered: query-time
-//! check results, the probe board's latest results, cached host usage and the clock, and
-//! derives the deficiencies from all of them.
+//! Builds the compilation (SPEC sections 2 and 14) from what the attendant gathered:
+//! query-time check results, the probe board's latest results, the usage board's latest
+//! figures, cached host usage and the clock, and derives the deficiencies from all of them.
 //!
 //! Rules: pure functions, no I/O and no waiting, so a compilation costs what its checks
-//! cost; a deficiency comes only from a status that has a severity or a disk over its
-//! threshold.
+//! cost; a deficiency comes only from a status that has a severity, a disk over its
+//! threshold, or a usage figure the usage room judged (outside its range, or unmeasured).
 
 use chrono::{DateTime, Utc};
 use rollcall_protocol::{
-    AttendantInfo, CheckResult, Compilation, Deficiency, HostUsage, ProbeResult, Severity, TimeReport, SCHEMA_VERSION,
+    AttendantInfo, CheckResult, Compilation, Deficiency, HostUsage, ProbeResult, Severity, TimeReport, UsageReport,
+    SCHEMA_VERSION,
 };
 
 use crate::config::HostThresholds;
@@ -27,11 +28,15 @@ pub struct Parts {
     pub services: Vec<CheckResult>,
     pub probes: Vec<ProbeResult>,
     pub host: HostUsage,
+    /// The `[[usage]]` figures and the deficiencies their thresholds made.
+    pub usage: Vec<UsageReport>,
+    pub usage_deficiencies: Vec<Deficiency>,
 }
 
 /// The compilation of `parts`, deficiencies judged against `limits`.
 pub fn compilation(parts: Parts, limits: &HostThresholds) -> Compilation {
-    let deficiencies = deficiencies(&parts.services, &parts.probes, &parts.host, limits);
+    let mut deficiencies = deficiencies(&parts.services, &parts.probes, &parts.host, limits);
+    deficiencies.extend(parts.usage_deficiencies);
     let utc_offset_seconds = parts.utc_offset_seconds;
     Compilation {
         schema_version: SCHEMA_VERSION,
@@ -51,6 +56,7 @@ pub fn compilation(parts: Parts, limits: &HostThresholds) -> Compilation {
         probes: parts.probes,
         host: parts.host,
         deficiencies,
+        usage: parts.usage,
     }
 }
 

@@ -8,7 +8,7 @@
 //! in `login` (one type, one validator), single values in `fields`. A `[[service]]` is
 //! read here up to its `check`; its kind's own keys go to that kind's `parse` in
 //! `checks::kinds`, which uses `fields` and `login` (leaves that import nothing of
-//! the crate but each other).
+//! the crate but each other). `[[usage]]` is read in `usage`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,13 +20,15 @@ use serde::Deserialize;
 pub mod fields;
 pub mod login;
 pub mod probes;
+pub mod usage;
 
 use crate::checks::{kinds, Service};
 pub use crate::clock::ClockMode;
 use crate::host::{whole, DiskFilter};
 use fields::TableCx;
 pub use login::{Credentials, Endpoint, Login, SecretFrom, Security};
-pub use probes::{MailLoopProbe, MailboxProbe, ProbesConfig};
+pub use probes::{FileAccessProbe, MailLoopProbe, MailboxProbe, ProbesConfig};
+pub use usage::{Mta, UsageConfig, UsageKind};
 
 /// Default time a check may take (a kind may set its own: `checks::Kind::default_timeout`).
 pub const DEFAULT_CHECK_TIMEOUT: Duration = crate::checks::DEFAULT_TIMEOUT;
@@ -55,6 +57,8 @@ struct Raw {
     services: Vec<toml::Table>,
     #[serde(default)]
     probe: probes::RawProbes,
+    #[serde(default)]
+    usage: Vec<usage::RawUsage>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,8 +97,10 @@ pub struct AttendantConfig {
     /// `[host]` `exclude_mount_points` / `exclude_fs_types`: which disks are listed.
     pub disks: DiskFilter,
     pub services: Vec<Service>,
-    /// The `[probe]` table: the synthetic user's mailbox and mail-loop probes.
+    /// The `[probe]` table: the synthetic user's mailbox, mail-loop and file-access probes.
     pub probes: ProbesConfig,
+    /// The `[[usage]]` entries (SPEC section 14), measured in the background.
+    pub usage: Vec<UsageConfig>,
 }
 
 /// When disk usage becomes a deficiency.
@@ -208,6 +214,7 @@ impl AttendantConfig {
         }
 
         let probes = raw.probe.validate(&mut TableCx::new(&loc, &mut p, "probe"));
+        let usage = usage::validate(&raw.usage, &loc, &mut p);
         let max_clock_step = raw.max_clock_step.unwrap_or(Duration::from_secs(1000));
         if max_clock_step > MAX_CLOCK_STEP {
             p.push("max_clock_step", format!("{max_clock_step} is more than a day: no clock needs a larger step"));
@@ -231,6 +238,7 @@ impl AttendantConfig {
             disks,
             services,
             probes,
+            usage,
         })
     }
 }

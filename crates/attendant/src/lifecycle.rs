@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attendant::Attendant;
 use crate::config::AttendantConfig;
-use crate::{host, probes, server};
+use crate::{host, probes, server, usage};
 
 /// Runs an attendant from its config file until `stop` is cancelled; SIGHUP reloads the
 /// file (an invalid new file is logged and the running config kept).
@@ -73,7 +73,9 @@ pub fn start(config: AttendantConfig, stop: CancellationToken) -> Arc<Attendant>
     let host = host::HostCache::start(config.disks.clone(), stop.clone());
     let attendant = Arc::new(Attendant::new(config, host));
     // The mailbox and mail-loop probes; they follow SIGHUP reloads of the [probe] table.
-    probes::spawn(attendant.probe_context(), stop);
+    probes::spawn(attendant.probe_context(), stop.clone());
+    // The [[usage]] reports, measured in the background; they follow reloads too.
+    usage::spawn(attendant.usage_context(), stop);
     attendant
 }
 

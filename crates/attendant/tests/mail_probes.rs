@@ -16,6 +16,9 @@ use rollcall_testkit::mailstack::{self, Dovecot, Postfix, Slapd};
 use rollcall_testkit::{free_port, wait_for_within, wait_until};
 use tokio_util::sync::CancellationToken;
 
+mod common;
+use common::imap_session;
+
 /// Longest any wait-until loop waits.
 const DEADLINE: Duration = Duration::from_secs(40);
 
@@ -285,9 +288,14 @@ async fn dovecot_stopped_fails_login_and_restart_logs_in_again() {
     .await;
     let login = probe(&c, "login").expect("login");
     assert!(login.message.contains("cannot connect") || login.message.contains("closed"), "{}", login.message);
+    // Stopping Dovecot ends its sessions with "* BYE Server shutting down." while the probe
+    // is idle: that is a reconnect (fault 7), whose login fails; no read was attempted, so
+    // mail_read keeps its last result, from the session before the stop.
+    let ended = login.details.get("previous_session_ended").and_then(|v| v.as_str()).unwrap_or_default();
+    assert!(ended.contains("BYE") || ended.contains("closed"), "{login:?}");
     let read = probe(&c, "mail_read").expect("mail_read");
-    assert_eq!(read.status, Status::Critical, "the session's loss is a read failure: {read:?}");
-    assert_eq!(read.details.get("logged_off").and_then(|v| v.as_bool()), Some(true));
+    assert_eq!((read.status, detail_u64(read, "session")), (Status::Ok, Some(first)), "{read:?}");
+    assert!(c.deficiencies.iter().any(|d| d.source == "probe:login"), "{:?}", c.deficiencies);
     dovecot.restart();
     let c = wait_for(&run, "logged in again after the restart", &logs, |c| {
         status_of(c, "login") == Some(Status::Ok) && status_of(c, "mail_read") == Some(Status::Ok)
@@ -488,4 +496,147 @@ async fn reload_restarts_changed_probes_and_forgets_removed_ones() {
     })
     .await;
     stop.cancel();
+}
+
+/// Runs Dovecot's own admin tool against the test's instance; panics with its stderr.
+fn doveadm(d: &Dovecot, args: &[&str]) -> String {
+    let out = std::process::Command::new("doveadm")
+        .arg("-c")
+        .arg(d.dir.join("dovecot.conf"))
+        .args(args)
+        .output()
+        .expect("run doveadm");
+    assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fault 6: mailbox names go out in IMAP's modified UTF-7, so names with umlauts, `&` and
+/// CJK work both ways: those Dovecot's admin tool made are opened, and those the attendant
+/// makes are the names Dovecot lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_names_beyond_ascii_and_ampersand_are_opened_as_written() {
+    if mailstack::skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dovecot = Dovecot::start(dir.path(), false);
+    std::fs::write(dir.path().join("probe-password"), mailstack::PASSWORD).expect("pw");
+    // Made by Dovecot's own tool from UTF-8, so the test does not lean on our encoder.
+    for name in ["Überwachung", "R&D", "日本語"] {
+        doveadm(&dovecot, &["mailbox", "create", "-u", mailstack::USER, name]);
+    }
+    let mut imap = imap_session(&dovecot).await;
+    for name in ["R&D", "日本語"] {
+        let state = imap.select(name).await.unwrap_or_else(|e| panic!("SELECT {name:?}: {e}"));
+        assert_eq!(state.exists, 0, "{name}");
+    }
+    // The other way: made by the attendant's client, listed by Dovecot in UTF-8.
+    imap.create("Entwürfe & Notizen").await.expect("CREATE");
+    let _ = imap.logout().await;
+    let listed = doveadm(&dovecot, &["mailbox", "list", "-u", mailstack::USER]);
+    assert!(listed.lines().any(|l| l == "Entwürfe & Notizen"), "doveadm lists:\n{listed}");
+    // And the probe itself, configured with the name as an operator writes it.
+    let table = mailbox_table(&dovecot, "none", "password_file = \"probe-password\"")
+        .replace("interval_a", "mailbox = \"Überwachung\"\ninterval_a");
+    let run = attendant(dir.path(), &table).await;
+    let logs = || dovecot.log();
+    let c = wait_for(&run, "login and mail_read ok on Überwachung", &logs, |c| {
+        status_of(c, "login") == Some(Status::Ok) && status_of(c, "mail_read") == Some(Status::Ok)
+    })
+    .await;
+    let login = probe(&c, "login").expect("login");
+    assert!(login.message.ends_with("opened Überwachung"), "{}", login.message);
+    assert_eq!(login.details["mailbox"], "Überwachung", "{login:?}");
+}
+
+/// Fault 7: a store that ends an idle session (here Dovecot's `doveadm kick`, which sends
+/// `* BYE` and closes) is a reconnect in the next round, reported by `login`; mail_read
+/// never turns critical for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ended_by_the_store_while_idle_is_a_reconnect_not_a_failure() {
+    if mailstack::skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dovecot = Dovecot::start(dir.path(), false);
+    std::fs::write(dir.path().join("probe-password"), mailstack::PASSWORD).expect("pw");
+    // Rounds 2 s apart: the kick lands while the session is idle.
+    let table = mailbox_table(&dovecot, "none", "password_file = \"probe-password\"")
+        .replace("interval_a = \"300ms\"", "interval_a = \"2s\"")
+        .replace("interval_b = \"700ms\"", "interval_b = \"300s\"");
+    let run = attendant(dir.path(), &table).await;
+    let logs = || dovecot.log();
+    let c = wait_for(&run, "logged in and read", &logs, |c| status_of(c, "mail_read") == Some(Status::Ok)).await;
+    let first = detail_u64(probe(&c, "login").expect("login"), "session").expect("session");
+    // Just after a round: the session is idle for the next ~2 s.
+    let read_at = probe(&c, "mail_read").expect("mail_read").observed_at;
+    wait_for(&run, "the next round", &logs, |c| probe(c, "mail_read").is_some_and(|p| p.observed_at > read_at)).await;
+    let kicked = doveadm(&dovecot, &["kick", mailstack::USER]);
+    eprintln!("doveadm kick: {kicked}");
+    let deadline = Instant::now() + DEADLINE;
+    let again = loop {
+        let c = compilation(&run.url).await;
+        let read = probe(&c, "mail_read").expect("mail_read");
+        assert_eq!(read.status, Status::Ok, "an idle session's end is no read failure: {read:?}\n{}", dovecot.log());
+        assert!(c.deficiencies.is_empty(), "{:?}", c.deficiencies);
+        let login = probe(&c, "login").expect("login");
+        if detail_u64(login, "session") > Some(first) && detail_u64(read, "session") > Some(first) {
+            break login.clone();
+        }
+        assert!(Instant::now() < deadline, "no new login after the kick: {login:?}\n{}", dovecot.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(again.status, Status::Ok, "{again:?}");
+    assert!(again.message.contains("the server had ended the idle session"), "{}", again.message);
+    let why = again.details["previous_session_ended"].as_str().expect("previous_session_ended");
+    assert!(why.contains("BYE") || why.contains("closed"), "{why}");
+}
+
+/// Fault 7, the other side: a `BYE` in answer to the probe's own command is a failure of
+/// the store, reported by mail_read, and the probe logs off (SPEC section 2). Dovecot does
+/// not answer a command with BYE on request, so a small fake does (fault injection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bye_in_answer_to_the_probe_s_own_command_fails_the_read_and_logs_off() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = fake.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = fake.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = s.into_split();
+                let mut lines = BufReader::new(r).lines();
+                let _ = w.write_all(b"* OK fake IMAP ready\r\n").await;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let (tag, cmd) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+                    let reply = match cmd.split(' ').next().unwrap_or("") {
+                        "CAPABILITY" => format!("* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n{tag} OK done\r\n"),
+                        "AUTHENTICATE" => format!("{tag} OK logged in\r\n"),
+                        "SELECT" => format!("* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{tag} OK [READ-WRITE] done\r\n"),
+                        "NOOP" => {
+                            let _ = w.write_all(b"* BYE internal error, session ends\r\n").await;
+                            break;
+                        }
+                        _ => format!("{tag} OK done\r\n"),
+                    };
+                    let _ = w.write_all(reply.as_bytes()).await;
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pw"), "x").expect("pw");
+    let run = attendant(
+        dir.path(),
+        &format!(
+            "[probe.mailbox]\nserver = \"127.0.0.1:{port}\"\nuser = \"u\"\npassword_file = \"pw\"\ninterval_a = \"300ms\"\ntimeout = \"2s\"\n"
+        ),
+    )
+    .await;
+    let logs = || String::new();
+    let c = wait_for(&run, "mail_read critical", &logs, |c| status_of(c, "mail_read") == Some(Status::Critical)).await;
+    let read = probe(&c, "mail_read").expect("mail_read");
+    assert!(read.message.contains("NOOP: * BYE internal error, session ends"), "{}", read.message);
+    assert!(read.message.contains("logged off"), "{}", read.message);
+    assert_eq!(read.details.get("logged_off").and_then(|v| v.as_bool()), Some(true));
+    assert!(c.deficiencies.iter().any(|d| d.source == "probe:mail_read"), "{:?}", c.deficiencies);
 }

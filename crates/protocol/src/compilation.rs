@@ -19,6 +19,10 @@ pub struct Compilation {
     pub host: HostUsage,
     #[serde(default)]
     pub deficiencies: Vec<Deficiency>,
+    /// Usage reports (SPEC section 14); absent when the attendant configures none, so
+    /// documents without them stay as they were. Readers of schema 1 ignore it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<UsageReport>,
 }
 
 /// Who answered.
@@ -123,6 +127,25 @@ pub struct ProbeResult {
     pub duration_ms: f64,
     #[serde(default)]
     pub details: Map<String, Value>,
+}
+
+/// One entry of `usage[]` (SPEC section 14): a figure of the server's use of its software,
+/// measured in the background by a `[[usage]]` of the attendant's config, e.g. the
+/// messages in the MTA's queue or the logged-in IMAP sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    /// The `[[usage]]` name; for `kind = "command"` the name, a dot and the perfdata label.
+    pub name: String,
+    /// The figure; `null` when it could not be measured (`message` says why).
+    pub value: Option<f64>,
+    /// What `value` counts or measures: `messages`, `sessions`, a perfdata unit (`%`, `B`,
+    /// `s`); empty when it is a plain number.
+    #[serde(default)]
+    pub unit: String,
+    #[serde(with = "crate::rfc3339_ms")]
+    pub observed_at: DateTime<Utc>,
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A service or a probe result, seen the same way by code that treats both alike.

@@ -335,6 +335,7 @@ impl VirtualFleet {
             probes,
             host,
             deficiencies,
+            usage: Vec::new(),
         }
     }
 

@@ -32,63 +32,19 @@ pub struct Metric {
     pub max: Option<f64>,
 }
 
-/// A Nagios threshold range: alert when the value is outside `start..=end` (or, with `@`,
-/// inside it). `None` ends are infinite (`~:` and `N:`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Range {
-    pub start: Option<f64>,
-    pub end: Option<f64>,
-    /// `@`: alert inside the range instead of outside.
-    pub inside: bool,
-}
+pub use crate::nagios_range::Range;
 
-impl Range {
-    /// Parses `10`, `10:`, `~:10`, `10:20`, `@10:20` (decimal commas allowed).
-    pub fn parse(s: &str) -> Result<Range, String> {
-        let (inside, body) = match s.strip_prefix('@') {
-            Some(rest) => (true, rest),
-            None => (false, s),
-        };
-        let (start, end) = match body.split_once(':') {
-            None => (Some(0.0), Some(number(body).ok_or_else(|| format!("{s:?} is not a range"))?)),
-            Some((a, b)) => {
-                let start = match a {
-                    "~" => None,
-                    "" => Some(0.0),
-                    a => Some(number(a).ok_or_else(|| format!("{s:?}: start {a:?} is not a number"))?),
-                };
-                let end = match b {
-                    "" => None,
-                    b => Some(number(b).ok_or_else(|| format!("{s:?}: end {b:?} is not a number"))?),
-                };
-                (start, end)
-            }
-        };
-        if let (Some(a), Some(b)) = (start, end) {
-            if a > b {
-                return Err(format!("{s:?}: start is above end"));
-            }
-        }
-        Ok(Range { start, end, inside })
+/// A range as `details.perfdata[].warn_range` / `crit_range` carry it.
+fn range_json(r: &Range) -> Value {
+    let mut m = Map::new();
+    if let Some(a) = r.start() {
+        m.insert("start".into(), num(a));
     }
-
-    /// Whether `value` raises this threshold's alert.
-    pub fn alerts(&self, value: f64) -> bool {
-        let within = self.start.is_none_or(|a| value >= a) && self.end.is_none_or(|b| value <= b);
-        within == self.inside
+    if let Some(b) = r.end() {
+        m.insert("end".into(), num(b));
     }
-
-    fn to_json(self) -> Value {
-        let mut m = Map::new();
-        if let Some(a) = self.start {
-            m.insert("start".into(), num(a));
-        }
-        if let Some(b) = self.end {
-            m.insert("end".into(), num(b));
-        }
-        m.insert("inside".into(), json!(self.inside));
-        Value::Object(m)
-    }
+    m.insert("inside".into(), json!(r.inside()));
+    Value::Object(m)
 }
 
 impl Metric {
@@ -108,10 +64,10 @@ impl Metric {
         }
         for (key, t) in [("warn", &self.warn), ("crit", &self.crit)] {
             if let Some((text, range)) = t {
-                let plain = !range.inside && range.start == Some(0.0) && !text.contains(':');
-                m.insert(key.into(), if plain { range.end.map_or(Value::Null, num) } else { json!(text) });
+                let plain = !range.inside() && range.start() == Some(0.0) && !text.contains(':');
+                m.insert(key.into(), if plain { range.end().map_or(Value::Null, num) } else { json!(text) });
                 if !plain {
-                    m.insert(format!("{key}_range"), range.to_json());
+                    m.insert(format!("{key}_range"), range_json(range));
                 }
             }
         }
@@ -187,7 +143,7 @@ fn parse_item(item: &str) -> Result<Metric, String> {
         match fields.next().map(str::trim) {
             None | Some("") => Ok(None),
             Some(t) => {
-                let r = Range::parse(t).map_err(|e| format!("{name}: {e}"))?;
+                let r = t.parse::<Range>().map_err(|e| format!("{name}: {e}"))?;
                 Ok(Some((t.replace(',', "."), r)))
             }
         }
@@ -375,7 +331,7 @@ mod tests {
         assert_eq!(p[2]["raw"], "'open=1 =5 ok=1");
         assert_eq!(p.len(), 3);
         let p = parse_perfdata("a=1;5:2 b=1.2.3");
-        assert!(p[0]["error"].as_str().unwrap().contains("start is above end"), "{p:?}");
+        assert!(p[0]["error"].as_str().unwrap().contains("its start is above its end"), "{p:?}");
         assert!(p[1]["error"].as_str().unwrap().contains("not a number"), "{p:?}");
     }
 
@@ -390,12 +346,12 @@ mod tests {
             ("0,5:1,5", [(0.4, true), (0.5, false), (1.5, false), (1.6, true)]),
         ];
         for (text, points) in cases {
-            let r = Range::parse(text).unwrap();
+            let r = text.parse::<Range>().unwrap();
             for (v, alert) in points {
                 assert_eq!(r.alerts(v), alert, "{text} at {v}");
             }
         }
-        assert!(Range::parse("abc").is_err());
-        assert!(Range::parse("20:10").is_err());
+        assert!("abc".parse::<Range>().is_err());
+        assert!("20:10".parse::<Range>().is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! The `[probe.mailbox]` and `[probe.mail_loop]` tables: parsed strictly, validated into
-//! [`ProbesConfig`], which the probe supervisor compares across reloads.
+//! The `[probe.mailbox]`, `[probe.mail_loop]` and `[probe.file_access]` tables: parsed
+//! strictly, validated into [`ProbesConfig`], which the probe supervisor compares across
+//! reloads.
 //!
 //! Rules: every problem is named by its key (and so its line); the login/endpoint keys go
 //! through the one validator of `config::login`; a mail loop needs a mailbox probe, since
@@ -39,11 +40,24 @@ pub struct MailLoopProbe {
     pub timeout: Duration,
 }
 
+/// `[probe.file_access]` (SPEC section 14): write, read back, compare and delete a file in
+/// `path` every `interval`; a round without an answer within `timeout` is critical, one
+/// slower than `max_latency` a warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileAccessProbe {
+    /// A directory on the share (NFS, SMB/CIFS or local), resolved beside the config file.
+    pub path: PathBuf,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_latency: Duration,
+}
+
 /// The `[probe]` table as validated; `Default` is "no probes".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbesConfig {
     pub mailbox: Option<MailboxProbe>,
     pub mail_loop: Option<MailLoopProbe>,
+    pub file_access: Option<FileAccessProbe>,
 }
 
 pub const DEFAULT_INTERVAL_A: Duration = Duration::from_secs(60);
@@ -51,11 +65,23 @@ pub const DEFAULT_INTERVAL_B: Duration = Duration::from_secs(300);
 pub const DEFAULT_LOOP_INTERVAL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_LATENCY: Duration = Duration::from_secs(60);
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_FILE_ACCESS_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_FILE_ACCESS_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_FILE_ACCESS_MAX_LATENCY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawProbes {
     mailbox: Option<RawMailbox>,
     mail_loop: Option<RawMailLoop>,
+    file_access: Option<RawFileAccess>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawFileAccess {
+    path: Option<PathBuf>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    max_latency: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +126,37 @@ impl RawProbes {
                 }
                 l.validate(&mut cx.sub("mail_loop"))
             }),
+            file_access: self.file_access.as_ref().and_then(|f| f.validate(&mut cx.sub("file_access"))),
         }
+    }
+}
+
+impl RawFileAccess {
+    fn validate(&self, cx: &mut TableCx<'_, '_>) -> Option<FileAccessProbe> {
+        let path = match &self.path {
+            Some(p) if p.as_os_str().is_empty() => {
+                cx.push("path", "must not be empty");
+                None
+            }
+            Some(p) => Some(cx.resolve(p)),
+            None => {
+                cx.push("path", "missing: the directory on the share to write the probe's file in");
+                None
+            }
+        };
+        let interval = self.interval.unwrap_or(DEFAULT_FILE_ACCESS_INTERVAL);
+        let timeout = self.timeout.unwrap_or(DEFAULT_FILE_ACCESS_TIMEOUT);
+        let max_latency = self.max_latency.unwrap_or(DEFAULT_FILE_ACCESS_MAX_LATENCY);
+        positive(cx, "interval", interval);
+        positive(cx, "timeout", timeout);
+        positive(cx, "max_latency", max_latency);
+        if max_latency > timeout {
+            cx.push(
+                "max_latency",
+                format!("{max_latency} is longer than timeout ({timeout}): a round is cut off before it could be slow"),
+            );
+        }
+        Some(FileAccessProbe { path: path?, interval, timeout, max_latency })
     }
 }
 
@@ -117,8 +173,9 @@ impl RawMailbox {
         };
         let login = login::login(cx, &keys, LoginRules { required: true, oauth2: true });
         let mailbox = self.mailbox.clone().unwrap_or_else(|| "INBOX".to_string());
-        if mailbox.is_empty() || mailbox.contains(['\r', '\n', '"', '\\']) {
-            cx.push("mailbox", format!("{mailbox:?} is not a usable name"));
+        // Any other name works: it goes out in modified UTF-7, quoted (RFC 3501 5.1.3).
+        if mailbox.is_empty() || mailbox.contains(['\r', '\n', '\0']) {
+            cx.push("mailbox", format!("{mailbox:?} is not a usable name (empty, or CR, LF or NUL in it)"));
         }
         let interval_a = self.interval_a.unwrap_or(DEFAULT_INTERVAL_A);
         let interval_b = self.interval_b.unwrap_or(DEFAULT_INTERVAL_B);

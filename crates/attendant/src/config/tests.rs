@@ -392,3 +392,78 @@ fn command_environment_and_tcp_strings_are_checked() {
         ]
     );
 }
+
+#[test]
+fn mailbox_names_are_taken_as_written_unless_they_cannot_be_quoted() {
+    let text = |name: &str| {
+        format!("{MINIMAL}[probe.mailbox]\nserver = \"h:143\"\nuser = \"u\"\npassword_command = [\"/bin/cat\", \"pw\"]\nmailbox = {name}\n")
+    };
+    for name in ["\"Überwachung\"", "\"R&D\"", "'Entwürfe \"alt\" \\ 2026'"] {
+        let c = parse(&text(name)).unwrap_or_else(|e| panic!("{name}: {:?}", e.problems()));
+        assert!(c.probes.mailbox.is_some());
+    }
+    for name in ["\"\"", "\"a\\nb\""] {
+        let p = problems(&text(name));
+        assert!(p[0].starts_with("attendant.toml:8: probe.mailbox.mailbox: "), "{p:?}");
+        assert!(p[0].ends_with("is not a usable name (empty, or CR, LF or NUL in it)"), "{p:?}");
+    }
+}
+
+#[test]
+fn file_access_probe_defaults_resolution_and_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("attendant.toml");
+    let c =
+        AttendantConfig::parse(file.to_str().unwrap(), &format!("{MINIMAL}[probe.file_access]\npath = \"share\"\n"))
+            .unwrap();
+    let f = c.probes.file_access.as_ref().unwrap();
+    assert_eq!(f.path, dir.path().join("share"), "relative paths resolve beside the file");
+    assert_eq!(
+        (f.interval, f.timeout, f.max_latency),
+        (Duration::from_secs(60), Duration::from_secs(5), Duration::from_secs(1))
+    );
+    let p = problems(&format!(
+        "{MINIMAL}[probe.file_access]\ninterval = \"0s\"\ntimeout = \"1s\"\nmax_latency = \"2s\"\nmode = 1\n"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:4: probe.file_access.path: missing: the directory on the share to write the probe's file in",
+            "attendant.toml:5: probe.file_access.interval: must be longer than 0",
+            "attendant.toml:7: probe.file_access.max_latency: 2s is longer than timeout (1s): a round is cut off before it could be slow",
+            "attendant.toml:8: probe.file_access.mode: unknown key (check its spelling and section)",
+        ]
+        .map(String::from)
+    );
+}
+
+#[test]
+fn usage_entries_parse_and_their_problems_are_named() {
+    let c = parse(&format!(
+        "{MINIMAL}[[usage]]\nname = \"queue\"\nkind = \"mail_queue\"\nwarning = \"100\"\ncritical = \"@1000:\"\n\
+         [[usage]]\nname = \"logins\"\nkind = \"logged_in_users\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.usage.len(), 2);
+    assert_eq!(c.usage[0].kind, UsageKind::MailQueue { mta: None, argv: None });
+    assert_eq!(c.usage[0].warning.as_ref().map(ToString::to_string).as_deref(), Some("100"));
+    assert_eq!(c.usage[1].kind, UsageKind::LoggedInUsers { utmp: "/var/run/utmp".into() });
+    let p = problems(&format!(
+        "{MINIMAL}[[usage]]\nname = \"a\"\nkind = \"command\"\n\
+         [[usage]]\nname = \"a\"\nkind = \"mail_queue\"\n\
+         [[usage]]\nname = \"b\"\nkind = \"disk\"\n\
+         [[usage]]\nname = \"c\"\nkind = \"imap_sessions\"\nmta = \"postfix\"\nwarning = \"20:10\"\nsize = 1\n"
+    ));
+    assert_eq!(
+        p,
+        [
+            "attendant.toml:4: usage[0].command: missing: kind = \"command\" runs this command",
+            "attendant.toml:8: usage[1].name: duplicate usage name \"a\"",
+            "attendant.toml:12: usage[2].kind: unknown usage kind \"disk\" (expected one of: command, imap_sessions, mail_queue, logged_in_users)",
+            "attendant.toml:16: usage[3].mta: only for kind = \"mail_queue\"",
+            "attendant.toml:17: usage[3].warning: \"20:10\" is not a Nagios range (its start is above its end); write e.g. \"10\", \"10:\", \"~:10\", \"10:20\" or \"@10:20\"",
+            "attendant.toml:18: usage[3].size: unknown key (check its spelling and section)",
+        ]
+        .map(String::from)
+    );
+}

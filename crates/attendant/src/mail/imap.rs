@@ -4,14 +4,18 @@
 //! Rules: written on `wire::Conn`, so every command is bounded by the timeout and every
 //! line and literal by size; a failure carries the server's own words (`NO ...`, `BAD ...`,
 //! `BYE ...`); credentials go out only inside SASL (`AUTHENTICATE PLAIN`/`XOAUTH2`) or a
-//! quoted `LOGIN`, and are never part of an error or log line.
+//! quoted `LOGIN`, and are never part of an error or log line; every mailbox name goes out
+//! in modified UTF-7 (`mutf7`, RFC 3501 5.1.3) and is never sent raw; a session the server
+//! ended while it was idle is told apart from one ended in answer to a command
+//! ([`Imap::ended_while_idle`]).
 
 use std::time::Duration;
 
 use base64::Engine;
 
 use super::credentials::LoginSecret;
-use super::wire::{Conn, WireError};
+use super::mutf7;
+use super::wire::{Conn, Ready, WireError};
 use crate::config::login::{Endpoint, Security};
 
 /// Largest literal accepted (a message body fetch is capped well below this).
@@ -165,9 +169,10 @@ impl Imap {
         Ok(r.text)
     }
 
-    /// `SELECT mailbox`: opens it afresh and answers what the server reports.
+    /// `SELECT mailbox`: opens it afresh and answers what the server reports. `mailbox` is
+    /// the name as the operator writes it (UTF-8); it goes out in modified UTF-7.
     pub async fn select(&mut self, mailbox: &str) -> Result<MailboxState, ImapError> {
-        let r = self.command(&format!("SELECT {}", quote(mailbox)?)).await?;
+        let r = self.command(&format!("SELECT {}", mailbox_arg(mailbox)?)).await?;
         let mut s = MailboxState::default();
         for u in &r.untagged {
             let t = u.text.as_str();
@@ -182,6 +187,31 @@ impl Imap {
             }
         }
         Ok(s)
+    }
+
+    /// `CREATE mailbox` (the name as written; it goes out in modified UTF-7).
+    pub async fn create(&mut self, mailbox: &str) -> Result<(), ImapError> {
+        self.command(&format!("CREATE {}", mailbox_arg(mailbox)?)).await.map(|_| ())
+    }
+
+    /// Whether the server ended this session while it was idle (between commands): an
+    /// untagged `BYE` waiting unread, or the connection closed or reset. `Some(why)` means
+    /// the session is gone and a client logs in again; `None` means it is still open.
+    /// Reads only what is already buffered or ready on the socket: it never waits.
+    pub fn ended_while_idle(&mut self) -> Option<String> {
+        loop {
+            match self.conn.ready() {
+                Ready::Nothing => return None,
+                Ready::Closed(why) => return Some(why),
+                Ready::Line(line) => {
+                    if let Some(text) = line.strip_prefix("* BYE") {
+                        return Some(format!("* BYE{text}"));
+                    }
+                    // Other unsolicited data (`* 3 EXISTS`) is allowed at any time; the next
+                    // command asks again, so it is dropped.
+                }
+            }
+        }
     }
 
     /// `NOOP`: lets the server report what changed in the selected mailbox.
@@ -350,6 +380,11 @@ fn item_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     rest.split([' ', ')']).next()
 }
 
+/// A mailbox name as a command argument: modified UTF-7, quoted.
+fn mailbox_arg(name: &str) -> Result<String, ImapError> {
+    quote(&mutf7::encode(name))
+}
+
 /// A quoted string; CR, LF and NUL cannot be quoted, so they are refused.
 fn quote(s: &str) -> Result<String, ImapError> {
     if s.contains(['\r', '\n', '\0']) {
@@ -377,5 +412,7 @@ mod tests {
         assert_eq!(quote("a\"b\\c").ok().as_deref(), Some("\"a\\\"b\\\\c\""));
         assert!(quote("a\r\nb").is_err());
         assert_eq!(uid_set(&[1, 5, 9]), "1,5,9");
+        assert_eq!(mailbox_arg("R&D").ok().as_deref(), Some("\"R&-D\""));
+        assert_eq!(mailbox_arg("Überwachung").ok().as_deref(), Some("\"&ANw-berwachung\""));
     }
 }

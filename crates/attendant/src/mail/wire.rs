@@ -45,6 +45,17 @@ pub enum WireError {
     Protocol(String),
 }
 
+/// What a connection holds right now, read without waiting ([`Conn::ready`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// Nothing has arrived (or only part of a line): the connection is open and quiet.
+    Nothing,
+    /// A whole line the server sent unasked, without its CRLF.
+    Line(String),
+    /// The server closed (or reset) the connection; the text says which.
+    Closed(String),
+}
+
 /// A connection to one server, every step bounded by `timeout`.
 pub struct Conn {
     io: BufReader<Stream>,
@@ -103,6 +114,36 @@ impl Conn {
             buf.pop();
         }
         Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// What the server sent unasked, without waiting: a whole line already received, the
+    /// connection's end, or nothing. A partial line stays buffered for the next read.
+    pub fn ready(&mut self) -> Ready {
+        use futures::FutureExt;
+        if let Some(line) = self.buffered_line() {
+            return Ready::Line(line);
+        }
+        if !self.io.buffer().is_empty() {
+            return Ready::Nothing;
+        }
+        let filled = self.io.fill_buf().now_or_never().map(|r| r.map(|b| b.is_empty()));
+        match filled {
+            None => Ready::Nothing,
+            Some(Ok(true)) => Ready::Closed("connection closed by the server".into()),
+            Some(Ok(false)) => self.buffered_line().map_or(Ready::Nothing, Ready::Line),
+            Some(Err(e)) => Ready::Closed(format!("connection lost: {e}")),
+        }
+    }
+
+    /// Takes one whole line out of the read buffer, if one is there (no I/O).
+    fn buffered_line(&mut self) -> Option<String> {
+        let end = self.io.buffer().iter().position(|b| *b == b'\n')?;
+        let mut line = self.io.buffer()[..end].to_vec();
+        self.io.consume(end + 1);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        Some(String::from_utf8_lossy(&line).into_owned())
     }
 
     /// Exactly `n` bytes (an IMAP literal).

@@ -11,12 +11,12 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use rollcall_protocol::{ProbeResult, Status};
+use rollcall_protocol::Status;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::loop_watch::{LoopWatch, HEADER};
-use super::ProbeContext;
+use super::{Post, ProbeContext};
 use crate::config::MailLoopProbe;
 use crate::mail::credentials;
 use crate::mail::smtp::Smtp;
@@ -26,7 +26,6 @@ pub const MAIL_LOOP: &str = "mail_loop";
 
 /// Runs the mail loop until `stop`: one message per `interval`.
 pub async fn run(cx: ProbeContext, cfg: MailLoopProbe, watch: LoopWatch, stop: CancellationToken) {
-    let server = &cx.name;
     let helo = crate::host::hostname();
     let mut tick = tokio::time::interval(cfg.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -45,21 +44,7 @@ pub async fn run(cx: ProbeContext, cfg: MailLoopProbe, watch: LoopWatch, stop: C
         details.insert("tag".into(), json!(tag));
         details.insert("max_latency_ms".into(), json!(cfg.max_latency.get().as_millis()));
         let report = |status: Status, message: String, details: Map<String, Value>| {
-            let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-            if status == Status::Ok {
-                tracing::debug!(server = %server, probe = MAIL_LOOP, duration_ms, "{message}");
-            } else {
-                tracing::warn!(server = %server, probe = MAIL_LOOP, %status, duration_ms, "{message}");
-            }
-            cx.board.report(ProbeResult {
-                name: MAIL_LOOP.to_string(),
-                kind: MAIL_LOOP.to_string(),
-                status,
-                message,
-                observed_at,
-                duration_ms,
-                details,
-            });
+            cx.post(Post { name: MAIL_LOOP, kind: MAIL_LOOP, status, message, observed_at, started, details });
         };
         match submit(&cfg, &helo, &tag).await {
             Ok((greeting, queued)) => {

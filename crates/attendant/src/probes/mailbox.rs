@@ -2,7 +2,10 @@
 //! (`refresh`) on one IMAP session, run by one task so the two never interleave.
 //!
 //! Rules it keeps: not logged in → log in and report `login`; a failed login ends the
-//! round. Then NOOP + `UID SEARCH UNSEEN`; new mail is fetched (which marks it seen) and
+//! round. A session the server ended while it sat idle between rounds (an unread `* BYE`,
+//! a closed socket; stores close idle sessions on their own schedule) is no failure of the
+//! store: the round logs in again and reports that login. A `BYE` or failure in answer to
+//! the probe's own command is one, as below. Then NOOP + `UID SEARCH UNSEEN`; new mail is fetched (which marks it seen) and
 //! the probe's own loop mail deleted. A store that answers badly or a failed read is
 //! reported and the probe LOGS OFF, so the next round logs in afresh. Interval B runs only
 //! while logged in: re-SELECT (a fresh view from the store, not a cached one) and expunge
@@ -13,12 +16,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rollcall_protocol::{ProbeResult, Status};
+use rollcall_protocol::Status;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::loop_watch::{probe_tag, LoopWatch};
-use super::ProbeContext;
+use super::{Post, ProbeContext};
 use crate::config::MailboxProbe;
 use crate::mail::credentials;
 use crate::mail::imap::{Imap, ImapError, MailboxState};
@@ -46,7 +49,7 @@ struct Session {
 
 /// Runs the mailbox probes until `stop`.
 pub async fn run(cx: ProbeContext, cfg: MailboxProbe, watch: LoopWatch, stop: CancellationToken) {
-    let mut probe = Probe { cx, cfg, watch, session: None, logins: 0, last_login_error: None };
+    let mut probe = Probe { cx, cfg, watch, session: None, logins: 0, last_login_error: None, ended_idle: None };
     let mut a = tokio::time::interval(probe.cfg.interval_a.get());
     a.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut b =
@@ -74,6 +77,9 @@ struct Probe {
     session: Option<Session>,
     logins: u64,
     last_login_error: Option<String>,
+    /// Why the server ended the previous session while it was idle, until a login
+    /// succeeds (each login attempt reports it).
+    ended_idle: Option<String>,
 }
 
 impl Probe {
@@ -86,24 +92,7 @@ impl Probe {
         started: Instant,
         details: Map<String, Value>,
     ) {
-        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match status {
-            Status::Ok => {
-                tracing::debug!(server = %self.cx.name, probe = name, duration_ms, "{message}")
-            }
-            _ => {
-                tracing::warn!(server = %self.cx.name, probe = name, %status, duration_ms, "{message}")
-            }
-        }
-        self.cx.board.report(ProbeResult {
-            name: name.to_string(),
-            kind: KIND.to_string(),
-            status,
-            message,
-            observed_at,
-            duration_ms,
-            details,
-        });
+        self.cx.post(Post { name, kind: KIND, status, message, observed_at, started, details });
     }
 
     fn base_details(&self) -> Map<String, Value> {
@@ -120,6 +109,7 @@ impl Probe {
 
     /// Interval A: log in if needed, then look for and read new mail.
     async fn interval_a(&mut self) {
+        self.forget_if_ended_while_idle();
         if self.session.is_none() && !self.login().await {
             return;
         }
@@ -162,6 +152,9 @@ impl Probe {
 
     /// Interval B: re-open the mailbox for a fresh view, then drop old seen mail.
     async fn interval_b(&mut self) {
+        if self.forget_if_ended_while_idle() {
+            self.login().await;
+        }
         let observed_at = self.cx.clock.now();
         let started = Instant::now();
         let Some(session) = self.session.as_mut() else {
@@ -220,6 +213,17 @@ impl Probe {
         }
     }
 
+    /// Drops a session the server ended while it was idle (logged, not reported: the login
+    /// that follows is). True when it did.
+    fn forget_if_ended_while_idle(&mut self) -> bool {
+        let Some(s) = self.session.as_mut() else { return false };
+        let Some(why) = s.imap.ended_while_idle() else { return false };
+        tracing::info!(server = %self.cx.name, probe = LOGIN, session = s.number, "the server ended the idle session ({why}); logging in again");
+        self.session = None;
+        self.ended_idle = Some(why);
+        true
+    }
+
     /// Logs in and opens the mailbox; reports `login` either way. True when logged in.
     async fn login(&mut self) -> bool {
         let observed_at = self.cx.clock.now();
@@ -236,6 +240,7 @@ impl Probe {
         }
         .await;
         self.logins += 1;
+        let ended_idle = self.ended_idle.take();
         match result {
             Ok((imap, state)) => {
                 let mut d = Map::new();
@@ -249,7 +254,11 @@ impl Probe {
                 self.last_login_error = None;
                 let mut details = self.base_details();
                 details.extend(d);
-                let message = format!("logged in as {} and opened {}", self.cfg.credentials.user, self.cfg.mailbox);
+                let mut message = format!("logged in as {} and opened {}", self.cfg.credentials.user, self.cfg.mailbox);
+                if let Some(why) = ended_idle {
+                    message.push_str(&format!(" (again: the server had ended the idle session: {why})"));
+                    details.insert("previous_session_ended".into(), json!(why));
+                }
                 tracing::info!(server = %self.cx.name, probe = LOGIN, session = self.logins, "{message}");
                 self.report(LOGIN, Status::Ok, message, observed_at, started, details);
                 true
@@ -257,6 +266,11 @@ impl Probe {
             Err(e) => {
                 let mut d = self.base_details();
                 d.insert("attempt".into(), json!(self.logins));
+                if let Some(why) = ended_idle {
+                    d.insert("previous_session_ended".into(), json!(why));
+                    // Kept until a login succeeds, so every failed attempt says why.
+                    self.ended_idle = Some(why);
+                }
                 self.last_login_error = Some(e.clone());
                 self.report(
                     LOGIN,

@@ -59,6 +59,7 @@ fn compilation(deficiencies: Vec<Deficiency>, offset_ms: f64) -> Compilation {
         probes: vec![],
         host: HostUsage::default(),
         deficiencies,
+        usage: vec![],
     }
 }
 

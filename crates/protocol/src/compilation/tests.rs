@@ -39,6 +39,13 @@ fn sample() -> Compilation {
             severity: Severity::Critical,
             summary: "connection refused".into(),
         }],
+        usage: vec![UsageReport {
+            name: "queue".into(),
+            value: Some(3.0),
+            unit: "messages".into(),
+            observed_at: t,
+            message: "3 messages: 2 active, 1 deferred".into(),
+        }],
     }
 }
 
@@ -190,4 +197,18 @@ fn the_digest_agrees_with_the_whole_compilation() {
         let digest = Digest::from_slice(bad).unwrap_err().to_string();
         assert_eq!(whole, digest);
     }
+}
+
+#[test]
+fn usage_is_left_out_when_there_is_none_and_an_unmeasured_figure_is_null() {
+    let mut c = sample();
+    c.usage.clear();
+    let v = serde_json::to_value(&c).unwrap();
+    assert!(v.get("usage").is_none(), "{v}");
+    assert_eq!(Compilation::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap(), c);
+    let mut c = sample();
+    c.usage[0].value = None;
+    let v = serde_json::to_value(&c).unwrap();
+    assert_eq!(v["usage"][0]["value"], serde_json::Value::Null);
+    assert_eq!(Compilation::from_slice(&serde_json::to_vec(&c).unwrap()).unwrap(), c);
 }

@@ -27,7 +27,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use rollcall_protocol::{CheckResult, Compilation, ProbeResult, ResultView, Status};
+use rollcall_protocol::{CheckResult, Compilation, ProbeResult, ResultView, Severity, Status, UsageReport};
 use serde_json::Value;
 
 use crate::fleet::Server;
@@ -470,6 +470,54 @@ fn checks_table<'a>(title: &str, kind_title: &str, items: impl ExactSizeIterator
     }
 }
 
+/// The `usage[]` figures (SPEC section 14); a row is marked by the deficiency its
+/// thresholds made (`usage:NAME`), if any.
+fn usage_table(c: &Compilation) -> Markup {
+    let severity = |u: &UsageReport| {
+        let source = format!("usage:{}", u.name);
+        c.deficiencies.iter().filter(|d| d.source == source).map(|d| d.severity).max()
+    };
+    html! {
+        section.card #usage {
+            h2 { "Usage" }
+            table.checks.usage-reports {
+                thead { tr { th { "Name" } th { "Value" } th { "State" } th { "Message" } th { "Observed" } } }
+                tbody {
+                    @for u in &c.usage {
+                        @let status = match severity(u) {
+                            Some(Severity::Critical) => Status::Critical,
+                            Some(Severity::Warning) => Status::Warning,
+                            None => Status::Ok,
+                        };
+                        tr data-status=(status.as_str()) {
+                            td data-label="Name" { (u.name) }
+                            td.num data-label="Value" { (usage_value(u)) }
+                            td data-label="State" { (status_badge(status)) }
+                            td.msg data-label="Message" { (u.message) }
+                            td data-label="Observed" { (time(Some(u.observed_at))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `3 messages`, `0.25 s`, `12`; `unknown` when it could not be measured.
+fn usage_value(u: &UsageReport) -> String {
+    match u.value {
+        None => "unknown".to_string(),
+        Some(v) => {
+            let n = if v.fract() == 0.0 && v.abs() < 1e15 { format!("{}", v as i64) } else { format!("{v}") };
+            if u.unit.is_empty() {
+                n
+            } else {
+                format!("{n} {}", u.unit)
+            }
+        }
+    }
+}
+
 fn bytes(n: f64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n;
@@ -538,6 +586,7 @@ fn compilation_view(c: &Compilation) -> Markup {
         }
         (checks_table("Services", "Check", c.services.iter().map(CheckResult::view)))
         (checks_table("Probes", "Kind", c.probes.iter().map(ProbeResult::view)))
+        @if !c.usage.is_empty() { (usage_table(c)) }
         section.card.host {
             h2 { "Host usage" }
             dl.facts {
@@ -641,6 +690,37 @@ mod tests {
         assert_eq!(ms_text(-0.06), "-0.1 ms");
         assert_eq!(ms_text(1499.92), "1499.9 ms");
         assert_eq!(ms_text(45000.0), "45000.0 ms");
+    }
+
+    #[test]
+    fn usage_figures_show_with_their_state_and_names_are_escaped() {
+        let now = Utc::now();
+        let c: Compilation = serde_json::from_value(serde_json::json!({
+            "schema_version": 1,
+            "attendant": {"name": "m", "version": "0", "hostname": "m"},
+            "time": {"utc": now, "utc_offset_seconds": 0, "received_at": now, "replied_at": now},
+            "host": {"uptime_s": 1, "load": [0.0, 0.0, 0.0], "cpu_percent": 0.0, "memory": {"total": 1, "used": 0}},
+            "deficiencies": [{"source": "usage:queue", "severity": "critical", "summary": "s"}],
+            "usage": [
+                {"name": "queue", "value": 1500.0, "unit": "messages", "observed_at": now, "message": "1500 message(s)"},
+                {"name": "<b>x</b>", "value": null, "unit": "", "observed_at": now, "message": "cannot measure: gone"},
+                {"name": "load.ratio", "value": 0.25, "unit": "", "observed_at": now, "message": "ok"}
+            ]
+        }))
+        .expect("compilation");
+        let html = compilation_view(&c).into_string();
+        assert!(html.contains("<h2>Usage</h2>"), "{html}");
+        assert!(html.contains("1500 messages"), "{html}");
+        assert!(html.contains(r#"<tr data-status="critical"><td data-label="Name">queue</td>"#), "{html}");
+        assert!(html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x</b>"), "{html}");
+        assert!(html.contains(">unknown<") && html.contains(">0.25<"), "{html}");
+        let none: Compilation = serde_json::from_value({
+            let mut v = serde_json::to_value(&c).expect("json");
+            v.as_object_mut().map(|o| o.remove("usage"));
+            v
+        })
+        .expect("compilation");
+        assert!(!compilation_view(&none).into_string().contains("Usage"));
     }
 
     #[test]
