@@ -3,7 +3,8 @@
 //! Defaults follow the SPEC: levels `normal` 15m and `critical` 2m, the default rule
 //! "any deficiency -> the last level", `recover_after = 1`. Contradictions (a timeout not
 //! shorter than the shortest interval, a rule naming an unknown level, duplicate server
-//! names) are rejected, every one named by key and line.
+//! names, an open API on a non-loopback `listen`) are rejected, every one named by key and
+//! line. `[api]` (who may use the API) is validated in `config/api.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use rollcall_protocol::Severity;
 use serde::Deserialize;
 
 use crate::levels::{Level, Rule, Rules};
+
+mod api;
+pub use api::{ApiConfig, ApiUser, Credential, Role};
 
 #[derive(Debug, Deserialize)]
 struct Raw {
@@ -37,6 +41,8 @@ struct Raw {
     #[serde(default, rename = "notify")]
     notify: Vec<RawNotify>,
     retention: Option<RawRetention>,
+    api_insecure: Option<bool>,
+    api: Option<api::RawApi>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -117,6 +123,8 @@ pub struct PollerConfig {
     pub damping: Damping,
     /// How long history is kept (`[retention]`).
     pub retention: Retention,
+    /// Who may use the API, dashboard and `/metrics` (`[api]`, `api_insecure`).
+    pub api: ApiConfig,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -409,8 +417,10 @@ impl PollerConfig {
                 }
             }
         }
+        let api = api::parse(raw.api.as_ref(), raw.api_insecure, listen, &loc, &mut p);
         p.finish()?;
         Ok(PollerConfig {
+            api,
             retention,
             listen,
             database: resolve_sqlite(&database, &loc),

@@ -38,6 +38,15 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    config.api.check_listen(bound).map_err(|why| anyhow::anyhow!("`listen` {why}"))?;
+    if config.api.is_open() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            listen = %bound,
+            "api_insecure = true: the API, dashboard and /metrics are open to anyone who can reach this address, \
+             poll now included; add [[api.user]] tables to require a login"
+        );
+    }
     let store = store::open(&config.database).await?;
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
@@ -88,6 +97,7 @@ pub async fn run(
         listen = %listener.local_addr()?,
         servers = config.servers.len(),
         notify = config.notify.len(),
+        api_users = config.api.users.len(),
         database = %config.database,
         "poller started"
     );
@@ -99,7 +109,7 @@ pub async fn run(
         max_clock_skew: config.max_clock_skew.get(),
     });
     let metrics = Arc::new(web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) });
-    let app = web::router(api, metrics);
+    let app = web::router(api, metrics, Arc::new(web::auth::Auth::new(&config.api)));
     let shutdown = stop.clone();
     // Dashboards hold an event stream each, so the cap is higher than the attendant's.
     let limits = rollcall_netserve::Limits { max_connections: 1024, ..Default::default() };

@@ -14,7 +14,7 @@ fn allowed(room: &str) -> Option<&'static [&'static str]> {
         "fleet" => &["config", "fetch", "levels", "schedule", "clock_estimate", "model", "store"],
         "store" => &["model", "config"],
         "notify" => &["config", "fleet", "model", "store"],
-        "web" => &["fleet", "store", "notify", "model", "levels"],
+        "web" => &["config", "fleet", "store", "notify", "model", "levels"],
         "lib" => return None,
         _ => return Some(&["?"]),
     })

@@ -46,6 +46,10 @@ enum Command {
         /// Print the `GET /api/v1/servers` array instead of a table.
         #[arg(long)]
         json: bool,
+        /// File holding a user's token (`[[api.user]]` of the poller), sent as a Bearer
+        /// token; needed when the poller has users.
+        #[arg(long, env = "ROLLCALL_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Ask one attendant for its compilation and print it.
     Query {
@@ -114,7 +118,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot listen on {} (`listen` in {})", cfg.listen, config.display()))?;
             rollcall_poller::run(cfg, listener, stop).await?;
         }
-        Command::Status { poller, json } => status::run(&poller, json).await?,
+        Command::Status { poller, json, token_file } => status::run(&poller, json, token_file.as_deref()).await?,
         Command::Query { address, token_file, json, timeout } => {
             query::run(&address, token_file.as_deref(), json, timeout.get()).await?;
         }

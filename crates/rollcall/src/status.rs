@@ -1,19 +1,36 @@
-//! `rollcall status`: the fleet table from the poller's `GET /api/v1/servers`.
+//! `rollcall status`: the fleet table from the poller's `GET /api/v1/servers`, as a user
+//! of the poller (its token from `--token-file` / `ROLLCALL_TOKEN_FILE`) when it has users.
+
+use std::path::Path;
 
 use anyhow::Context;
 use chrono::Utc;
+use rollcall_config::SecretSource;
 use rollcall_poller::model::ServerSummary;
 
 use crate::render::{relative, table};
 
-pub async fn run(poller: &str, json: bool) -> anyhow::Result<()> {
+pub async fn run(poller: &str, json: bool, token_file: Option<&Path>) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/servers", poller.trim_end_matches('/'));
-    let resp =
-        reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(10)).send().await.with_context(
-            || format!("cannot reach the poller at {url} (another one: --poller URL or ROLLCALL_POLLER)"),
-        )?;
+    let mut request = reqwest::Client::new().get(&url).timeout(std::time::Duration::from_secs(10));
+    if let Some(file) = token_file {
+        let token = SecretSource::File(file.to_path_buf()).read().map_err(|e| anyhow::anyhow!("--token-file: {e}"))?;
+        request = request.bearer_auth(token.expose());
+    }
+    let resp = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the poller at {url} (another one: --poller URL or ROLLCALL_POLLER)"))?;
     let status = resp.status();
     let body = resp.text().await.with_context(|| format!("reading {url}"))?;
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        let hint = if token_file.is_some() {
+            "the poller does not know this token"
+        } else {
+            "the poller has users: give one's token with --token-file FILE or ROLLCALL_TOKEN_FILE"
+        };
+        anyhow::bail!("{url} answered HTTP {status}: {hint} ({})", body.trim());
+    }
     if !status.is_success() {
         anyhow::bail!("{url} answered HTTP {status}: {}", body.trim());
     }

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::clock_keeping::ClockState;
 use super::latest::Packed;
+use super::on_request::Gate;
 use crate::config::ServerConfig;
 use crate::model::{ServerFacts, ServerSummary};
 
@@ -49,6 +50,8 @@ pub struct Server {
     pub(crate) polling: tokio::sync::Mutex<()>,
     /// Wakes the loop to recompute its next slot (after a poll on request).
     pub(crate) reschedule: Notify,
+    /// Polls on request: the one in flight and when the last started.
+    pub(crate) on_request: Mutex<Gate>,
 }
 
 impl Server {
@@ -59,6 +62,7 @@ impl Server {
             status: Mutex::new(status),
             polling: tokio::sync::Mutex::new(()),
             reschedule: Notify::new(),
+            on_request: Mutex::new(Gate::default()),
         }
     }
 

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, PollNowError};
 use crate::model::ServerSummary;
 use crate::store::SharedStore;
 
@@ -158,13 +158,25 @@ pub(crate) async fn history(
 #[utoipa::path(post, path = "/api/v1/servers/{name}/poll", tag = "servers",
     params(("name" = String, Path, description = "The server's name in poller.toml")),
     responses(
-        (status = 200, description = "Polled now; the server as it now stands", body = ServerSummary),
-        (status = 404, description = "No such server", body = ApiError)))]
+        (status = 200, description = "Polled now (or joined the poll on request in flight); the server as it now stands", body = ServerSummary),
+        (status = 403, description = "A viewer, or a request from another origin", body = ApiError),
+        (status = 404, description = "No such server", body = ApiError),
+        (status = 429, description = "Polled on request less than a second ago; Retry-After says when to ask again", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
-    Json(api.fleet.poll_now(server).await).into_response()
+    match api.fleet.poll_now(server).await {
+        Ok(summary) => Json(summary).into_response(),
+        Err(e @ PollNowError::TooSoon { retry_after }) => {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, format!("{name}: {e}"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            r
+        }
+        Err(e @ PollNowError::Lost) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{name}: {e}")),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications",

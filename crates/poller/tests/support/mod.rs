@@ -103,12 +103,15 @@ pub const LEVELS: &str = "timeout = \"800ms\"\nrecover_after = 1\n\n[[level]]\nn
 impl Poller {
     /// Starts a poller from `extra` (top-level keys and tables) plus the fleet's servers.
     pub async fn start(dir: &Path, att: &Attendants, top: &str, tables: &str) -> Poller {
+        let text = format!("{top}\n{LEVELS}\n{}\n{tables}", att.server_tables());
+        Poller::start_with(dir, &text).await
+    }
+
+    /// Starts a poller from `text` (all of poller.toml but `database`, which is
+    /// `dir/rollcall.db`); its API is ready (`GET /api/v1/health` answers) on return.
+    pub async fn start_with(dir: &Path, text: &str) -> Poller {
         let path = dir.join("poller.toml");
-        let text = format!(
-            "database = \"sqlite://{}\"\n{top}\n{LEVELS}\n{}\n{tables}",
-            dir.join("rollcall.db").display(),
-            att.server_tables()
-        );
+        let text = format!("database = \"sqlite://{}\"\n{text}", dir.join("rollcall.db").display());
         fs::write(&path, text).expect("write poller config");
         let config = rollcall_poller::PollerConfig::load(&path).unwrap_or_else(|e| panic!("poller config: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind poller");
@@ -116,7 +119,8 @@ impl Poller {
         let stop = CancellationToken::new();
         let task = tokio::spawn(rollcall_poller::run(config, listener, stop.clone()));
         let p = Poller { api: Api::new(&base), base, stop, task: Some(task) };
-        let url = format!("{}/api/v1/servers", p.base);
+        // Open whatever the users: the API is ready when it answers.
+        let url = format!("{}/api/v1/health", p.base);
         wait_for("the poller's API", || async { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()) })
             .await;
         p

@@ -333,7 +333,8 @@ pub async fn spawn_poller(dir: &Path, config: &Path, port: u16) -> Result<Poller
     let mut proc =
         Proc::spawn("poller", &["poller", "--config", config.to_str().unwrap()], dir.join(format!("poller-{n}.log")));
     let api = Api::new(&format!("http://127.0.0.1:{port}")).with_deadline(DEADLINE);
-    if proc.wait_http(&format!("{}/api/v1/servers", api.base), |s| s.is_success()).await {
+    // The health check is open whatever the poller's users: it answers once the API does.
+    if proc.wait_http(&format!("{}/api/v1/health", api.base), |s| s.is_success()).await {
         Ok(Poller { proc, port, config: config.to_path_buf(), api })
     } else {
         Err(proc)
