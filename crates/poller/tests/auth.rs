@@ -33,6 +33,13 @@ fn users(dir: &std::path::Path) -> String {
     )
 }
 
+/// Attendants of `names` and a poller watching them, with [`users`].
+async fn with_users(dir: &std::path::Path, names: &[&str]) -> (Attendants, Poller) {
+    let att = Attendants::start(dir, names).await;
+    let poller = Poller::start(dir, &att, "", &users(dir)).await;
+    (att, poller)
+}
+
 /// `method path` with `headers` (name, value): status, headers and body (JSON if it is).
 async fn send(
     base: &str,
@@ -63,8 +70,7 @@ fn basic(user: &str, password: &str) -> (&'static str, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_but_health_needs_a_user_and_a_viewer_only_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let att = Attendants::start(dir.path(), &["mail-01", "web-01"]).await;
-    let mut poller = Poller::start(dir.path(), &att, "", &users(dir.path())).await;
+    let (_att, mut poller) = with_users(dir.path(), &["mail-01", "web-01"]).await;
     let base = poller.base.clone();
 
     // Nobody: only the health check answers; the rest asks for a login, as browsers expect.
@@ -129,8 +135,7 @@ async fn every_route_but_health_needs_a_user_and_a_viewer_only_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_asks_for_a_login_and_shows_the_fleet_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let att = Attendants::start(dir.path(), &["mail-01"]).await;
-    let mut poller = Poller::start(dir.path(), &att, "", &users(dir.path())).await;
+    let (_att, mut poller) = with_users(dir.path(), &["mail-01"]).await;
     let base = poller.base.clone();
     let (s, h, _) = send(&base, "GET", "/", &[]).await;
     assert_eq!(s, 401);
@@ -163,8 +168,7 @@ async fn the_dashboard_asks_for_a_login_and_shows_the_fleet_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changes_from_another_origin_or_without_authorization_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let att = Attendants::start(dir.path(), &["mail-01"]).await;
-    let mut poller = Poller::start(dir.path(), &att, "", &users(dir.path())).await;
+    let (_att, mut poller) = with_users(dir.path(), &["mail-01"]).await;
     let base = poller.base.clone();
     let ops = Api::new(&base).with_token(OPS_TOKEN);
     let polled = |s: &Value| s["last_poll_at"].clone();
@@ -289,8 +293,7 @@ async fn a_storm_of_poll_requests_makes_at_most_two_polls_and_the_rest_are_told_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_is_open_and_says_when_the_store_fails_and_when_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let att = Attendants::start(dir.path(), &["mail-01"]).await;
-    let mut poller = Poller::start(dir.path(), &att, "", &users(dir.path())).await;
+    let (_att, mut poller) = with_users(dir.path(), &["mail-01"]).await;
     let base = poller.base.clone();
     let ops = Api::new(&base).with_token(OPS_TOKEN);
     let doc = ops.get("/api/v1/openapi.json").await;
@@ -363,7 +366,9 @@ async fn an_open_api_on_a_non_loopback_address_is_refused_at_start() {
     let config = rollcall_poller::PollerConfig::load(&path).unwrap();
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let err = rollcall_poller::run(config, listener, stop.clone()).await.expect_err("an open API on 0.0.0.0");
+    let refused =
+        tokio::time::timeout(std::time::Duration::from_secs(10), rollcall_poller::run(config, listener, stop.clone()));
+    let err = refused.await.expect("refused at once, not served").expect_err("an open API on 0.0.0.0");
     let err = format!("{err:#}");
     assert!(err.contains("is not a loopback address") && err.contains("api_insecure = true"), "{err}");
     assert!(!dir.path().join("r.db").exists(), "refused before anything is opened");

@@ -59,6 +59,7 @@ impl Proc {
             .args(args)
             .env("ROLLCALL_LOG", "info")
             .env_remove("ROLLCALL_POLLER")
+            .env_remove("ROLLCALL_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -153,6 +154,7 @@ pub async fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
             .args(args)
             .env("ROLLCALL_LOG", "warn")
             .env_remove("ROLLCALL_POLLER")
+            .env_remove("ROLLCALL_TOKEN_FILE")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
