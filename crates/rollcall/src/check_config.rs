@@ -23,6 +23,8 @@ const POLLER_KEYS: &[&str] = &[
     "notify",
     "timeout",
     "max_concurrent_polls",
+    "api",
+    "api_insecure",
 ];
 
 /// Guesses the kind from the top-level keys; a file that does not parse is taken as an
@@ -117,6 +119,7 @@ mod tests {
     fn kind_is_guessed_from_top_level_keys() {
         assert_eq!(guess("[[server]]\nname = \"a\"\n"), Kind::Poller);
         assert_eq!(guess("database = \"sqlite://x\"\n"), Kind::Poller);
+        assert_eq!(guess("[[api.user]]\nname = \"ops\"\n"), Kind::Poller);
         assert_eq!(guess("[[service]]\nname = \"a\"\n"), Kind::Attendant);
         assert_eq!(guess("this is = = not toml"), Kind::Attendant);
     }
