@@ -109,10 +109,10 @@ async fn every_route_but_health_needs_a_user_and_a_viewer_only_reads() {
     // Viewers read everything, by token or by password, and may not poll.
     for (who, header) in [("noc (token)", bearer(NOC_TOKEN)), ("bob (password)", basic("bob", "builder"))] {
         for path in ["/api/v1/servers", "/api/v1/servers/mail-01", "/api/v1/openapi.json", "/metrics", "/"] {
-            let (s, _, body) = send(&base, "GET", path, &[header.clone()]).await;
+            let (s, _, body) = send(&base, "GET", path, std::slice::from_ref(&header)).await;
             assert_eq!(s, 200, "{who}: GET {path}: {body}");
         }
-        let (s, _, body) = send(&base, "POST", "/api/v1/servers/mail-01/poll", &[header.clone()]).await;
+        let (s, _, body) = send(&base, "POST", "/api/v1/servers/mail-01/poll", std::slice::from_ref(&header)).await;
         assert_eq!(s, 403, "{who} may not poll: {body}");
         assert!(body["error"].as_str().is_some_and(|e| e.contains("needs an operator")), "{body}");
     }
@@ -143,11 +143,11 @@ async fn the_dashboard_asks_for_a_login_and_shows_the_fleet_after_it() {
     // What a browser sends once its user typed name and password: the page, its script,
     // and the rows its script fetches live (a read by POST, from the same origin).
     let login = basic("bob", "builder");
-    let (s, h, page) = send(&base, "GET", "/", &[login.clone()]).await;
+    let (s, h, page) = send(&base, "GET", "/", std::slice::from_ref(&login)).await;
     assert_eq!(s, 200);
     assert!(h["content-type"].to_str().unwrap().starts_with("text/html"), "{h:?}");
     assert!(page.as_str().is_some_and(|p| p.contains("mail-01")), "the fleet page lists the server: {page}");
-    let (s, _, _) = send(&base, "GET", "/assets/app.js", &[login.clone()]).await;
+    let (s, _, _) = send(&base, "GET", "/assets/app.js", std::slice::from_ref(&login)).await;
     assert_eq!(s, 200);
     let same_origin = [
         login.clone(),

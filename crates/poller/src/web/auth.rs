@@ -159,7 +159,7 @@ impl Auth {
         match user {
             Some(u) if ok => Ok(User { name: u.name.clone(), role: u.role }),
             _ => {
-                tracing::warn!(user = %name, "API login refused: wrong name or password");
+                tracing::warn!(user = ?name, "API login refused: wrong name or password");
                 Err(Refusal::Unauthorized(format!("wrong name or password for {name:?}")))
             }
         }
