@@ -185,9 +185,9 @@ fetch('/').then(r => r.text()).then(html => {
 }).catch(e => done(['fetch failed: ' + e]));
 "#;
 
-/// With `[[api.user]]`, a person logs in with the browser's own basic-auth login (here the
-/// name and password in the URL, as typed into the box); the page, its script and its
-/// live event stream then carry the login; a viewer's "Poll now" says it is not allowed.
+/// With `[[api.user]]`, a person logs in with the browser's own basic-auth login; the page,
+/// its script, its live event stream and its requests then carry the login; a viewer's
+/// "Poll now" says it is not allowed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_logs_in_and_sees_the_fleet_live_but_may_not_poll() {
     if skip("BROWSER", "Chromium and chromedriver") {
@@ -203,8 +203,12 @@ async fn a_viewer_logs_in_and_sees_the_fleet_live_but_may_not_poll() {
     bob.wait_server("mail-01", "first poll", |s| s["state"] == "ok").await;
 
     let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 760).await;
+    // The name and password in the URL stand for the login box a person fills in: the
+    // browser keeps the login for the origin. The page is then opened as a person has it,
+    // without them in its address (a URL with credentials is not one `fetch` accepts).
     let login = poller.base.replacen("http://", "http://bob:builder@", 1);
-    c.goto(&format!("{login}/")).await.expect("open the fleet view");
+    c.goto(&format!("{login}/")).await.expect("log in");
+    c.goto(&format!("{}/", poller.base)).await.expect("open the fleet view");
     wait_for("the fleet row", || async { attr(&c, "#server-mail-01", "data-state").await }).await;
     wait_for("the live indicator (the event stream logged in)", || async {
         text(&c, "#live").await.filter(|t| t == "live")
