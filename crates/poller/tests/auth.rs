@@ -254,6 +254,15 @@ async fn a_storm_of_poll_requests_makes_at_most_two_polls_and_the_rest_are_told_
     let base = poller.base.clone();
     let path = "/api/v1/servers/mail-01/poll";
 
+    // Open on loopback, it answers only requests for a loopback host: a page that rebinds
+    // its own name to 127.0.0.1 cannot read it.
+    let port = base.rsplit(':').next().unwrap();
+    let (s, _, body) = send(&base, "GET", "/api/v1/servers", &[("host", format!("evil.example:{port}"))]).await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("evil.example")), "{body}");
+    let (s, _, body) = send(&base, "GET", "/api/v1/servers", &[("host", format!("localhost:{port}"))]).await;
+    assert_eq!(s, 200, "{body}");
+
     // Open as it is, the poller refuses a state change from another origin (a web page the
     // operator visits must not poll through their browser).
     let (s, _, body) = send(&base, "POST", path, &[("origin", "https://evil.example".to_string())]).await;

@@ -4,7 +4,9 @@
 //! Rules it keeps:
 //! - `GET /api/v1/health` is always open: it tells nothing about the fleet.
 //! - No `[[api.user]]`: everyone is the operator [`ANONYMOUS`] (the config allows that
-//!   only on a loopback `listen`, or with `api_insecure`).
+//!   only on a loopback `listen`, or with `api_insecure`). On loopback, a request must
+//!   also name a loopback host (`Host: 127.0.0.1:7470`, `localhost`, `[::1]`): a web page
+//!   that rebinds its own name to 127.0.0.1 (DNS rebinding) is refused `403`.
 //! - With users, a request needs `Authorization: Bearer TOKEN` or `Basic` (a user's name
 //!   and either its bcrypt-hashed password or its token, so a browser can log in with
 //!   either), as Prometheus' web config takes them. Without one, or with a wrong one: `401`
@@ -83,6 +85,8 @@ struct Known {
 /// The users of `[api]`, ready to recognise requests.
 pub struct Auth {
     users: Vec<Known>,
+    /// Open on loopback: only requests naming a loopback host are served.
+    loopback_only: bool,
     /// Per bcrypt user, the digest of the password last verified.
     verified: parking_lot::Mutex<HashMap<String, Sha>>,
     bcrypt_turns: tokio::sync::Semaphore,
@@ -111,6 +115,7 @@ impl Auth {
             })
             .collect();
         Auth {
+            loopback_only: config.is_open() && !config.insecure,
             users,
             verified: parking_lot::Mutex::new(HashMap::new()),
             bcrypt_turns: tokio::sync::Semaphore::new(BCRYPT_AT_ONCE),
@@ -215,6 +220,13 @@ fn dummy_hash() -> String {
     HASH.get_or_init(|| bcrypt::hash("no such user", 10).unwrap_or_default()).clone()
 }
 
+/// Whether a `Host` header (a name or address, maybe with a port) names a loopback host.
+fn loopback_host(host: &str) -> bool {
+    let name = host.rsplit_once(':').filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit())).map_or(host, |h| h.0);
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether a method changes state (everything but reads and preflights).
 fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -249,6 +261,16 @@ pub async fn guard(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) 
     let path = req.uri().path().to_string();
     if OPEN.contains(&path.as_str()) && matches!(method, Method::GET | Method::HEAD) {
         return next.run(req).await;
+    }
+    if auth.loopback_only {
+        let host = req.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("(not text)"));
+        if let Some(host) = host.filter(|h| !loopback_host(h)) {
+            tracing::warn!(host = ?host, path = %path, "request for another host refused by an open API on loopback");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                format!("this poller has no users, so it answers only requests for a loopback host, not {host:?}"),
+            );
+        }
     }
     let changes = changes_state(&method);
     if changes {
@@ -315,6 +337,18 @@ mod tests {
             headers(&[("origin", "http://127.0.0.1:7470")]),
         ] {
             assert!(cross_origin(&h).is_some(), "{h:?} passed");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_from_others() {
+        for h in ["127.0.0.1:7470", "127.0.0.1", "localhost:7470", "LOCALHOST", "[::1]:7470", "[::1]", "127.1.2.3:80"] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in
+            ["evil.example:7470", "evil.example", "10.0.0.5:7470", "[2001:db8::1]:7470", "localhost.evil.example", ""]
+        {
+            assert!(!loopback_host(h), "{h}");
         }
     }
 
