@@ -340,6 +340,32 @@ mod tests {
         }
     }
 
+    fn basic_login(password: &str) -> HeaderMap {
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("bob:{password}"));
+        headers(&[("authorization", &format!("Basic {credentials}"))])
+    }
+
+    /// A login verified once is remembered, so the dashboard's requests need no bcrypt; a
+    /// login that needs one while every turn is taken (a flood of logins) is told to come
+    /// back (`503`) once [`BCRYPT_WAIT`] has passed, instead of queueing for ever.
+    #[tokio::test(start_paused = true)]
+    async fn a_remembered_login_needs_no_bcrypt_and_a_crowd_of_others_waits_its_turn_in_bounds() {
+        let hash = rollcall_config::Secret::new(bcrypt::hash("builder", 4).unwrap());
+        let user = crate::config::ApiUser {
+            name: "bob".into(),
+            role: Role::Viewer,
+            credential: Credential::PasswordHash(hash),
+        };
+        let auth = Auth::new(&ApiConfig { users: vec![user], insecure: false });
+        let bob = User { name: "bob".into(), role: Role::Viewer };
+        assert_eq!(auth.identify(&basic_login("builder")).await.ok(), Some(bob.clone()));
+        let _every_turn = auth.bcrypt_turns.acquire().await.unwrap();
+        assert_eq!(auth.identify(&basic_login("builder")).await.ok(), Some(bob), "remembered: no bcrypt");
+        let started = tokio::time::Instant::now();
+        assert!(matches!(auth.identify(&basic_login("wrong")).await, Err(Refusal::Busy)));
+        assert_eq!(started.elapsed(), BCRYPT_WAIT);
+    }
+
     #[test]
     fn loopback_hosts_are_told_from_others() {
         for h in ["127.0.0.1:7470", "127.0.0.1", "localhost:7470", "LOCALHOST", "[::1]:7470", "[::1]", "127.1.2.3:80"] {
