@@ -293,6 +293,11 @@
         const s = await r.json();
         if (fleet) updateRow(s.name);
         if (serverPage) await reloadParts();
+      } else {
+        // A viewer (403) or a poll on request within the last second (429): say so briefly.
+        b.title = await r.json().then((j) => j.error, () => r.statusText);
+        b.textContent = r.status === 429 ? "Polled just now" : r.status === 403 ? "Not allowed" : "Failed";
+        await new Promise((done) => setTimeout(done, 1500));
       }
     } catch (e) { /* shown by the live indicator */ }
     b.disabled = false;

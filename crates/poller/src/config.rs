@@ -3,7 +3,8 @@
 //! Defaults follow the SPEC: levels `normal` 15m and `critical` 2m, the default rule
 //! "any deficiency -> the last level", `recover_after = 1`. Contradictions (a timeout not
 //! shorter than the shortest interval, a rule naming an unknown level, duplicate server
-//! names) are rejected, every one named by key and line.
+//! names, an open API on a non-loopback `listen`) are rejected, every one named by key and
+//! line. `[api]` (who may use the API) is validated in `config/api.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use rollcall_protocol::Severity;
 use serde::Deserialize;
 
 use crate::levels::{Level, Rule, Rules};
+
+mod api;
+pub use api::{ApiConfig, ApiUser, Credential, Role};
 
 #[derive(Debug, Deserialize)]
 struct Raw {
@@ -47,7 +51,8 @@ struct Raw {
     tls_ca_file: Option<PathBuf>,
     tls_client_cert_file: Option<PathBuf>,
     tls_client_key_file: Option<PathBuf>,
-    api: Option<RawApi>,
+    api_insecure: Option<bool>,
+    api: Option<api::RawApi>,
 }
 
 /// A file named by `server_files`: `[[server]]` tables and nothing else.
@@ -55,13 +60,6 @@ struct Raw {
 struct RawServerFile {
     #[serde(default, rename = "server")]
     servers: Vec<RawServer>,
-}
-
-/// `[api]`: who may use the poller's API and how it is served (SPEC section 11).
-#[derive(Debug, Default, Deserialize)]
-struct RawApi {
-    tls_cert_file: Option<PathBuf>,
-    tls_key_file: Option<PathBuf>,
 }
 
 /// `[retention]`: how long history is kept (defaults in [`Retention`]).
@@ -165,6 +163,8 @@ pub struct PollerConfig {
     pub source: Option<PathBuf>,
     /// `[api] tls_cert_file`, `tls_key_file`: the API, dashboard and /metrics over HTTPS.
     pub api_tls: Option<Arc<rollcall_netserve::tls::ServerConfig>>,
+    /// Who may use the API, dashboard and `/metrics` (`[api]`, `api_insecure`).
+    pub api: ApiConfig,
 }
 
 /// Which kind of receiver a `[[notify]]` table feeds.
@@ -570,12 +570,14 @@ impl PollerConfig {
             None => None,
         };
         let api_tls = api_tls(raw.api.as_ref(), &loc, &mut p);
+        let api = api::parse(raw.api.as_ref(), raw.api_insecure, listen, &loc, &mut p);
         p.finish()?;
         if let Some(e) = file_errors.into_iter().next() {
             return Err(e);
         }
         Ok(PollerConfig {
             api_tls,
+            api,
             retention,
             public_url,
             server_files,
@@ -601,7 +603,7 @@ impl PollerConfig {
 
 /// `[api] tls_cert_file` and `tls_key_file`, read now so a bad file stops start-up.
 fn api_tls(
-    api: Option<&RawApi>,
+    api: Option<&api::RawApi>,
     loc: &Located,
     p: &mut rollcall_config::Problems<'_>,
 ) -> Option<Arc<rollcall_netserve::tls::ServerConfig>> {

@@ -64,6 +64,15 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    config.api.check_listen(bound).map_err(|why| anyhow::anyhow!("`listen` {why}"))?;
+    if config.api.is_open() && !bound.ip().is_loopback() {
+        tracing::warn!(
+            listen = %bound,
+            "api_insecure = true: the API, dashboard and /metrics are open to anyone who can reach this address, \
+             poll now included; add [[api.user]] tables to require a login"
+        );
+    }
     let store = store::open(&config.database, config.database_password.as_ref()).await?;
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
@@ -136,6 +145,7 @@ pub async fn run(
         scheme = if config.api_tls.is_some() { "https" } else { "http" },
         servers = config.servers.len(),
         notify = config.notify.len(),
+        api_users = config.api.users.len(),
         database = %config::redact_url(&config.database),
         node = holdings.as_ref().map(|h| h.node.as_str()),
         "poller started"
@@ -149,7 +159,7 @@ pub async fn run(
         node: config.node.clone(),
     });
     let metrics = Arc::new(web::metrics::MetricsState { fleet: fleet.clone(), notifier: Some(notifier) });
-    let app = web::router(api, metrics);
+    let app = web::router(api, metrics, Arc::new(web::auth::Auth::new(&config.api)));
     let shutdown = stop.clone();
     // Dashboards hold an event stream each; strangers are shed first (netserve's rules).
     let limits = rollcall_netserve::Limits::default();

@@ -15,7 +15,7 @@ fn allowed(room: &str) -> Option<&'static [&'static str]> {
         "cluster" => &["model", "store"],
         "store" => &["model", "config"],
         "notify" => &["config", "fleet", "levels", "model", "store"],
-        "web" => &["fleet", "store", "notify", "model", "levels", "cluster"],
+        "web" => &["config", "fleet", "store", "notify", "model", "levels", "cluster"],
         "lib" => return None,
         _ => return Some(&["?"]),
     })

@@ -4,7 +4,8 @@
 //! polls; the fleet page stays true through live updates (NEXT POLL never in the past,
 //! clock offsets coloured against `max_clock_skew`, deficiency summaries visible, every
 //! live-updated row equal to what a reload renders). Screenshots of both pages (and the
-//! fleet on a phone-sized window) are saved to `target/screenshots/` on every run.
+//! fleet on a phone-sized window) are saved to `target/screenshots/` on every run. With
+//! `[[api.user]]`, a viewer logs in through the browser's basic-auth login.
 //!
 //! The README's screenshots (`docs/screenshots/`) come from the demo, not from this test
 //! fleet: start `rollcall demo`, let it run a minute or two (db-01's clock gets corrected,
@@ -183,6 +184,46 @@ fetch('/').then(r => r.text()).then(html => {
   done(diffs);
 }).catch(e => done(['fetch failed: ' + e]));
 "#;
+
+/// With `[[api.user]]`, a person logs in with the browser's own basic-auth login; the page,
+/// its script, its live event stream and its requests then carry the login; a viewer's
+/// "Poll now" says it is not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_logs_in_and_sees_the_fleet_live_but_may_not_poll() {
+    if skip("BROWSER", "Chromium and chromedriver") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_driver, driver_url) = support::chromedriver(dir.path()).await;
+    let att = Attendants::start(dir.path(), &["mail-01"]).await;
+    let hash = bcrypt::hash("builder", 4).unwrap();
+    let users = format!("[[api.user]]\nname = \"bob\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\n");
+    let mut poller = Poller::start(dir.path(), &att, "", &users).await;
+    let bob = rollcall_testkit::Api::new(&poller.base).with_basic("bob", "builder");
+    bob.wait_server("mail-01", "first poll", |s| s["state"] == "ok").await;
+
+    let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 760).await;
+    // The name and password in the URL stand for the login box a person fills in: the
+    // browser keeps the login for the origin. The page is then opened as a person has it,
+    // without them in its address (a URL with credentials is not one `fetch` accepts).
+    let login = poller.base.replacen("http://", "http://bob:builder@", 1);
+    c.goto(&format!("{login}/")).await.expect("log in");
+    c.goto(&format!("{}/", poller.base)).await.expect("open the fleet view");
+    wait_for("the fleet row", || async { attr(&c, "#server-mail-01", "data-state").await }).await;
+    wait_for("the live indicator (the event stream logged in)", || async {
+        text(&c, "#live").await.filter(|t| t == "live")
+    })
+    .await;
+    click(&c, "#server-mail-01 button.poll-now").await;
+    wait_for("the button to say a viewer may not poll", || async {
+        text(&c, "#server-mail-01 button.poll-now").await.filter(|t| t == "Not allowed")
+    })
+    .await;
+    let title = attr(&c, "#server-mail-01 button.poll-now", "title").await.unwrap_or_default();
+    assert!(title.contains("needs an operator"), "the button's title says why: {title:?}");
+    c.close().await.ok();
+    poller.stop().await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_page_stays_true_through_live_updates() {

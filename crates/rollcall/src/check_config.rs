@@ -27,6 +27,8 @@ const POLLER_KEYS: &[&str] = &[
     "tls_client_cert_file",
     "tls_client_key_file",
     "api",
+    "api",
+    "api_insecure",
 ];
 
 /// Guesses the kind from the top-level keys; a file that does not parse is taken as an
@@ -121,6 +123,7 @@ mod tests {
     fn kind_is_guessed_from_top_level_keys() {
         assert_eq!(guess("[[server]]\nname = \"a\"\n"), Kind::Poller);
         assert_eq!(guess("database = \"sqlite://x\"\n"), Kind::Poller);
+        assert_eq!(guess("[[api.user]]\nname = \"ops\"\n"), Kind::Poller);
         assert_eq!(guess("[[service]]\nname = \"a\"\n"), Kind::Attendant);
         assert_eq!(guess("tls_client_cert_file = \"c.pem\"\n"), Kind::Poller);
         assert_eq!(guess("tls_cert_file = \"c.pem\"\nclient_ca_file = \"ca.pem\"\n"), Kind::Attendant);

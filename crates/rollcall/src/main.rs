@@ -43,9 +43,8 @@ enum Command {
     },
     /// Show the fleet as the poller sees it.
     Status {
-        /// The poller's base URL.
-        #[arg(long, default_value = "http://127.0.0.1:7470", env = "ROLLCALL_POLLER")]
-        poller: String,
+        #[command(flatten)]
+        poller: PollerArg,
         /// Print the `GET /api/v1/servers` array instead of a table.
         #[arg(long)]
         json: bool,
@@ -129,6 +128,16 @@ struct PollerArg {
     /// The poller's base URL.
     #[arg(long, default_value = "http://127.0.0.1:7470", env = "ROLLCALL_POLLER")]
     poller: String,
+    /// File holding a user's token (`[[api.user]]` of the poller), sent as a Bearer
+    /// token; needed when the poller has users.
+    #[arg(long, env = "ROLLCALL_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl PollerArg {
+    fn target(&self) -> poller_api::Poller {
+        poller_api::Poller { url: self.poller.clone(), token_file: self.token_file.clone() }
+    }
 }
 
 #[derive(Subcommand)]
@@ -189,15 +198,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot listen on {} (`listen` in {})", cfg.listen, config.display()))?;
             rollcall_poller::run(cfg, listener, stop).await?;
         }
-        Command::Status { poller, json } => status::run(&poller, json).await?,
+        Command::Status { poller, json } => status::run(&poller.target(), json).await?,
         Command::Downtime { command } => match command {
             DowntimeCommand::Add { glob, length, start, comment, poller } => {
-                operator::downtime_add(&poller.poller, &glob, length.get(), start.as_deref(), &comment).await?
+                operator::downtime_add(&poller.target(), &glob, length.get(), start.as_deref(), &comment).await?
             }
-            DowntimeCommand::List { json, poller } => operator::downtime_list(&poller.poller, json).await?,
-            DowntimeCommand::Remove { id, poller } => operator::downtime_remove(&poller.poller, id).await?,
+            DowntimeCommand::List { json, poller } => operator::downtime_list(&poller.target(), json).await?,
+            DowntimeCommand::Remove { id, poller } => operator::downtime_remove(&poller.target(), id).await?,
         },
-        Command::Ack { name, comment, poller } => operator::ack(&poller.poller, &name, &comment).await?,
+        Command::Ack { name, comment, poller } => operator::ack(&poller.target(), &name, &comment).await?,
         Command::Query { address, token_file, json, timeout, ca_file, cert_file, key_file } => {
             let tls = query::Tls { ca_file, cert_file, key_file };
             query::run(&address, token_file.as_deref(), json, timeout.get(), &tls).await?;

@@ -9,12 +9,12 @@ use rollcall_poller::model::ServerSummary;
 use rollcall_poller::web::api::DowntimeView;
 use serde_json::json;
 
-use crate::poller_api::call;
+use crate::poller_api::{call, Poller};
 use crate::render::{relative, table};
 
 /// `rollcall downtime add GLOB --for LENGTH [--start TIME] -m COMMENT`.
 pub async fn downtime_add(
-    poller: &str,
+    poller: &Poller,
     glob: &str,
     length: std::time::Duration,
     start: Option<&str>,
@@ -42,7 +42,7 @@ pub async fn downtime_add(
 }
 
 /// `rollcall downtime list [--json]`.
-pub async fn downtime_list(poller: &str, json: bool) -> anyhow::Result<()> {
+pub async fn downtime_list(poller: &Poller, json: bool) -> anyhow::Result<()> {
     let text = call(Method::GET, poller, "/api/v1/downtimes", None).await?;
     let list: Vec<DowntimeView> = serde_json::from_str(&text).context("the poller did not answer a downtime list")?;
     if json {
@@ -70,7 +70,7 @@ pub async fn downtime_list(poller: &str, json: bool) -> anyhow::Result<()> {
 }
 
 /// `rollcall downtime remove ID`.
-pub async fn downtime_remove(poller: &str, id: i64) -> anyhow::Result<()> {
+pub async fn downtime_remove(poller: &Poller, id: i64) -> anyhow::Result<()> {
     let text = call(Method::DELETE, poller, &format!("/api/v1/downtimes/{id}"), None).await?;
     let d: DowntimeView = serde_json::from_str(&text).context("the poller did not answer a downtime")?;
     println!("downtime {} for {} removed", d.downtime.id, d.downtime.server);
@@ -78,7 +78,7 @@ pub async fn downtime_remove(poller: &str, id: i64) -> anyhow::Result<()> {
 }
 
 /// `rollcall ack NAME -m COMMENT`.
-pub async fn ack(poller: &str, name: &str, comment: &str) -> anyhow::Result<()> {
+pub async fn ack(poller: &Poller, name: &str, comment: &str) -> anyhow::Result<()> {
     let path = format!("/api/v1/servers/{name}/ack");
     let text = call(Method::POST, poller, &path, Some(&json!({ "comment": comment }))).await?;
     let s: ServerSummary = serde_json::from_str(&text).context("the poller did not answer a server")?;

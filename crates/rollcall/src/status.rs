@@ -1,4 +1,5 @@
-//! `rollcall status`: the fleet table from the poller's `GET /api/v1/servers`.
+//! `rollcall status`: the fleet table from the poller's `GET /api/v1/servers`, as a user
+//! of the poller (its token from `--token-file` / `ROLLCALL_TOKEN_FILE`) when it has users.
 
 use anyhow::Context;
 use chrono::Utc;
@@ -6,10 +7,10 @@ use rollcall_poller::model::ServerSummary;
 
 use crate::render::{relative, table};
 
-pub async fn run(poller: &str, json: bool) -> anyhow::Result<()> {
+pub async fn run(poller: &crate::poller_api::Poller, json: bool) -> anyhow::Result<()> {
     let body = crate::poller_api::call(reqwest::Method::GET, poller, "/api/v1/servers", None).await?;
     let servers: Vec<ServerSummary> =
-        serde_json::from_str(&body).with_context(|| format!("{poller} did not answer a server list"))?;
+        serde_json::from_str(&body).with_context(|| format!("{} did not answer a server list", poller.url))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&servers)?);
     } else {

@@ -151,7 +151,7 @@ async fn clock_order_beyond_max_clock_step_is_refused_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_raising_max_clock_step_lets_the_next_clock_order_through() {
+async fn sighup_raising_max_clock_step_lets_the_next_clock_order_through_a_poll_on_request_does_not_hurry_it() {
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = keygen(dir.path()).await;
     let att = start_attendant(dir.path(), "far", |port| keyed("far", port, "45s", &public, "10s")).await;
@@ -160,16 +160,33 @@ async fn sighup_raising_max_clock_step_lets_the_next_clock_order_through() {
     let s = api.poll_now("far").await;
     assert_eq!(order_of_poll(api, "far", &s).await["outcome"], "refused");
 
-    // The operator raises the panic threshold and reloads: the next order is applied.
+    // The operator raises the panic threshold and reloads. A poll on request does not lift
+    // the poller's back-off after a refusal (SPEC section 11: requests must not become
+    // signed orders): no order yet, and the deficiency says when the next comes.
     std::fs::write(&att.config, keyed("far", att.port, "45s", &public, "100s")).unwrap();
     att.proc.signal("HUP");
     att.proc.wait_log("config reloaded").await;
     let s = api.poll_now("far").await;
-    let order = order_of_poll(api, "far", &s).await;
-    assert_eq!(
-        order["outcome"], "applied",
-        "after SIGHUP with max_clock_step = \"100s\" a 45 s correction must be applied: {order:#}"
-    );
+    let skew = s["deficiencies"].as_array().unwrap().iter().find(|d| d["source"] == "clock:skew").cloned();
+    assert!(text(&skew.unwrap_or_default(), "summary").contains("next order after"), "{s:#}");
+    let orders = api.history("far").await["clock_corrections"].as_array().unwrap().len();
+    assert_eq!(orders, 1, "the refused order only");
+    // The back-off lives in the running poller: restarted, it orders at its next poll,
+    // and the raised threshold lets the correction through.
+    let (config, port) = (poller.config.clone(), poller.port);
+    let mut poller = poller;
+    poller.proc.signal("TERM");
+    poller.proc.wait_exit(DEADLINE).await;
+    let poller = spawn_poller(dir.path(), &config, port).await.unwrap_or_else(|p| panic!("restart: {}", p.log_text()));
+    poller.api.poll_now("far").await;
+    // This poll or a scheduled one just before it: whichever orders first.
+    let applied = |h: &serde_json::Value| {
+        h["clock_corrections"].as_array().is_some_and(|c| c.iter().any(|c| c["outcome"] == "applied"))
+    };
+    poller
+        .api
+        .wait_history("far", "after SIGHUP with max_clock_step = \"100s\", a 45 s correction applied", applied)
+        .await;
 }
 
 /// Issue 4's acceptance: +45 s and −3 s are each corrected within two polls, after which

@@ -1,4 +1,6 @@
-//! A client for the poller's JSON API (`/api/v1/...`), with waits on what it answers.
+//! A client for the poller's JSON API (`/api/v1/...`), with waits on what it answers, as
+//! an anonymous client (a poller without `[[api.user]]`) or as a user (Bearer token or HTTP
+//! basic auth).
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,8 +22,17 @@ pub struct Api {
 impl Api {
     /// A client with a 10 s timeout a request and waits of [`DEADLINE`].
     pub fn new(base: &str) -> Api {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
-        Api { base: base.to_string(), http, deadline: DEADLINE }
+        Api { base: base.to_string(), http: client(None), deadline: DEADLINE }
+    }
+
+    /// The same client presenting `Authorization: Bearer TOKEN` with every request.
+    pub fn with_token(self, token: &str) -> Api {
+        Api { http: client(Some(format!("Bearer {token}"))), ..self }
+    }
+
+    /// The same client logging in by HTTP basic auth with every request.
+    pub fn with_basic(self, user: &str, password: &str) -> Api {
+        Api { http: client(Some(basic(user, password))), ..self }
     }
 
     /// The same client with waits of `deadline`.
@@ -54,11 +65,21 @@ impl Api {
         self.get(&format!("/api/v1/servers/{name}/history?limit=1000")).await
     }
 
-    /// `POST /api/v1/servers/{name}/poll`: the server after the poll it asked for.
+    /// `POST /api/v1/servers/{name}/poll`: the server after the poll it asked for. The
+    /// poller answers `429` to a poll asked for within a second of the last: this waits the
+    /// `Retry-After` it gives and asks again, as a good client does (within the deadline).
     pub async fn poll_now(&self, name: &str) -> Value {
         let url = format!("{}/api/v1/servers/{name}/poll", self.base);
-        let r = self.http.post(&url).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        json_of("POST", &url, r).await
+        let end = std::time::Instant::now() + self.deadline;
+        loop {
+            let r = self.http.post(&url).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+            if r.status() != reqwest::StatusCode::TOO_MANY_REQUESTS || std::time::Instant::now() >= end {
+                return json_of("POST", &url, r).await;
+            }
+            let wait = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let wait = wait.unwrap_or_else(|| panic!("POST {url}: 429 without a Retry-After in seconds"));
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
     }
 
     /// `METHOD {path}` with `body` as JSON, whatever the answer's status: `(status, body)`
@@ -107,6 +128,23 @@ impl Api {
         })
         .await
     }
+}
+
+/// A client with a 10 s timeout that sends `authorization` (if any) with every request.
+fn client(authorization: Option<String>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(a) = authorization {
+        let mut value = reqwest::header::HeaderValue::from_str(&a).expect("an Authorization header value");
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).build().expect("http client")
+}
+
+/// `Basic BASE64(user:password)` (RFC 7617).
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 async fn json_of(method: &str, url: &str, r: reqwest::Response) -> Value {

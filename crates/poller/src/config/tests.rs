@@ -463,3 +463,131 @@ fn tls_keys_apply_to_https_servers_a_servers_own_winning_and_bad_files_named() {
         assert!(p[0].contains(&format!(": {key}: ")) && p[0].contains(says), "{text}: {p:?}");
     }
 }
+
+#[test]
+fn missing_token_file_and_postgres_are_explained() {
+    let p = problems("database = \"postgres://u@h/db\"\n[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntoken_file = \"/nonexistent/t\"\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("poller.toml:1: database: PostgreSQL is not available"), "{p:?}");
+    assert!(p[1].starts_with("poller.toml:5: server[0].token_file: cannot read secret file"), "{p:?}");
+}
+
+#[test]
+fn api_users_parse_with_their_roles_and_credentials() {
+    let hash = bcrypt::hash("secret", 4).unwrap();
+    let c = with_tokens(&format!(
+        "listen = \"0.0.0.0:7470\"\n\n[[api.user]]\nname = \"ops\"\nrole = \"operator\"\ntoken_file = \"ops.token\"\n\n\
+         [[api.user]]\nname = \"noc\"\nrole = \"viewer\"\npassword_hash = \"{hash}\"\n"
+    ))
+    .unwrap();
+    let users: Vec<(&str, Role)> = c.api.users.iter().map(|u| (u.name.as_str(), u.role)).collect();
+    assert_eq!(users, [("ops", Role::Operator), ("noc", Role::Viewer)]);
+    assert_eq!(c.api.users[0].credential, Credential::Token(Secret::new("0123456789abcdefghijklmn")));
+    assert!(matches!(&c.api.users[1].credential, Credential::PasswordHash(h) if h.expose() == hash));
+    assert!(!format!("{:?}", c.api).contains(&hash), "the hash never prints");
+    assert!(!c.api.is_open(), "users: a non-loopback listen is fine");
+}
+
+#[test]
+fn api_user_problems_are_all_named_with_key_and_line() {
+    let hash = bcrypt::hash("secret", 4).unwrap();
+    let dear = hash.replacen("$04$", "$15$", 1);
+    let p = with_tokens(&format!(
+        r#"
+[[api.user]]
+name = "ops"
+role = "operator"
+token_file = "ops.token"
+
+[[api.user]]
+name = "ops"
+role = "admin"
+token_file = "copy.token"
+
+[[api.user]]
+name = "guest"
+role = "viewer"
+token_file = "short.token"
+
+[[api.user]]
+name = ""
+password_hash = "plain-text"
+
+[[api.user]]
+name = "both"
+role = "viewer"
+token_file = "ops.token"
+password_hash = "{hash}"
+
+[[api.user]]
+name = "none"
+role = "viewer"
+
+[[api.user]]
+name = "slow"
+role = "viewer"
+password_hash = "{dear}"
+"#
+    ))
+    .unwrap_err()
+    .problems();
+    let at = |line: usize, start: &str| {
+        assert!(
+            p.iter().any(|x| x.contains(&format!("/poller.toml:{line}: {start}"))),
+            "no problem at line {line} starting {start:?}: {p:#?}"
+        )
+    };
+    at(8, "api.user[1].name: duplicate user name \"ops\"");
+    at(9, "api.user[1].role: unknown role \"admin\" (viewer | operator)");
+    at(10, "api.user[1].token_file: holds the same token as user \"ops\"");
+    at(15, "api.user[2].token_file: the token in ");
+    at(18, "api.user[3].name: must not be empty");
+    at(17, "api.user[3]: missing: role = ");
+    at(19, "api.user[3].password_hash: is not a bcrypt hash");
+    at(21, "api.user[4]: token_file and password_hash are set together; choose one");
+    at(27, "api.user[5]: missing: token_file = ");
+    at(34, "api.user[6].password_hash: bcrypt cost 15 makes every login take seconds");
+    assert_eq!(p.len(), 10, "{p:#?}");
+    assert!(p.iter().all(|x| !x.contains(&hash[7..]) && !x.contains("plain-text")), "a hash never prints: {p:#?}");
+}
+
+#[test]
+fn an_open_api_listens_only_on_loopback_unless_api_insecure() {
+    for ok in ["listen = \"127.0.0.1:7470\"\n", "listen = \"[::1]:7470\"\n", ""] {
+        assert!(parse(ok).is_ok(), "{ok}");
+    }
+    let p = problems("listen = \"0.0.0.0:7470\"\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("poller.toml:1: listen: refused: 0.0.0.0:7470 is not a loopback address and no [[api.user]]")
+            && p[0].contains("api_insecure = true"),
+        "{p:?}"
+    );
+    let c = parse("listen = \"0.0.0.0:7470\"\napi_insecure = true\n").unwrap();
+    assert!(c.api.is_open() && c.api.insecure);
+    assert!(c.api.check_listen("192.0.2.1:7470".parse().unwrap()).is_ok());
+    assert!(parse("listen = \"0.0.0.0:7470\"\n").is_err());
+    // With users, api_insecure says nothing true: refused.
+    let p = with_tokens(
+        "api_insecure = true\n[[api.user]]\nname = \"ops\"\nrole = \"viewer\"\ntoken_file = \"ops.token\"\n",
+    )
+    .unwrap_err()
+    .problems();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].ends_with(
+            "/poller.toml:1: api_insecure: set together with [[api.user]]: with users the API is not open; remove it"
+        ),
+        "{p:?}"
+    );
+}
+
+/// A poller.toml in a temporary folder holding the token files `ops.token` (24 chars),
+/// `copy.token` (the same token) and `short.token` (8 chars).
+fn with_tokens(text: &str) -> Result<PollerConfig, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ops.token"), "0123456789abcdefghijklmn\n").unwrap();
+    std::fs::write(dir.path().join("copy.token"), "0123456789abcdefghijklmn").unwrap();
+    std::fs::write(dir.path().join("short.token"), "12345678").unwrap();
+    PollerConfig::parse(dir.path().join("poller.toml").to_str().unwrap(), text)
+}

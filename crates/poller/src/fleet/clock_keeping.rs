@@ -7,7 +7,8 @@
 //! - After an applied order, the next poll says whether it took (`verified` or `not
 //!   effective`).
 //! - After a refused or failed order, no new one for [`ORDER_BACKOFF`]: the attendant would
-//!   only refuse again, once per poll. An operator's poll on request lifts the back-off.
+//!   only refuse again, once per poll. A poll on request does not lift it (SPEC section
+//!   11): requests must not become signed orders to an attendant that refuses them.
 //! - A clock beyond `max_clock_skew` that this poll does not correct (no signing key, the
 //!   back-off, a refused or failed order) is never silent: it is the deficiency
 //!   [`SKEW_SOURCE`] (a warning, judged by the rules like any other), and the first time

@@ -10,7 +10,8 @@
 //! next slot planned) → apply (the live state, `server`) → record (the store's
 //! [`Writer`]) → announce (broadcast [`FleetEvent`]s for live views and the notifier, with
 //! the next poll already planned). Poll statistics are in [`stats`], the packed latest
-//! compilations in `latest`.
+//! compilations in `latest`, the coalescing and spacing of polls on request in
+//! [`on_request`].
 //!
 //! A loop can run and be stopped again; it must not be reused after it was stopped.
 
@@ -18,6 +19,7 @@ pub mod ack;
 pub mod clock_keeping;
 pub mod inventory;
 mod latest;
+pub mod on_request;
 mod server;
 pub mod stats;
 pub mod verdict;
@@ -45,6 +47,8 @@ use clock_keeping::{ClockKeeper, ClockState};
 pub use clock_keeping::{ClockPolicy, ORDER_BACKOFF};
 pub use inventory::{Inventory, ReloadReport};
 use latest::Packed;
+pub use on_request::PollNowError;
+use on_request::Ticket;
 pub use server::Server;
 use server::Status;
 use stats::PollStats;
@@ -455,7 +459,7 @@ impl Fleet {
 
     /// Clock keeping after an answered poll (nothing after a failed one); the server's
     /// clock state is read and written around the order (polls of one server never
-    /// overlap, so nothing else changes it but a poll on request lifting the back-off).
+    /// overlap, so nothing else changes it meanwhile).
     async fn keep_clock(&self, server: &Server, verdict: &Verdict, at: DateTime<Utc>) -> clock_keeping::Kept {
         let (Some(estimate), Some(reply)) = (verdict.estimate, &verdict.reply) else {
             return clock_keeping::Kept::default();
@@ -586,14 +590,28 @@ impl Fleet {
         summary
     }
 
-    /// Polls `server` now on request and lets its loop pick its next slot again.
-    /// An operator's request also lifts the clock-order back-off: they may have just
-    /// fixed what made the attendant refuse.
-    pub async fn poll_now(&self, server: &Server) -> ServerSummary {
-        server.update(|s| s.clock.quiet_until = None);
-        let summary = self.poll(server).await;
-        server.reschedule.notify_one();
-        summary
+    /// Polls `server` now on request ([`on_request`]: joins the poll on request in flight,
+    /// or starts one unless one started less than [`on_request::MIN_SPACING`] ago) and lets
+    /// its loop pick its next slot again. It does not lift the clock-order back-off: a
+    /// storm of requests must not become a storm of signed orders.
+    pub async fn poll_now(self: &Arc<Self>, server: &Arc<Server>) -> Result<ServerSummary, PollNowError> {
+        let ticket = server.on_request.lock().ticket(tokio::time::Instant::now());
+        let answer = match ticket {
+            Ticket::TooSoon(retry_after) => return Err(PollNowError::TooSoon { retry_after }),
+            Ticket::Join(answer) => answer,
+            Ticket::Lead(tx, answer) => {
+                // Its own task: a requester hanging up must not cut the poll half-way.
+                let (fleet, server) = (self.clone(), server.clone());
+                tokio::spawn(async move {
+                    let summary = fleet.poll(&server).await;
+                    server.reschedule.notify_one();
+                    server.on_request.lock().finished();
+                    let _ = tx.send(Some(summary));
+                });
+                answer
+            }
+        };
+        on_request::wait(answer).await
     }
 
     /// Shows `server` as the node polling it last stored it (shared fleet).

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::clock_keeping::ClockState;
 use super::latest::Packed;
+use super::on_request::Gate;
 use crate::config::ServerConfig;
 use crate::model::{ServerFacts, ServerSummary};
 
@@ -53,6 +54,8 @@ pub struct Server {
     pub(crate) poll_soon: Notify,
     /// Stops this server's loop (a reload removed or changed it).
     pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// Polls on request: the one in flight and when the last started.
+    pub(crate) on_request: Mutex<Gate>,
 }
 
 impl Server {
@@ -65,6 +68,7 @@ impl Server {
             reschedule: Notify::new(),
             poll_soon: Notify::new(),
             stop: tokio_util::sync::CancellationToken::new(),
+            on_request: Mutex::new(Gate::default()),
         }
     }
 

@@ -211,8 +211,8 @@ async fn rig_rules(configs: Vec<ServerConfig>, rules: Rules, first: Duration) ->
 
 /// A second fleet of the one server `s`, as after a restart: no signing key, the rig's
 /// rules, `stored` rows and `script`'s replies.
-fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer) -> Fleet {
-    Fleet::new(
+fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer) -> Arc<Fleet> {
+    Arc::new(Fleet::new(
         vec![ServerConfig {
             name: "s".into(),
             address: "http://s:7460".into(),
@@ -232,7 +232,7 @@ fn restarted(r: &Rig, stored: Vec<StoredServer>, script: Script, writer: Writer)
             holdings: None,
             source: None,
         },
-    )
+    ))
 }
 
 fn gaps(calls: &[Instant]) -> Vec<u64> {
@@ -408,7 +408,7 @@ async fn the_poll_event_and_a_poll_on_request_carry_the_next_poll_not_the_last()
     // A poll on request answers the slot its loop will keep.
     let server = r.fleet.get("s").unwrap().clone();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let answered = r.fleet.poll_now(&server).await;
+    let answered = r.fleet.poll_now(&server).await.unwrap();
     let next = answered.next_poll_at.expect("a next poll");
     assert!(next > answered.facts.last_poll_at.unwrap());
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -421,7 +421,7 @@ async fn poll_now_answers_the_new_state_and_the_loop_follows_the_new_level() {
     let r = rig(&["s"], 600, 10, 1).await;
     r.script.set("s", Act::Fail(PollError::Auth("HTTP 401".into())));
     let server = r.fleet.get("s").unwrap().clone();
-    let s = r.fleet.poll_now(&server).await;
+    let s = r.fleet.poll_now(&server).await.unwrap();
     assert_eq!((s.facts.level.as_str(), s.facts.deficiencies[0].source.as_str()), ("critical", "poll:auth"));
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert!(r.script.calls("s").len() >= 3, "now polled every 10 s, not every 600 s");
@@ -514,13 +514,14 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
     let server = r.fleet.get("s").unwrap().clone();
     for _ in 0..3 {
         // Each reply differs in its times, not in substance.
-        r.fleet.poll_now(&server).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        r.fleet.poll_now(&server).await.unwrap();
+        tokio::time::sleep(on_request::MIN_SPACING).await;
     }
     assert_eq!(stored_compilations(r.fleet.writer(), &r.store, "s").await, 1);
     r.script.set("s", Act::Answer(vec![critical("service:mta")]));
-    r.fleet.poll_now(&server).await;
-    r.fleet.poll_now(&server).await;
+    r.fleet.poll_now(&server).await.unwrap();
+    tokio::time::sleep(on_request::MIN_SPACING).await;
+    r.fleet.poll_now(&server).await.unwrap();
     assert_eq!(stored_compilations(r.fleet.writer(), &r.store, "s").await, 2, "one more for the change");
     // The latest as received is in memory, the newest of the polls.
     let (summary, latest) = r.fleet.detail(&server);
@@ -533,7 +534,7 @@ async fn the_history_gets_a_compilation_only_when_its_substance_changes_even_acr
     let stored = on_store(async move { store.load_servers().await.unwrap() }).await;
     let fleet = restarted(&r, stored, r.script.clone(), writer.clone());
     assert!(fleet.detail(&fleet.get("s").unwrap()).1.is_none(), "nothing received yet in this run");
-    fleet.poll_now(&fleet.get("s").unwrap()).await;
+    fleet.poll_now(&fleet.get("s").unwrap()).await.unwrap();
     assert_eq!(stored_compilations(&writer, &r.store, "s").await, 2, "the same substance after a restart");
 }
 
@@ -544,7 +545,7 @@ async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
     let script = Script::default();
     *script.offset_ms.lock().unwrap() = 45_000.0;
     let fleet = restarted(&r, vec![], script.clone(), r.fleet.writer().clone());
-    let s = fleet.poll_now(&fleet.get("s").unwrap()).await;
+    let s = fleet.poll_now(&fleet.get("s").unwrap()).await.unwrap();
     assert_eq!(s.facts.state, ServerState::Deficient);
     let d = &s.facts.deficiencies[0];
     assert_eq!((d.source.as_str(), d.severity), ("clock:skew", Severity::Warning));
@@ -552,7 +553,8 @@ async fn a_clock_the_poller_cannot_correct_is_a_deficiency_not_silence() {
     assert!(script.orders.lock().unwrap().is_empty(), "no key, no order");
     // Back within the skew: the deficiency goes.
     *script.offset_ms.lock().unwrap() = 0.0;
-    let s = fleet.poll_now(&fleet.get("s").unwrap()).await;
+    tokio::time::sleep(on_request::MIN_SPACING).await;
+    let s = fleet.poll_now(&fleet.get("s").unwrap()).await.unwrap();
     assert_eq!((s.facts.state, s.facts.deficiencies.len()), (ServerState::Ok, 0));
 }
 
@@ -751,5 +753,49 @@ async fn deficient_for_escalate_after_at_a_level_moves_up_one_and_stays_until_cl
     })
     .await;
     assert_eq!(h.transitions[1].reason, "deficient for 2m at warning");
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_for_a_poll_join_the_one_in_flight_and_more_wait_their_turn() {
+    let r = rig(&["s"], 600, 600, 1).await;
+    let server = r.fleet.get("s").unwrap().clone();
+    // A slow attendant: 50 requests come while its poll runs.
+    r.script.set("s", Act::Hang(Duration::from_secs(3)));
+    let answers = futures::future::join_all((0..50).map(|_| async { r.fleet.poll_now(&server).await })).await;
+    assert_eq!(r.script.calls("s").len(), 1, "one poll for 50 requests in flight together");
+    let first = answers[0].clone().expect("an answer");
+    assert!(answers.iter().all(|a| a.as_ref() == Ok(&first)), "every request answers the same poll: {answers:?}");
+    // Right after a quick poll, the next request is told when to come back.
+    r.script.set("s", Act::Answer(vec![]));
+    tokio::time::sleep(on_request::MIN_SPACING).await;
+    r.fleet.poll_now(&server).await.expect("spaced enough");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = r.fleet.poll_now(&server).await.expect_err("a second poll within a second");
+    let PollNowError::TooSoon { retry_after } = err else { panic!("{err:?}") };
+    assert!(!retry_after.is_zero() && retry_after <= Duration::from_millis(700), "{retry_after:?}");
+    assert_eq!(r.script.calls("s").len(), 2);
+    tokio::time::sleep(retry_after).await;
+    r.fleet.poll_now(&server).await.expect("after Retry-After");
+    assert_eq!(r.script.calls("s").len(), 3);
+    r.stop.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn polls_on_request_do_not_lift_the_clock_order_back_off() {
+    let r = rig(&["s"], 60, 10, 1).await;
+    *r.script.offset_ms.lock().unwrap() = 45_000.0;
+    *r.script.refuse.lock().unwrap() = true;
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(r.script.orders.lock().unwrap().len(), 1, "the scheduled poll sent one order, refused");
+    let server = r.fleet.get("s").unwrap().clone();
+    let before = r.script.calls("s").len();
+    for _ in 0..20 {
+        let s = r.fleet.poll_now(&server).await.expect("spaced polls on request are answered");
+        let d = s.facts.deficiencies.iter().find(|d| d.source == "clock:skew").expect("clock:skew");
+        assert!(d.summary.contains("refused"), "{}", d.summary);
+        tokio::time::sleep(on_request::MIN_SPACING).await;
+    }
+    assert!(r.script.calls("s").len() - before >= 20, "every request polled");
+    assert_eq!(r.script.orders.lock().unwrap().len(), 1, "20 polls on request, still one order");
     r.stop.cancel();
 }

@@ -10,8 +10,9 @@
 //!   and history compilations beyond [`MAX_PENDING_COMPILATIONS`] are dropped, oldest
 //!   first, and counted; facts, transitions, clock corrections, acknowledgements and
 //!   operator actions are never dropped.
-//! - The fault is logged once when it starts and once when writes succeed again, and
-//!   counted in [`WriterStats`] (`/metrics`).
+//! - The fault is logged once when it starts and once when writes succeed again, counted
+//!   in [`WriterStats`] (`/metrics`) and reported there while it lasts ([`FaultReport`],
+//!   `GET /api/v1/health`).
 //! - A flush answers `Ok` once everything recorded before it is written, or
 //!   [`StoreError::Failing`] at once while the store is failing.
 //! - When every [`Writer`] is dropped, the task writes what is queued, retrying for up to
@@ -58,6 +59,24 @@ pub struct WriterStats {
     pub dropped_polls: AtomicU64,
     /// History compilations dropped under a long fault.
     pub dropped_compilations: AtomicU64,
+    /// The write fault in progress, if any (`GET /api/v1/health`).
+    fault: parking_lot::Mutex<Option<FaultReport>>,
+}
+
+/// A write fault in progress, as `GET /api/v1/health` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultReport {
+    /// When the first write of this fault failed.
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// Why the last attempt failed.
+    pub last_error: String,
+}
+
+impl WriterStats {
+    /// The write fault in progress: `None` while writes succeed.
+    pub fn fault(&self) -> Option<FaultReport> {
+        self.fault.lock().clone()
+    }
 }
 
 enum Msg {
@@ -189,6 +208,7 @@ impl Task {
         }
         match self.store.write(&self.batch).await {
             Ok(()) => {
+                *self.stats.fault.lock() = None;
                 if let Some(f) = self.fault.take() {
                     tracing::info!(
                         rows = self.batch.len(),
@@ -211,11 +231,16 @@ impl Task {
                             retry_in_s = FIRST_RETRY.as_secs(),
                             "cannot write poll results; they are kept and retried"
                         );
+                        *self.stats.fault.lock() =
+                            Some(FaultReport { since: chrono::Utc::now(), last_error: error.clone() });
                         self.fault = Some(Fault { error, retry_at: now + FIRST_RETRY, wait: FIRST_RETRY, since: now });
                     }
                     Some(f) => {
                         if f.error != error {
                             tracing::error!(error = %error, rows = self.batch.len(), "poll results still not written");
+                        }
+                        if let Some(report) = self.stats.fault.lock().as_mut() {
+                            report.last_error.clone_from(&error);
                         }
                         f.wait = (f.wait * 2).min(MAX_RETRY);
                         f.retry_at = now + f.wait;

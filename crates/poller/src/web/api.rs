@@ -11,21 +11,23 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::Fleet;
+use super::auth::User;
+use crate::fleet::{Fleet, PollNowError};
 use crate::model::{ActionRow, Downtime, ServerSummary};
 use crate::notify::downtimes;
 use crate::store::SharedStore;
 
-/// Who is asking: the API user's name, recorded with every operator action. Without API
-/// users every operator is `anonymous`; the authentication layer names its user here.
-pub fn operator(_headers: &HeaderMap) -> String {
-    "anonymous".to_string()
+/// Who is asking: the API user's name the authentication layer ([`User`]) put on the
+/// request, recorded with every operator action; `anonymous` on an open API.
+pub fn operator(user: Option<&Extension<User>>) -> String {
+    user.map_or_else(|| super::auth::ANONYMOUS.to_string(), |u| u.name.clone())
 }
 
 /// What the API handlers share.
@@ -222,10 +224,17 @@ pub(crate) async fn history(
 #[utoipa::path(post, path = "/api/v1/servers/{name}/poll", tag = "servers",
     params(("name" = String, Path, description = "The server's name in poller.toml")),
     responses(
-        (status = 200, description = "Polled now; the server as it now stands", body = ServerSummary),
+        (status = 200, description = "Polled now (or joined the poll on request in flight); the server as it now stands", body = ServerSummary),
+        (status = 403, description = "A viewer, or a request from another origin", body = ApiError),
         (status = 404, description = "No such server", body = ApiError),
-        (status = 409, description = "Another poller node polls this server (ask that node)", body = ApiError)))]
-pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+        (status = 409, description = "Another poller node polls this server (ask that node)", body = ApiError),
+        (status = 429, description = "Polled on request less than a second ago; Retry-After says when to ask again", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait")))))]
+pub(crate) async fn poll(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    user: Option<Extension<User>>,
+) -> Response {
     let Some(server) = api.fleet.get(&name) else {
         return no_such(&name);
     };
@@ -233,8 +242,19 @@ pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>, 
         // Two nodes must never poll one server at once (SPEC section 12).
         return error(StatusCode::CONFLICT, format!("{name} is polled by node {node}: ask that node to poll it now"));
     }
-    api.audit(&name, &operator(&headers), "poll", "poll now".into()).await;
-    Json(api.fleet.poll_now(&server).await).into_response()
+    match api.fleet.poll_now(&server).await {
+        Ok(summary) => {
+            api.audit(&name, &operator(user.as_ref()), "poll", "poll now".into()).await;
+            Json(summary).into_response()
+        }
+        Err(e @ PollNowError::TooSoon { retry_after }) => {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, format!("{name}: {e}"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            r
+        }
+        Err(e @ PollNowError::Lost) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{name}: {e}")),
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/reload", tag = "hygiene",
@@ -242,8 +262,8 @@ pub(crate) async fn poll(State(api): State<Arc<Api>>, Path(name): Path<String>, 
         (status = 200, description = "Reloaded: which servers were added, changed and removed", body = crate::fleet::ReloadReport),
         (status = 400, description = "The new configuration is invalid (every problem named); the running one is kept", body = ApiError),
         (status = 409, description = "The poller was not started from a config file", body = ApiError)))]
-pub(crate) async fn reload(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    let by = operator(&headers);
+pub(crate) async fn reload(State(api): State<Arc<Api>>, user: Option<Extension<User>>) -> Response {
+    let by = operator(user.as_ref());
     match api.fleet.reload_file().await {
         Ok(report) => {
             api.fleet.audit_reload(&report, &by).await;
@@ -292,7 +312,7 @@ fn comment_problem(comment: &str) -> Option<String> {
 pub(crate) async fn ack(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
+    user: Option<Extension<User>>,
     body: Result<Json<AckRequest>, JsonRejection>,
 ) -> Response {
     let Some(server) = api.fleet.get(&name) else {
@@ -305,7 +325,7 @@ pub(crate) async fn ack(
     if let Some(p) = comment_problem(&req.comment) {
         return error(StatusCode::BAD_REQUEST, p);
     }
-    let by = operator(&headers);
+    let by = operator(user.as_ref());
     match api.fleet.acknowledge(&server, &by, req.comment.trim()).await {
         Ok(_) => {
             api.audit(&name, &by, "ack", req.comment.trim().to_string()).await;
@@ -353,7 +373,7 @@ pub(crate) async fn downtimes_list(State(api): State<Arc<Api>>) -> Json<Vec<Down
         (status = 500, description = "The store cannot write it", body = ApiError)))]
 pub(crate) async fn downtimes_add(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    user: Option<Extension<User>>,
     body: Result<Json<DowntimeRequest>, JsonRejection>,
 ) -> Response {
     let req = match body {
@@ -365,7 +385,7 @@ pub(crate) async fn downtimes_add(
     if let Some(p) = downtimes::problem(&req.server, starts_at, req.ends_at, &req.comment, now) {
         return error(StatusCode::BAD_REQUEST, p);
     }
-    let by = operator(&headers);
+    let by = operator(user.as_ref());
     let new = Downtime {
         id: 0,
         server: req.server.clone(),
@@ -404,7 +424,7 @@ pub(crate) async fn downtimes_add(
 pub(crate) async fn downtimes_remove(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    user: Option<Extension<User>>,
 ) -> Response {
     let Ok(id) = id.parse::<i64>() else {
         return error(
@@ -426,7 +446,7 @@ pub(crate) async fn downtimes_remove(
         }
     };
     api.notifier.downtimes().remove(id);
-    let by = operator(&headers);
+    let by = operator(user.as_ref());
     let view = api.view(d);
     let detail = format!("downtime {} for {} removed: {}", id, view.downtime.server, view.downtime.comment);
     for server in &view.servers {

@@ -1,11 +1,14 @@
 //! What administrators read and drive over HTTP: the JSON API (`api`), its live events
-//! (`events`) and OpenAPI document (`openapi`), `/metrics` for Prometheus (`metrics`), and
-//! the HTML dashboard (`dashboard`). Every surface reads the fleet's live state and the
-//! store's API; none knows of the fetcher or a store backend.
+//! (`events`) and OpenAPI document (`openapi`), the poller's own health (`health`),
+//! `/metrics` for Prometheus (`metrics`), and the HTML dashboard (`dashboard`). Every
+//! surface reads the fleet's live state and the store's API; none knows of the fetcher or
+//! a store backend. `auth` stands in front of them all: who may use which (SPEC section 11).
 
 pub mod api;
+pub mod auth;
 pub mod dashboard;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod openapi;
 
@@ -17,8 +20,9 @@ use axum::Router;
 
 /// Every route the poller serves: the JSON API under `/api/v1` (bounded in body size and
 /// time; every error there, unknown routes and wrong methods included, is JSON
-/// `{"error": ...}`), the dashboard at `/`, and `/metrics`.
-pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router {
+/// `{"error": ...}`), the dashboard at `/`, and `/metrics`; each request through
+/// [`auth::guard`] first.
+pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>, auth: Arc<auth::Auth>) -> Router {
     let json = Router::new()
         .route("/api/v1/servers", get(api::list))
         .route("/api/v1/servers/{name}", get(api::detail))
@@ -32,6 +36,7 @@ pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router
         .route("/api/v1/notifications", get(api::notifications))
         .route("/api/v1/cluster", get(api::cluster))
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/health", get(health::health))
         .route("/api/v1/{*rest}", axum::routing::any(api::no_route))
         .method_not_allowed_fallback(api::wrong_method)
         .layer(tower_http::limit::RequestBodyLimitLayer::new(api::MAX_BODY_BYTES))
@@ -40,5 +45,7 @@ pub fn router(api: Arc<api::Api>, metrics: Arc<metrics::MetricsState>) -> Router
             api::REQUEST_TIMEOUT,
         ))
         .with_state(api.clone());
-    json.merge(dashboard::router(api)).merge(metrics::router(metrics))
+    json.merge(dashboard::router(api))
+        .merge(metrics::router(metrics))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::guard))
 }

@@ -3,6 +3,9 @@
 //! types' derives, so it cannot drift from the code (and `tests/web.rs` checks real
 //! answers against it).
 //!
+//! Security schemes: `bearer` and `basic`, required by every route but the health check
+//! (whose `security` is empty), as `web::auth` enforces.
+//!
 //! Rule it keeps: a type from another crate (the protocol's `Deficiency`) is described by a
 //! mirror here with the same serde shape; the response test is what keeps the two equal.
 
@@ -17,8 +20,14 @@ use utoipa::OpenApi;
     info(
         title = "Rollcall poller API",
         description = "The fleet as the poller sees it (SPEC sections 5 and 8). Reads come from the \
-            poller's live state and its store, never from the attendants."
+            poller's live state and its store, never from the attendants. With `[[api.user]]` in \
+            poller.toml, every route but `GET /api/v1/health` needs a user (Bearer token or HTTP basic \
+            auth): 401 without one, 403 for a viewer on a route that changes something (an operator's), \
+            and 403 for a POST or DELETE from another origin. Without users the API is open, on \
+            loopback only."
     ),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []), ("basic" = [])),
     paths(
         crate::web::api::list,
         crate::web::api::detail,
@@ -32,6 +41,7 @@ use utoipa::OpenApi;
         crate::web::api::notifications,
         crate::web::api::cluster,
         crate::web::events::events,
+        crate::web::health::health,
         document,
     ),
     components(schemas(
@@ -61,16 +71,40 @@ use utoipa::OpenApi;
         crate::notify::NoticeKind,
         crate::model::DeficiencyDoc,
         crate::model::SeverityDoc,
+        crate::web::health::Health,
+        crate::web::health::HealthStatus,
+        crate::web::health::StoreHealth,
     )),
     tags(
         (name = "servers", description = "The fleet: state, latest compilation, history, poll on request"),
         (name = "hygiene", description = "Acknowledgements, downtimes and reloading the inventory (SPEC section 13)"),
         (name = "live", description = "Server-sent events"),
         (name = "notifications", description = "Notification channels"),
-        (name = "meta", description = "This document"),
+        (name = "meta", description = "This document and the poller's health"),
     )
 )]
 pub struct ApiDoc;
+
+/// The two ways to present an `[[api.user]]` (SPEC section 11).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        let scheme = |kind, about: &str| {
+            SecurityScheme::Http(HttpBuilder::new().scheme(kind).description(Some(about.to_string())).build())
+        };
+        components.add_security_scheme(
+            "bearer",
+            scheme(HttpAuthScheme::Bearer, "A user's token (token_file of its [[api.user]])"),
+        );
+        components.add_security_scheme(
+            "basic",
+            scheme(HttpAuthScheme::Basic, "A user's name and password (password_hash of its [[api.user]]) or token"),
+        );
+    }
+}
 
 /// The document, built once.
 pub fn spec() -> &'static utoipa::openapi::OpenApi {

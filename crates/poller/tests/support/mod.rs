@@ -128,11 +128,14 @@ impl Poller {
 
     /// Starts a poller of the `[[server]]` tables `servers`, with `top` and `tables`.
     pub async fn start_servers(dir: &Path, servers: &str, top: &str, tables: &str) -> Poller {
+        Poller::start_with(dir, &format!("{top}\n{LEVELS}\n{servers}\n{tables}")).await
+    }
+
+    /// Starts a poller from `text` (all of poller.toml but `database`, which is
+    /// `dir/rollcall.db`); its API is ready (`GET /api/v1/health` answers) on return.
+    pub async fn start_with(dir: &Path, text: &str) -> Poller {
         let path = dir.join("poller.toml");
-        let text = format!(
-            "database = \"sqlite://{}\"\n{top}\n{LEVELS}\n{servers}\n{tables}",
-            dir.join("rollcall.db").display()
-        );
+        let text = format!("database = \"sqlite://{}\"\n{text}", dir.join("rollcall.db").display());
         fs::write(&path, text).expect("write poller config");
         let config = rollcall_poller::PollerConfig::load(&path).unwrap_or_else(|e| panic!("poller config: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind poller");
@@ -140,7 +143,8 @@ impl Poller {
         let stop = CancellationToken::new();
         let task = tokio::spawn(rollcall_poller::run(config, listener, stop.clone()));
         let p = Poller { api: Api::new(&base), base, stop, task: Some(task) };
-        let url = format!("{}/api/v1/servers", p.base);
+        // Open whatever the users: the API is ready when it answers.
+        let url = format!("{}/api/v1/health", p.base);
         wait_for("the poller's API", || async { reqwest::get(&url).await.ok().filter(|r| r.status().is_success()) })
             .await;
         p

@@ -59,6 +59,7 @@ impl Proc {
             .args(args)
             .env("ROLLCALL_LOG", "info")
             .env_remove("ROLLCALL_POLLER")
+            .env_remove("ROLLCALL_TOKEN_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -153,6 +154,7 @@ pub async fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
             .args(args)
             .env("ROLLCALL_LOG", "warn")
             .env_remove("ROLLCALL_POLLER")
+            .env_remove("ROLLCALL_TOKEN_FILE")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -333,7 +335,8 @@ pub async fn spawn_poller(dir: &Path, config: &Path, port: u16) -> Result<Poller
     let mut proc =
         Proc::spawn("poller", &["poller", "--config", config.to_str().unwrap()], dir.join(format!("poller-{n}.log")));
     let api = Api::new(&format!("http://127.0.0.1:{port}")).with_deadline(DEADLINE);
-    if proc.wait_http(&format!("{}/api/v1/servers", api.base), |s| s.is_success()).await {
+    // The health check is open whatever the poller's users: it answers once the API does.
+    if proc.wait_http(&format!("{}/api/v1/health", api.base), |s| s.is_success()).await {
         Ok(Poller { proc, port, config: config.to_path_buf(), api })
     } else {
         Err(proc)
