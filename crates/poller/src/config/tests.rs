@@ -465,14 +465,6 @@ fn tls_keys_apply_to_https_servers_a_servers_own_winning_and_bad_files_named() {
 }
 
 #[test]
-fn missing_token_file_and_postgres_are_explained() {
-    let p = problems("database = \"postgres://u@h/db\"\n[[server]]\nname = \"a\"\naddress = \"http://a:1\"\ntoken_file = \"/nonexistent/t\"\n");
-    assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].starts_with("poller.toml:1: database: PostgreSQL is not available"), "{p:?}");
-    assert!(p[1].starts_with("poller.toml:5: server[0].token_file: cannot read secret file"), "{p:?}");
-}
-
-#[test]
 fn api_users_parse_with_their_roles_and_credentials() {
     let hash = bcrypt::hash("secret", 4).unwrap();
     let c = with_tokens(&format!(
