@@ -127,12 +127,11 @@ async fn kill_9_in_a_loop_during_writes_loses_no_transition_and_repeats_no_notic
     let (port, config) = (poller.port, poller.config.clone());
 
     // Kill the poller at uneven moments, while the flappy attendants go down and come back.
-    let mut kills = 0;
     for round in 0..8u64 {
         let before = Duration::from_millis(300 + (round * 389) % 900);
         tokio::time::sleep(before).await;
         for (i, a) in flappy.iter_mut().enumerate() {
-            if (round + i as u64) % 2 == 0 {
+            if (round + i as u64).is_multiple_of(2) {
                 a.down();
             } else {
                 a.up().await;
@@ -140,10 +139,9 @@ async fn kill_9_in_a_loop_during_writes_loses_no_transition_and_repeats_no_notic
         }
         tokio::time::sleep(Duration::from_millis(700 + (round * 577) % 1100)).await;
         poller.proc.kill(); // SIGKILL: no flush, no goodbye
-        kills += 1;
         poller = spawn_poller(dir.path(), &config, port)
             .await
-            .unwrap_or_else(|p| panic!("the poller did not start after kill {kills}:\n{}", p.log_text()));
+            .unwrap_or_else(|p| panic!("the poller did not start after kill {}:\n{}", round + 1, p.log_text()));
     }
 
     // Settle: every attendant up, every server back to normal, told.
