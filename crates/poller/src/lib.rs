@@ -117,6 +117,7 @@ pub async fn run(
             store: store.clone(),
             events: fleet.subscribe(),
             public_url: config.public_url.clone(),
+            writer: Some(writer.clone()),
         },
         &stop,
         &tracker,

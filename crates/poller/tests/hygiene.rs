@@ -254,6 +254,7 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
         store: store.clone(),
         events: rx,
         public_url: None,
+        writer: None,
     };
     let notifier = rollcall_poller::notify::Notifier::start(setup, &stop, &tracker).await.unwrap();
 

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use rollcall_testkit::postgres::{self, Postgres};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Every server is polled every second at every level.
@@ -42,18 +41,10 @@ impl Fleet {
                     let asked = asked.clone();
                     let name = name.clone();
                     tokio::spawn(async move {
-                        let mut buf = Vec::new();
-                        let mut chunk = [0u8; 4096];
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match c.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                        if read_request_head(&mut c).await {
+                            asked.lock().unwrap().entry(name).or_default().push(Instant::now());
+                            answer_healthy(c).await;
                         }
-                        asked.lock().unwrap().entry(name).or_default().push(Instant::now());
-                        let body = compilation_json(1).to_string();
-                        let _ = c.write_all(http_response("200 OK", &body).as_bytes()).await;
-                        let _ = c.shutdown().await;
                     });
                 }
             }));

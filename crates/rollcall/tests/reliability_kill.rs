@@ -34,17 +34,9 @@ impl Switchable {
         self.task = Some(tokio::spawn(async move {
             while let Ok((mut c, _)) = l.accept().await {
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match c.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    if read_request_head(&mut c).await {
+                        answer_healthy(c).await;
                     }
-                    let body = compilation_json(1).to_string();
-                    let _ = c.write_all(http_response("200 OK", &body).as_bytes()).await;
-                    let _ = c.shutdown().await;
                 });
             }
         }));

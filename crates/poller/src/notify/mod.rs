@@ -151,6 +151,9 @@ pub struct NotifierSetup {
     pub events: broadcast::Receiver<FleetEvent>,
     /// The dashboard's address as people reach it (`public_url`), for links in notices.
     pub public_url: Option<String>,
+    /// The store writer the fleet records polls through: a notice waits until the poll it
+    /// tells of is stored (`None`: it does not wait).
+    pub writer: Option<crate::store::Writer>,
 }
 
 impl Notifier {
@@ -190,6 +193,7 @@ impl Notifier {
             damping: setup.damping,
             first_level: setup.first_level,
             store: setup.store,
+            writer: setup.writer,
             memory,
             unsaved: HashMap::new(),
             reasons: HashMap::new(),
@@ -329,6 +333,7 @@ struct Decider {
     damping: Damping,
     first_level: String,
     store: SharedStore,
+    writer: Option<crate::store::Writer>,
     memory: HashMap<String, Memory>,
     /// Memory the store refused, by server: retried with the next change of any server,
     /// so a store fault never loses what was told (only the newest row of a server counts).
@@ -444,6 +449,17 @@ impl Decider {
                 let Some(mem) = self.memory.get_mut(&s.facts.name) else { return };
                 let (decision, dirty) = self.damping.observe(mem, &s.facts.level, s.facts.state, at, &self.first_level);
                 let reason = if self.reasons.is_empty() { None } else { self.reasons.remove(&s.facts.name) };
+                if decision.is_some() {
+                    // What is told must be in the history first: wait until the writer
+                    // has stored this poll (and its transition), so a crash between the
+                    // two never leaves a notice about a change the history lost. A failing
+                    // store answers at once and does not hold the notice back.
+                    if let Some(w) = &self.writer {
+                        if let Err(e) = w.flush().await {
+                            tracing::debug!(server = %s.facts.name, error = %e, "notice not waiting for the store");
+                        }
+                    }
+                }
                 if dirty {
                     // Persist first: a restart after this point never tells it again.
                     self.unsaved.insert(s.facts.name.clone(), mem.to_row(&s.facts.name));

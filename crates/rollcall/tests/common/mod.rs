@@ -439,15 +439,30 @@ impl Drop for FakeAttendant {
     }
 }
 
-async fn answer(mut c: TcpStream, behaviour: Fake, queries: Arc<AtomicUsize>) {
-    // Read the request head (the poller sends a GET without a body).
+/// Reads one request head (the poller sends a GET without a body), at most 64 KiB; false
+/// when the client went away first.
+pub async fn read_request_head(c: &mut TcpStream) -> bool {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 64 * 1024 {
         match c.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
+    }
+    true
+}
+
+/// Answers a valid schema-1 compilation, stamped now, and closes.
+pub async fn answer_healthy(mut c: TcpStream) {
+    let body = compilation_json(1).to_string();
+    let _ = c.write_all(http_response("200 OK", &body).as_bytes()).await;
+    let _ = c.shutdown().await;
+}
+
+async fn answer(mut c: TcpStream, behaviour: Fake, queries: Arc<AtomicUsize>) {
+    if !read_request_head(&mut c).await {
+        return;
     }
     let n = queries.fetch_add(1, Ordering::SeqCst) + 1;
     match behaviour {
@@ -457,7 +472,7 @@ async fn answer(mut c: TcpStream, behaviour: Fake, queries: Arc<AtomicUsize>) {
         }
         Fake::Hang => {
             // Keep the connection open until the poller gives up and closes it.
-            let _ = c.read(&mut chunk).await;
+            let _ = c.read(&mut [0u8; 64]).await;
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
         Fake::Healthy => {
