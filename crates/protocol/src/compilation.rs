@@ -273,7 +273,7 @@ impl Compilation {
     pub fn from_slice(bytes: &[u8]) -> Result<Compilation, DecodeError> {
         match serde_json::from_slice::<Compilation>(bytes) {
             Ok(c) if c.schema_version == SCHEMA_VERSION => {
-                check_showable(bytes)?;
+                showable::check_showable_read(bytes)?;
                 Ok(c)
             }
             Ok(c) => Err(DecodeError::Incompatible { found: u64::from(c.schema_version) }),

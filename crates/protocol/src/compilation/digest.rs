@@ -5,7 +5,7 @@
 //! with borrowed text, checks the same required fields and the types of what it keeps, and
 //! skips messages and details (still checked to be well-formed JSON). The reply itself is
 //! kept as received, so nothing is lost for the API or the dashboard: a digest is made
-//! only of a document [`check_showable`] accepts, so what is skipped here is still a
+//! only of a document [`check_showable`](super::check_showable) accepts, so what is skipped here is still a
 //! document the API can show.
 
 use std::borrow::Cow;
@@ -15,7 +15,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use super::substance::hash_parts;
-use super::{check_showable, DecodeError, Deficiency, Header, Status};
+use super::{DecodeError, Deficiency, Header, Status};
 use crate::SCHEMA_VERSION;
 
 /// A compilation as the poller judges it: who answered, the clock stamps, the
@@ -129,7 +129,7 @@ impl Digest {
     pub fn from_slice(bytes: &[u8]) -> Result<Digest, DecodeError> {
         let w = match serde_json::from_slice::<Wire>(bytes) {
             Ok(w) if w.schema_version == SCHEMA_VERSION => {
-                check_showable(bytes)?;
+                super::showable::check_showable_read(bytes)?;
                 w
             }
             Ok(w) => return Err(DecodeError::Incompatible { found: u64::from(w.schema_version) }),

@@ -20,6 +20,78 @@ use super::DecodeError;
 /// level 1).
 pub const MAX_DEPTH: usize = 64;
 
+/// [`check_showable`] for a document a serde_json reader has just read (so it is one
+/// well-formed JSON document): most documents are settled by one plain byte scan, the
+/// rest by the full walk.
+///
+/// Hand-written because the full walk (a second serde_json pass with every string
+/// validated) cost 0.011 CPU-s per 1,000 polls at 5,000 polls/s, a fifth of the poller's
+/// CPU (perf: `parse_str`, `from_utf8`). What the scan settles needs no walk: the whole
+/// buffer is valid UTF-8 (one pass), no string has a `\u` escape (so no lone surrogate),
+/// no number has an exponent or more than 300 digits (so none is beyond `f64`), and the
+/// nesting stays within [`MAX_DEPTH`]. Anything else, however rare, takes the full walk.
+pub(crate) fn check_showable_read(bytes: &[u8]) -> Result<(), DecodeError> {
+    if plainly_showable(bytes) {
+        Ok(())
+    } else {
+        check_showable(bytes)
+    }
+}
+
+/// The byte scan of [`check_showable_read`]: true only when the document surely passes.
+fn plainly_showable(b: &[u8]) -> bool {
+    if std::str::from_utf8(b).is_err() {
+        return false;
+    }
+    let (mut depth, mut digits, mut in_string) = (0usize, 0usize, false);
+    let mut i = 0;
+    while i < b.len() {
+        if in_string {
+            // Strings are most of a compilation: jump to their next quote or escape.
+            let Some(at) = memchr::memchr2(b'"', b'\\', &b[i..]) else { return false };
+            i += at;
+            if b[i] == b'"' {
+                in_string = false;
+            } else if b.get(i + 1) == Some(&b'u') {
+                return false;
+            } else {
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        match b[i] {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                // The document is level 1 and its innermost value takes a level too, as
+                // in the full walk: at most MAX_DEPTH - 1 open brackets.
+                depth += 1;
+                if depth >= MAX_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 300 {
+                    return false;
+                }
+                i += 1;
+                continue;
+            }
+            b'e' | b'E' if digits > 0 || b.get(i.wrapping_sub(1)) == Some(&b'.') => return false,
+            b'.' if digits > 0 => {
+                i += 1;
+                continue; // a fraction: its digits count on
+            }
+            _ => {}
+        }
+        digits = 0;
+        i += 1;
+    }
+    true
+}
+
 /// Whether `bytes` is one JSON document a full parse reads, nested at most [`MAX_DEPTH`].
 pub fn check_showable(bytes: &[u8]) -> Result<(), DecodeError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -127,6 +199,31 @@ mod tests {
             let e = check_showable(doc).expect_err(what).to_string();
             assert!(e.starts_with("malformed compilation: ") && e.contains("line 1"), "{what}: {e}");
         }
+    }
+
+    #[test]
+    fn the_scan_settles_only_what_the_full_walk_accepts() {
+        // Each of these is well-formed JSON that the full walk refuses: the scan must not
+        // call any of them showable.
+        for doc in [
+            &b"{\"m\": \"caf\xe9\"}"[..],
+            br#"{"m": "\ud800"}"#,
+            br#"{"n": 1e400}"#,
+            br#"{"n": 1.5E400}"#,
+            format!("{{\"n\": {}}}", "9".repeat(400)).as_bytes(),
+            nested(MAX_DEPTH + 1).as_bytes(),
+        ] {
+            assert!(check_showable(doc).is_err());
+            assert!(!plainly_showable(doc), "{}", String::from_utf8_lossy(doc));
+            assert!(check_showable_read(doc).is_err());
+        }
+        // An ordinary compilation is settled by the scan alone.
+        let doc = r#"{"schema_version": 1, "m": "ok \" \\ café", "n": [1, -2.5, true, false, null], "e": "1e400"}"#
+            .as_bytes();
+        assert!(plainly_showable(doc));
+        check_showable(doc).unwrap();
+        // Escapes and exponents that are fine go the long way and pass.
+        check_showable_read(br#"{"m": "\u00e9", "n": 3.5e300}"#).unwrap();
     }
 
     #[test]
