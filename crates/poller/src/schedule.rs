@@ -78,8 +78,14 @@ pub fn next_slot(phase: f64, interval: Duration, after: DateTime<Utc>) -> DateTi
 /// FNV-1a, then SplitMix64's finalizer for an even spread. Fixed forever: the standard
 /// library's hasher may change between releases, and slots must not.
 fn stable_hash(s: &str) -> u64 {
+    stable_hash_bytes(s.bytes())
+}
+
+/// [`stable_hash`] of any bytes: what every poller computes alike, whatever its build
+/// (the cluster's rendezvous weights use it too, so nodes of different builds agree).
+pub(crate) fn stable_hash_bytes(bytes: impl IntoIterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
+    for b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -12,7 +12,7 @@ fn allowed(room: &str) -> Option<&'static [&'static str]> {
         "config" => &["levels"],
         "fetch" => &["config"],
         "fleet" => &["config", "fetch", "levels", "schedule", "clock_estimate", "model", "store", "cluster"],
-        "cluster" => &["model", "store"],
+        "cluster" => &["model", "schedule", "store"],
         "store" => &["model", "config"],
         "notify" => &["config", "fleet", "levels", "model", "store"],
         "web" => &["config", "fleet", "store", "notify", "model", "levels", "cluster"],

@@ -13,27 +13,17 @@
 
 use std::collections::HashMap;
 
-/// FNV-1a, 64 bits: a hash every node computes alike, whatever its build (std's hasher is
-/// not stable across Rust versions, and nodes may run different builds during an upgrade).
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    // Finalise (the avalanche of splitmix64) so that near-identical names spread.
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+/// `node`'s rendezvous weight for `server`: the schedule's stable hash (the same on every
+/// node, whatever its build: std's hasher is not stable across Rust versions, and nodes may
+/// run different builds during an upgrade) of both names, each ended by a byte no UTF-8
+/// text holds, so ("ab", "c") and ("a", "bc") differ.
+fn weight(node: &str, server: &str) -> u64 {
+    crate::schedule::stable_hash_bytes(node.bytes().chain([0xff]).chain(server.bytes()).chain([0xff]))
 }
 
 /// The live node that should poll `server` (rendezvous hashing); `None` with no live node.
 pub fn rightful<'a>(server: &str, live: &'a [String]) -> Option<&'a str> {
-    live.iter().max_by_key(|n| (fnv1a(&[n, server]), n.as_str())).map(String::as_str)
+    live.iter().max_by_key(|n| (weight(n, server), n.as_str())).map(String::as_str)
 }
 
 /// Servers a node gives up per round when they belong elsewhere: a tenth of what it
