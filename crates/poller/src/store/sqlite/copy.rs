@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::chains::Chains;
-use super::{insert_rows, SqliteStore};
+use super::{insert_rows, save_heads, SqliteStore};
 use crate::store::copy::{After, Kind, Row as CopyRow, Table, Value};
 use crate::store::StoreError;
 
@@ -119,17 +119,7 @@ impl SqliteStore {
             },
         )
         .await?;
-        let heads: Vec<(&str, i64)> = links.heads.iter().map(|(k, v)| (*k, *v)).collect();
-        insert_rows(
-            &mut tx,
-            "INSERT INTO poll_heads (server, last_id)",
-            "ON CONFLICT (server) DO UPDATE SET last_id = excluded.last_id",
-            &heads,
-            |mut b, (server, id)| {
-                b.push_bind(*server).push_bind(*id);
-            },
-        )
-        .await?;
+        save_heads(&mut tx, &links).await?;
         tx.commit().await?;
         chains.commit(links);
         Ok(())

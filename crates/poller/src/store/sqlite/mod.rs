@@ -270,17 +270,7 @@ impl super::Store for SqliteStore {
             },
         )
         .await?;
-        let heads: Vec<(&str, i64)> = links.heads.iter().map(|(k, v)| (*k, *v)).collect();
-        insert_rows(
-            &mut tx,
-            "INSERT INTO poll_heads (server, last_id)",
-            "ON CONFLICT (server) DO UPDATE SET last_id = excluded.last_id",
-            &heads,
-            |mut b, (server, id)| {
-                b.push_bind(*server).push_bind(*id);
-            },
-        )
-        .await?;
+        save_heads(&mut tx, &links).await?;
         let bodies: Vec<String> = batch.compilations.iter().map(|(_, _, c)| body_text(&c.body)).collect();
         let compilations: Vec<_> = batch.compilations.iter().zip(&bodies).collect();
         insert_rows(
@@ -603,6 +593,22 @@ async fn write_acks(tx: &mut sqlx::Transaction<'_, Sqlite>, acks: &[(String, Ack
 /// fields the poller skips; those are replaced rather than the reply refused.
 fn body_text(b: &bytes::Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Upserts each server's newest poll id of `links` into `poll_heads` (in the transaction
+/// that writes those polls; the in-memory chains follow once it has committed).
+async fn save_heads(tx: &mut sqlx::Transaction<'_, Sqlite>, links: &chains::Links<'_>) -> Result<(), StoreError> {
+    let heads: Vec<(&str, i64)> = links.heads.iter().map(|(k, v)| (*k, *v)).collect();
+    insert_rows(
+        tx,
+        "INSERT INTO poll_heads (server, last_id)",
+        "ON CONFLICT (server) DO UPDATE SET last_id = excluded.last_id",
+        &heads,
+        |mut b, (server, id)| {
+            b.push_bind(*server).push_bind(*id);
+        },
+    )
+    .await
 }
 
 /// Upserts servers' latest compilations, many rows to a statement; `latest` names each
