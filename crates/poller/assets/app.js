@@ -77,6 +77,7 @@
           if (!row) continue;
           const changed = row.dataset.state !== fresh.dataset.state || row.dataset.level !== fresh.dataset.level;
           row.replaceWith(fresh);
+          markPollRefused(fresh);
           if (changed) fresh.classList.add("flash");
         }
       } else {
@@ -136,6 +137,7 @@
       const r = await fetch("/servers/" + encodeURIComponent(serverPage.dataset.server) + "/parts");
       if (r.ok) {
         $("#live-parts").innerHTML = await r.text(); // rendered and escaped by the poller
+        markPollRefused($("#live-parts"));
         drawCharts();
         tick();
       }
@@ -281,6 +283,17 @@
   window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(drawCharts, 150); });
 
   // ---- poll now (both pages; buttons may be re-rendered, so delegate) ----
+  // A 403 is the user's role, which a page does not outlive: once refused, every poll-now
+  // button says so and stays disabled, re-rendered rows included.
+  let pollRefused = null;
+  function markPollRefused(root) {
+    if (!pollRefused) return;
+    for (const b of root.querySelectorAll("button.poll-now")) {
+      b.disabled = true;
+      b.textContent = "Not allowed";
+      b.title = pollRefused;
+    }
+  }
   document.addEventListener("click", async (ev) => {
     const b = ev.target.closest("button.poll-now");
     if (!b) return;
@@ -293,10 +306,14 @@
         const s = await r.json();
         if (fleet) updateRow(s.name);
         if (serverPage) await reloadParts();
+      } else if (r.status === 403) {
+        pollRefused = await r.json().then((j) => j.error, () => r.statusText);
+        markPollRefused(document);
+        return;
       } else {
-        // A viewer (403) or a poll on request within the last second (429): say so briefly.
+        // A poll on request within the last second (429) or a failure: say so briefly.
         b.title = await r.json().then((j) => j.error, () => r.statusText);
-        b.textContent = r.status === 429 ? "Polled just now" : r.status === 403 ? "Not allowed" : "Failed";
+        b.textContent = r.status === 429 ? "Polled just now" : "Failed";
         await new Promise((done) => setTimeout(done, 1500));
       }
     } catch (e) { /* shown by the live indicator */ }
