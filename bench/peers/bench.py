@@ -138,6 +138,12 @@ def measure(name, pid, n, interval, agent, failed_fn):
     w0, _ = io_bytes(pid)
     t0 = time.time()
     log(f"{name}: measuring {WINDOW:.0f} s")
+    # System calls and context switches of the window, counted by the kernel for both
+    # peers alike (perf stat on two software events costs far less than strace).
+    counts = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter,context-switches", "-p",
+                               str(pid), "--", "sleep", str(WINDOW)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p0 = phases() if name == "poller" else None
     perf = None
     if os.environ.get("PERF") and name == "poller":
         # A CPU profile of the window (perf report -i PERF): where the poller's time goes.
@@ -148,13 +154,24 @@ def measure(name, pid, n, interval, agent, failed_fn):
     time.sleep(WINDOW)
     if perf:
         perf.wait()
+    kernel = {}
+    for line in counts.communicate()[1].splitlines():
+        f = line.split(",")
+        if len(f) > 2 and f[0].strip().isdigit():
+            kernel[f[2]] = int(f[0])
+    p1 = phases() if name == "poller" else None
     c1 = cpu_s(pid)
     w1, _ = io_bytes(pid)
     window = time.time() - t0
     st = client(sim_stats(int(interval * 1000)), agent)
     f1 = failed_fn()
     polls = st["requests"]
+    per_1000 = lambda v: v / (polls / 1000) if polls and v is not None else None
     return {
+        "syscalls_per_1000": per_1000(kernel.get("raw_syscalls:sys_enter")),
+        "switches_per_1000": per_1000(kernel.get("context-switches")),
+        "phases_us": ({k: (p1[k] - p0.get(k, 0.0)) * 1e6 / polls for k in p1} if p0 is not None and p1 and polls
+                      else None),
         "polls": polls,
         "polls_per_s": polls / window,
         "cpu_s": c1 - c0,
@@ -222,6 +239,27 @@ def poller_config(tmp, db, interval, servers_toml):
         f'max_concurrent_polls = 4096\n[[level]]\nname = "normal"\ninterval = "{int(interval * 1000)}ms"\n'
         + servers_toml
     )
+
+
+def poller_metric(text, prefix):
+    """The values of the lines of `/metrics` text starting with `prefix`, by their labels."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            labels, _, value = line.rpartition(" ")
+            out[labels[len(prefix):]] = float(value)
+    return out
+
+
+def phases():
+    """The poller's own time per phase so far (s): rollcall_poll_phase_seconds_total."""
+    try:
+        text = http(f"http://127.0.0.1:{PEER_PORT}/metrics", timeout=60).decode()
+    except Exception as e:
+        log("poller /metrics failed:", e)
+        return None
+    got = poller_metric(text, "rollcall_poll_phase_seconds_total")
+    return {k.split('"')[1]: v for k, v in got.items() if '"' in k}
 
 
 def poller_failed():
@@ -319,6 +357,8 @@ def report(n, interval, prom, roll):
         ("interval lateness p99 (ms)", "p99", ""),
         ("failed polls in window", "failed", ".0f"),
         ("bytes written per poll (write calls)", "written_per_poll", ".0f"),
+        ("system calls per 1,000 polls", "syscalls_per_1000", ".0f"),
+        ("context switches per 1,000 polls", "switches_per_1000", ".0f"),
     ]
     if prom is None:
         prom = {"stored": "(not run: ONLY=rollcall)", "idle_rss_kb": 1, "rss_kb": 1}
@@ -331,6 +371,13 @@ def report(n, interval, prom, roll):
             a, b, spec = a / 1024, b / 1024, ".1f"
         ratio = f"{b / a:.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "-"
         print(f"{label:32} {fmt(a, spec):>14} {fmt(b, spec):>14} {ratio:>14}")
+    if roll.get("phases_us"):
+        ph = roll["phases_us"]
+        total = roll["cpu_per_1000"] * 1000
+        named = sum(ph.values())
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in ph.items())
+        print(f"Rollcall per poll (µs, its own counters): {parts}; the rest (runtime, timers, sockets, "
+              f"kernel) {total - named:.1f}; CPU in all {total:.1f}")
     print(f"Prometheus stored: {prom['stored']}")
     print(f"Rollcall stored:   {roll['stored']}")
     print(f"Rollcall growth:   {roll['growth']}")
