@@ -22,15 +22,23 @@ use crate::config::{ClientTls, ServerConfig};
 
 mod plain;
 
-/// A compilation as received, with the poller's send (T1) and receive (T4) times.
+/// A reply as received, with the poller's send (T1) and receive (T4) times; the fleet
+/// reads it with [`decode`] (the `parse` phase of `/metrics`).
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    /// What the poller judges the server by; the whole compilation is `raw`.
-    pub digest: Digest,
     /// The reply body exactly as received, kept as the latest compilation.
     pub raw: Bytes,
     pub sent_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+}
+
+/// Reads a reply body as a compilation's [`Digest`]; a body that is not one is a failed
+/// poll, `incompatible` (another schema version) or `malformed` (anything else).
+pub fn decode(raw: &[u8]) -> Result<Digest, PollError> {
+    Digest::from_slice(raw).map_err(|e| match e {
+        DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
+        DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
+    })
 }
 
 /// Why a poll produced no compilation. `kind()` names the deficiency source `poll:KIND`.
@@ -127,12 +135,7 @@ impl HttpFetcher {
         let reply =
             self.plain.get(&server.address, COMPILATION_PATH, token, self.max_reply_bytes, tls.as_ref()).await?;
         judge_status(reply.status)?;
-        let raw = reply.body;
-        let digest = Digest::from_slice(&raw).map_err(|e| match e {
-            DecodeError::Incompatible { .. } => PollError::Incompatible(e.to_string()),
-            DecodeError::Malformed(_) => PollError::Malformed(e.to_string()),
-        })?;
-        Ok(Fetched { digest, raw, sent_at: reply.sent_at, received_at: reply.received_at })
+        Ok(Fetched { raw: reply.body, sent_at: reply.sent_at, received_at: reply.received_at })
     }
 
     /// The TLS config for an `https://` server: its own, else the system's CAs; `None`

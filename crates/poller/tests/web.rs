@@ -179,6 +179,17 @@ async fn prometheus_scrapes_metrics_and_a_per_server_query_answers() {
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle:?}:\n{text}");
     }
+    // The poll's own work by phase: every phase of an answered poll took some time.
+    for phase in ["fetch", "parse", "judge", "store"] {
+        let line = format!("rollcall_poll_phase_seconds_total{{phase=\"{phase}\"}} ");
+        let v: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("/metrics lacks {line:?}:\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(phase == "store" || v > 0.0, "{phase} took no time: {v}");
+    }
 
     let target = poller.base.trim_start_matches("http://").to_string();
     let (prom, base) = support::prometheus(dir.path(), &target).await;

@@ -346,11 +346,19 @@ impl Fleet {
     /// Polls `server` now, applies the result and records it; answers the server as it
     /// now stands.
     pub async fn poll(&self, server: &Server) -> ServerSummary {
+        // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an idle
+        // server's loop would otherwise carry it between polls.
+        stats::Busy::new(Box::pin(self.poll_once(server)), &self.stats.phases.poll).await
+    }
+
+    async fn poll_once(&self, server: &Server) -> ServerSummary {
         let _one_at_a_time = server.polling.lock().await;
         let started = self.timebase.wall_now();
         let (result, took) = self.ask(server).await;
         let at = self.timebase.wall_now();
+        let parsing = std::time::Instant::now();
         let mut verdict = verdict::judge(result);
+        stats::add_since(&self.stats.phases.parse, parsing);
         let kept = self.keep_clock(server, &verdict, at).await;
         if let Some(d) = kept.deficiency {
             verdict.add(d);
@@ -453,7 +461,7 @@ impl Fleet {
         let started = std::time::Instant::now();
         let _slot = self.in_flight.acquire().await;
         let _counted = self.stats.in_flight();
-        let result = self.fetcher.fetch(&server.config).await;
+        let result = stats::Busy::new(self.fetcher.fetch(&server.config), &self.stats.phases.fetch).await;
         (result, started.elapsed())
     }
 
@@ -822,9 +830,7 @@ impl Fleet {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = server.stop.cancelled() => return,
-                // Boxed: the poll's state (HTTP client, JSON, store) is kilobytes, and an
-                // idle loop would otherwise carry it between polls, once per server.
-                _ = Box::pin(self.poll(&server)) => {}
+                _ = self.poll(&server) => {}
             }
         }
     }

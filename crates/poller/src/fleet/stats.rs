@@ -1,9 +1,12 @@
 //! Poll statistics: what the fleet counts about its own polls (outcomes, durations,
-//! lateness, polls in flight), lock-free, read by `/metrics` at scrape time.
+//! lateness, polls in flight, time per phase), lock-free, read by `/metrics` at scrape time.
 
 use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use crate::model::ServerState;
 
@@ -64,6 +67,57 @@ pub struct PollStats {
     pub(crate) in_flight: AtomicI64,
     pub(crate) duration: Histogram,
     pub(crate) lateness: Histogram,
+    pub(crate) phases: Phases,
+}
+
+/// The time polls spend working, in nanoseconds, by phase: what a poll costs the poller
+/// beside its waits. `fetch` is the HTTP exchange's own work (not the wait for the
+/// answer), `parse` reading the reply, `poll` everything a poll does (so judging, clock
+/// keeping and handing the results on are `poll - fetch - parse`). The store's share is
+/// the writer's ([`crate::store::WriterStats::busy_ns`]).
+#[derive(Debug, Default)]
+pub struct Phases {
+    pub(crate) poll: AtomicU64,
+    pub(crate) fetch: AtomicU64,
+    pub(crate) parse: AtomicU64,
+}
+
+impl Phases {
+    /// `(phase, seconds)` so far: fetch, parse, judge.
+    pub fn seconds(&self) -> [(&'static str, f64); 3] {
+        let [poll, fetch, parse] = [&self.poll, &self.fetch, &self.parse].map(|c| c.load(Ordering::Relaxed));
+        let judge = poll.saturating_sub(fetch + parse);
+        [("fetch", fetch as f64 / 1e9), ("parse", parse as f64 / 1e9), ("judge", judge as f64 / 1e9)]
+    }
+}
+
+/// Adds the time since `started` to `total` (nanoseconds).
+pub(crate) fn add_since(total: &AtomicU64, started: Instant) {
+    total.fetch_add(started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+}
+
+/// A future whose work is timed: the time spent inside its `poll` calls (not the waits
+/// between them) is added to a counter. Two clock reads per wake-up (vDSO, tens of ns).
+pub(crate) struct Busy<'a, F> {
+    fut: F,
+    total: &'a AtomicU64,
+}
+
+impl<'a, F: Future + Unpin> Busy<'a, F> {
+    pub(crate) fn new(fut: F, total: &'a AtomicU64) -> Self {
+        Busy { fut, total }
+    }
+}
+
+impl<F: Future + Unpin> Future for Busy<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let started = Instant::now();
+        let out = Pin::new(&mut self.fut).poll(cx);
+        add_since(self.total, started);
+        out
+    }
 }
 
 impl Default for PollStats {
@@ -75,6 +129,7 @@ impl Default for PollStats {
             in_flight: AtomicI64::new(0),
             duration: Histogram::new(DURATION_BOUNDS),
             lateness: Histogram::new(LATENESS_BOUNDS),
+            phases: Phases::default(),
         }
     }
 }

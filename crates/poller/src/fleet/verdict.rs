@@ -5,7 +5,7 @@
 use rollcall_protocol::{Deficiency, Severity};
 
 use crate::clock_estimate::ClockEstimate;
-use crate::fetch::{Fetched, PollError};
+use crate::fetch::{self, Fetched, PollError};
 use crate::model::ServerState;
 
 /// What one poll found.
@@ -43,19 +43,19 @@ pub struct Reply {
     pub attendant: String,
 }
 
-/// Judges a poll's outcome.
+/// Judges a poll's outcome: a reply is read ([`fetch::decode`]) first, and one that is not
+/// a compilation is a failed poll like any other.
 pub fn judge(result: Result<Fetched, PollError>) -> Verdict {
-    match result {
-        Ok(f) => {
-            let estimate =
-                ClockEstimate::from_stamps(f.sent_at, f.digest.received_at, f.digest.replied_at, f.received_at);
-            let deficiencies = f.digest.deficiencies;
+    match result.and_then(|f| fetch::decode(&f.raw).map(|digest| (f, digest))) {
+        Ok((f, digest)) => {
+            let estimate = ClockEstimate::from_stamps(f.sent_at, digest.received_at, digest.replied_at, f.received_at);
+            let deficiencies = digest.deficiencies;
             Verdict {
                 state: if deficiencies.is_empty() { ServerState::Ok } else { ServerState::Deficient },
                 deficiencies,
                 error: None,
                 estimate: Some(estimate),
-                reply: Some(Reply { substance: f.digest.substance, raw: f.raw, attendant: f.digest.attendant }),
+                reply: Some(Reply { substance: digest.substance, raw: f.raw, attendant: digest.attendant }),
             }
         }
         Err(e) => Verdict {

@@ -59,6 +59,9 @@ pub struct WriterStats {
     pub dropped_polls: AtomicU64,
     /// History compilations dropped under a long fault.
     pub dropped_compilations: AtomicU64,
+    /// Time spent writing batches, in nanoseconds (wall time of each attempt: the store's
+    /// work, the `store` phase of `/metrics`).
+    pub busy_ns: AtomicU64,
     /// The write fault in progress, if any (`GET /api/v1/health`).
     fault: parking_lot::Mutex<Option<FaultReport>>,
 }
@@ -206,7 +209,10 @@ impl Task {
         if self.batch.is_empty() {
             return;
         }
-        match self.store.write(&self.batch).await {
+        let started = std::time::Instant::now();
+        let written = self.store.write(&self.batch).await;
+        self.stats.busy_ns.fetch_add(started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        match written {
             Ok(()) => {
                 *self.stats.fault.lock() = None;
                 if let Some(f) = self.fault.take() {

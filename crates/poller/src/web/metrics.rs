@@ -150,6 +150,18 @@ pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
         "Time from asking to the whole answer (or failure).",
     );
     st.lateness.render(&mut out, "rollcall_poll_lateness_seconds", "How late after its slot a scheduled poll started.");
+    header(
+        &mut out,
+        "rollcall_poll_phase_seconds_total",
+        "counter",
+        "Time polls spent working (not waiting), by phase: fetch (the HTTP exchange), parse \
+         (reading the reply), judge (levels, clock keeping, handing on), store (the writer's \
+         batches).",
+    );
+    let store = fleet.writer().stats().busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
+    for (phase, s) in st.phases.seconds().into_iter().chain([("store", store)]) {
+        let _ = writeln!(out, "rollcall_poll_phase_seconds_total{{phase=\"{phase}\"}} {}", seconds(s));
+    }
     header(&mut out, "rollcall_servers", "gauge", "Servers configured.");
     let _ = writeln!(out, "rollcall_servers {}", summaries.len());
 
