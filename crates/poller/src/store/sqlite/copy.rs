@@ -5,8 +5,8 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use super::chains::Chains;
-use super::{insert_rows, save_heads, SqliteStore};
+use super::chains::save_heads;
+use super::{insert_rows, SqliteStore};
 use crate::store::copy::{After, Kind, Row as CopyRow, Table, Value};
 use crate::store::StoreError;
 
@@ -87,11 +87,6 @@ impl SqliteStore {
         table: &Table,
         rows: &[CopyRow],
     ) -> Result<(), StoreError> {
-        let mut guard = self.chains.lock().await;
-        if guard.is_none() {
-            *guard = Some(Chains::load(&self.pool).await?);
-        }
-        let chains = guard.get_or_insert_with(Chains::default);
         let mut keyed = Vec::with_capacity(rows.len());
         for row in rows {
             match (row.first().and_then(Value::as_int), row.get(1)) {
@@ -104,7 +99,7 @@ impl SqliteStore {
                 }
             }
         }
-        let links = chains.adopt(keyed.iter().copied());
+        let links = self.chains.lock().adopt(keyed.iter().copied());
         let linked: Vec<(&CopyRow, Option<i64>)> = rows.iter().zip(links.rows.iter().map(|(_, prev)| *prev)).collect();
         insert_rows(
             &mut tx,
@@ -119,9 +114,10 @@ impl SqliteStore {
             },
         )
         .await?;
-        save_heads(&mut tx, &links).await?;
+        let heads: Vec<(&str, i64)> = links.heads.iter().map(|(k, v)| (*k, *v)).collect();
+        save_heads(&mut tx, &heads).await?;
         tx.commit().await?;
-        chains.commit(links);
+        self.chains.lock().commit(links);
         Ok(())
     }
 }

@@ -7,9 +7,11 @@
 //! - Rows are written many to a statement (`insert_rows`: chunks of 64, 32, ... 1, so a
 //!   handful of prepared statements serve any batch).
 //! - Each server's poll rows form a chain (migration 0005): a row names the previous row
-//!   of its server, and `poll_heads` names the newest, so a server's history is read by
-//!   following links instead of keeping an index on every poll row. Ids are assigned
+//!   of its server, and the server's head names the newest, so a server's history is read
+//!   by following links instead of keeping an index on every poll row. Ids are assigned
 //!   here (`chains`), above every id a head ever named, so a pruned id is never reused.
+//!   The heads are held in memory and saved in arrears (`chains`, migration 0007): every
+//!   read of the whole store saves them first.
 //! - Times are stored as Unix milliseconds (UTC).
 
 use std::str::FromStr;
@@ -35,9 +37,9 @@ use chains::Chains;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    /// The poll chains' heads and the next poll id, loaded on the first write; only the
-    /// writer task uses them.
-    chains: std::sync::Arc<tokio::sync::Mutex<Option<Chains>>>,
+    /// The poll chains' heads and the next poll id, loaded at open. Locked only between
+    /// awaits: the writer links a batch, writes it, then commits the links.
+    chains: std::sync::Arc<parking_lot::Mutex<Chains>>,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -115,7 +117,8 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { url: url.to_string(), source })?;
-        Ok(SqliteStore { pool, chains: Default::default() })
+        let chains = Chains::load(&pool).await?;
+        Ok(SqliteStore { pool, chains: std::sync::Arc::new(parking_lot::Mutex::new(chains)) })
     }
 
     /// The newest `limit` rows of one server from a history table (`select` names the
@@ -132,6 +135,16 @@ impl SqliteStore {
         Ok(rows.iter().map(row).collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
 
+    /// Saves the heads that moved since the last save, now.
+    async fn save_heads_now(&self) -> Result<(), StoreError> {
+        let Some(unsaved) = self.chains.lock().unsaved(true) else { return Ok(()) };
+        let mut tx = self.pool.begin().await?;
+        unsaved.write(&mut tx).await?;
+        tx.commit().await?;
+        self.chains.lock().saved(&unsaved);
+        Ok(())
+    }
+
     /// The pool, for tests that reach under the API (corrupting a row, injecting a fault).
     #[cfg(test)]
     pub(crate) fn pool(&self) -> &SqlitePool {
@@ -142,6 +155,7 @@ impl SqliteStore {
 #[async_trait::async_trait]
 impl super::Store for SqliteStore {
     async fn load_servers(&self) -> Result<Vec<StoredServer>, StoreError> {
+        self.save_heads_now().await?;
         let rows = sqlx::query(
             // The row is written when level or state change; the newest poll row has the
             // time, offset and delay of the last poll.
@@ -244,12 +258,10 @@ impl super::Store for SqliteStore {
 
         // Chain each poll row to the server's previous one; the in-memory chains change only
         // once the transaction has committed, so a failed batch is retried over the same heads.
-        let mut chains_guard = self.chains.lock().await;
-        if chains_guard.is_none() {
-            *chains_guard = Some(Chains::load(&self.pool).await?);
-        }
-        let chains = chains_guard.get_or_insert_with(Chains::default);
-        let links = chains.link(batch.polls.iter().map(|(server, _)| server.as_str()));
+        let (links, unsaved) = {
+            let chains = self.chains.lock();
+            (chains.link(batch.polls.iter().map(|(server, _)| server.as_str())), chains.unsaved(false))
+        };
         let polls: Vec<(&(String, PollRow), &(i64, Option<i64>))> = batch.polls.iter().zip(&links.rows).collect();
         insert_rows(
             &mut tx,
@@ -270,7 +282,9 @@ impl super::Store for SqliteStore {
             },
         )
         .await?;
-        save_heads(&mut tx, &links).await?;
+        if let Some(unsaved) = &unsaved {
+            unsaved.write(&mut tx).await?;
+        }
         let bodies: Vec<String> = batch.compilations.iter().map(|(_, _, c)| body_text(&c.body)).collect();
         let compilations: Vec<_> = batch.compilations.iter().zip(&bodies).collect();
         insert_rows(
@@ -321,7 +335,11 @@ impl super::Store for SqliteStore {
         )
         .await?;
         tx.commit().await?;
+        let mut chains = self.chains.lock();
         chains.commit(links);
+        if let Some(unsaved) = &unsaved {
+            chains.saved(unsaved);
+        }
         Ok(())
     }
 
@@ -359,9 +377,10 @@ impl super::Store for SqliteStore {
             return Ok(History::default());
         }
         // The server's chain of poll rows, from its head back (see migration 0005).
+        let head = self.chains.lock().head(server);
         let rows = sqlx::query(
             "WITH RECURSIVE chain(id, n) AS (
-                 SELECT last_id, 1 FROM poll_heads WHERE server = ?1
+                 SELECT ?3, 1 WHERE ?3 IS NOT NULL
                  UNION ALL
                  SELECT p.prev_id, c.n + 1 FROM polls p JOIN chain c ON p.id = c.id
                  WHERE p.prev_id IS NOT NULL AND c.n < ?2)
@@ -370,6 +389,7 @@ impl super::Store for SqliteStore {
         )
         .bind(server)
         .bind(i64::from(limit))
+        .bind(head)
         .fetch_all(&self.pool)
         .await?;
         let polls = rows
@@ -535,6 +555,10 @@ impl super::Store for SqliteStore {
     }
 
     async fn close(&self) {
+        if let Err(e) = self.save_heads_now().await {
+            // Nothing is lost: the next start reads the heads back from the poll rows.
+            tracing::warn!(error = %e, "poll heads not saved at close; the next start finds them again");
+        }
         self.pool.close().await;
     }
 }
@@ -593,22 +617,6 @@ async fn write_acks(tx: &mut sqlx::Transaction<'_, Sqlite>, acks: &[(String, Ack
 /// fields the poller skips; those are replaced rather than the reply refused.
 fn body_text(b: &bytes::Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Upserts each server's newest poll id of `links` into `poll_heads` (in the transaction
-/// that writes those polls; the in-memory chains follow once it has committed).
-async fn save_heads(tx: &mut sqlx::Transaction<'_, Sqlite>, links: &chains::Links<'_>) -> Result<(), StoreError> {
-    let heads: Vec<(&str, i64)> = links.heads.iter().map(|(k, v)| (*k, *v)).collect();
-    insert_rows(
-        tx,
-        "INSERT INTO poll_heads (server, last_id)",
-        "ON CONFLICT (server) DO UPDATE SET last_id = excluded.last_id",
-        &heads,
-        |mut b, (server, id)| {
-            b.push_bind(*server).push_bind(*id);
-        },
-    )
-    .await
 }
 
 /// Upserts servers' latest compilations, many rows to a statement; `latest` names each

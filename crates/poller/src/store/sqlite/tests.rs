@@ -158,6 +158,30 @@ async fn poll_history_survives_the_move_to_chains_and_continues_them() {
 }
 
 #[tokio::test]
+async fn chains_continue_after_a_crash_that_left_the_heads_unsaved() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crash.db").display());
+    let at = |h: &History| h.polls.iter().map(|p| p.at.timestamp_millis()).collect::<Vec<_>>();
+    {
+        let store = SqliteStore::open(&url).await.unwrap();
+        store.write(&batch([record("a", 1_000, "normal", false, None)])).await.unwrap();
+        store
+            .write(&batch([record("b", 2_000, "normal", false, None), record("a", 3_000, "normal", false, None)]))
+            .await
+            .unwrap();
+        assert_eq!(at(&store.history("a", 10).await.unwrap()), [3_000, 1_000], "read from the heads in memory");
+        // Killed: no close, so the heads of these polls were never saved.
+    }
+    let store = SqliteStore::open(&url).await.unwrap();
+    assert_eq!(at(&store.history("a", 10).await.unwrap()), [3_000, 1_000]);
+    store.write(&batch([record("a", 4_000, "normal", false, None)])).await.unwrap();
+    assert_eq!(at(&store.history("a", 10).await.unwrap()), [4_000, 3_000, 1_000], "the chain goes on unbroken");
+    assert_eq!(at(&store.history("b", 10).await.unwrap()), [2_000]);
+    let a = store.load_servers().await.unwrap().into_iter().find(|s| s.facts.name == "a").unwrap();
+    assert_eq!(a.facts.last_poll_at.map(|t| t.timestamp_millis()), Some(4_000));
+}
+
+#[tokio::test]
 async fn ids_of_pruned_polls_are_never_given_to_another_server() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("ids.db").display());
