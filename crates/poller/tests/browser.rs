@@ -76,11 +76,10 @@ async fn dashboard_lists_the_fleet_updates_live_shows_a_server_and_polls_now() {
 
     let c = support::browser(&driver_url, &dir.path().join("chromium-profile"), 1280, 760).await;
     c.goto(&format!("{}/", poller.base)).await.expect("open the fleet view");
-    let rows = c.find_all(Locator::Css("#fleet tbody tr.server")).await.expect("rows");
-    let mut names = Vec::new();
-    for r in &rows {
-        names.push(r.attr("data-server").await.unwrap().unwrap_or_default());
-    }
+    // Read in one script: a live update may replace a row between two WebDriver calls.
+    let js = "return Array.from(document.querySelectorAll('#fleet tbody tr.server')).map(r => r.dataset.server);";
+    let rows = c.execute(js, vec![]).await.expect("rows");
+    let mut names: Vec<String> = serde_json::from_value(rows).expect("row names");
     names.sort();
     assert_eq!(names, ["db-01", "mail-01", "web-01"]);
     wait_for("the live indicator", || async { text(&c, "#live").await.filter(|t| t == "live") }).await;

@@ -197,6 +197,7 @@ impl Notifier {
             writer: setup.writer,
             memory,
             unsaved: HashMap::new(),
+            held: std::collections::VecDeque::new(),
             saved_at: tokio::time::Instant::now(),
             reasons: HashMap::new(),
             notifier: notifier.clone(),
@@ -336,6 +337,9 @@ impl Notifier {
 /// commit per flip: most of the commits at 1,000 polls/s with 1 % of servers flapping.
 pub const MEMORY_SAVE_EVERY: Duration = Duration::from_secs(5);
 
+/// How often held notices look whether the store has started failing meanwhile.
+const HOLD_CHECK: Duration = Duration::from_secs(1);
+
 /// The task that turns fleet events into notices.
 struct Decider {
     damping: Damping,
@@ -346,6 +350,9 @@ struct Decider {
     /// Memory the store refused, by server: retried with the next change of any server,
     /// so a store fault never loses what was told (only the newest row of a server counts).
     unsaved: HashMap<String, crate::model::NotifyRow>,
+    /// Notices waiting for the writer to commit the poll they tell of, with the
+    /// [`Writer::mark`](crate::store::Writer::mark) that poll's record is under, in order.
+    held: std::collections::VecDeque<(u64, Notice)>,
     /// When memory was last saved without a decision to save (see [`MEMORY_SAVE_EVERY`]).
     saved_at: tokio::time::Instant,
     /// The reason of each server's latest level change, until its poll event tells it.
@@ -364,8 +371,18 @@ impl Decider {
     async fn run(mut self, mut events: broadcast::Receiver<FleetEvent>, stop: CancellationToken) {
         // Downtimes that ended while the poller was stopped are handled at once.
         self.end_downtimes().await;
+        let mut committed = self.writer.as_ref().map(|w| w.committed());
         loop {
             let next_end = self.downtimes.next_end();
+            let commit = async {
+                match committed.as_mut() {
+                    Some(c) if !self.held.is_empty() => {
+                        // A store that fails commits nothing: its notices are not held back.
+                        let _ = tokio::time::timeout(HOLD_CHECK, c.changed()).await;
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
             let end = async {
                 match next_end {
                     Some(t) => tokio::time::sleep((t - Utc::now()).to_std().unwrap_or_default()).await,
@@ -374,7 +391,9 @@ impl Decider {
             };
             let event = tokio::select! {
                 _ = stop.cancelled() => {
-                    save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
+                    // Held notices were never told: their decisions are not saved, so the
+                    // next start decides them again.
+                    self.save_memory().await;
                     return;
                 }
                 e = events.recv() => e,
@@ -384,6 +403,10 @@ impl Decider {
                 }
                 _ = end => {
                     self.end_downtimes().await;
+                    continue;
+                }
+                _ = commit => {
+                    self.release().await;
                     continue;
                 }
             };
@@ -462,28 +485,25 @@ impl Decider {
                 let Some(mem) = self.memory.get_mut(&s.facts.name) else { return };
                 let (decision, dirty) = self.damping.observe(mem, &s.facts.level, s.facts.state, at, &self.first_level);
                 let reason = if self.reasons.is_empty() { None } else { self.reasons.remove(&s.facts.name) };
-                if decision.is_some() {
-                    // What is told must be in the history first: wait until the writer
-                    // has stored this poll (and its transition), so a crash between the
-                    // two never leaves a notice about a change the history lost. A failing
-                    // store answers at once and does not hold the notice back.
-                    if let Some(w) = &self.writer {
-                        if let Err(e) = w.flush().await {
-                            tracing::debug!(server = %s.facts.name, error = %e, "notice not waiting for the store");
-                        }
-                    }
-                }
+                // What is told must be in the history first: the notice waits until the
+                // writer has committed this poll (and its transition), so a crash between
+                // the two never leaves a notice about a change the history lost. It waits
+                // for the writer's own commit, never forcing one: a commit per notice was
+                // most of the commits when many servers changed at once.
+                // A decision is saved just before its notice is handed on (after the hold):
+                // a restart after that never tells it again, and a crash during the hold
+                // loses nothing, since the next start decides it again. Flap history alone
+                // waits for the next save.
+                let hold = self.writer.as_ref().map(|w| w.mark());
+                let told = mem.told.clone();
                 if dirty {
-                    // A decision is persisted first: a restart after this point never tells
-                    // it again. Flap history alone waits for the next save.
                     self.unsaved.insert(s.facts.name.clone(), mem.to_row(&s.facts.name));
-                    if decision.is_some() || self.saved_at.elapsed() >= MEMORY_SAVE_EVERY {
-                        save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
-                        self.saved_at = tokio::time::Instant::now();
+                    if decision.is_none() && self.saved_at.elapsed() >= MEMORY_SAVE_EVERY {
+                        self.save_memory().await;
                     }
                 }
                 let name = &s.facts.name;
-                if mem.told.is_fine(&self.first_level) {
+                if told.is_fine(&self.first_level) {
                     self.since.remove(name);
                 } else if !self.since.contains_key(name) {
                     self.since.insert(name.clone(), at);
@@ -493,13 +513,14 @@ impl Decider {
                     self.silenced.insert(name.clone(), (s.facts.deficiencies.clone(), s.facts.ack.is_some()));
                 }
                 let Some(d) = decision else { return };
-                let told = mem.told.clone();
                 if let Some(dt) = downtime {
                     tracing::info!(server = %name, kind = d.kind.as_str(), downtime = dt.id, "notice silenced: downtime");
+                    self.save_memory().await;
                     return;
                 }
                 if let Some(ack) = &s.facts.ack {
                     tracing::info!(server = %name, kind = d.kind.as_str(), by = %ack.by, "notice silenced: acknowledged");
+                    self.save_memory().await;
                     return;
                 }
                 let mut summary = summary(d.kind, &s.facts.name, &told, &s.facts.deficiencies);
@@ -508,7 +529,7 @@ impl Decider {
                 }
                 let deficient_since = self.since.get(name).copied();
                 let url = self.url(name);
-                self.notifier.enqueue(Notice {
+                let notice = Notice {
                     kind: d.kind,
                     server: s.facts.name.clone(),
                     at,
@@ -525,9 +546,56 @@ impl Decider {
                     downtime: None,
                     url,
                     servers_behind: s.servers_behind,
-                });
+                };
+                match hold {
+                    Some(mark) => {
+                        self.held.push_back((mark, notice));
+                        self.release().await;
+                    }
+                    None => {
+                        self.save_memory().await;
+                        self.notifier.enqueue(notice);
+                    }
+                }
             }
         }
+    }
+
+    /// Hands on the held notices whose polls are committed, in order, their decisions
+    /// saved first; all of them while the store fails (a failing store does not hold
+    /// notices back).
+    async fn release(&mut self) {
+        let Some(w) = &self.writer else { return };
+        let committed = *w.committed().borrow();
+        let failing = w.stats().fault().is_some();
+        let mut ready = Vec::new();
+        while self.held.front().is_some_and(|(mark, _)| failing || *mark <= committed) {
+            if let Some((_, notice)) = self.held.pop_front() {
+                if let Some(m) = self.memory.get(&notice.server) {
+                    self.unsaved.insert(notice.server.clone(), m.to_row(&notice.server));
+                }
+                ready.push(notice);
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        self.save_memory().await;
+        for notice in ready {
+            self.notifier.enqueue(notice);
+        }
+    }
+
+    /// Saves the memory not saved yet, but for servers whose notice is held: their
+    /// decision is saved when the notice is handed on.
+    async fn save_memory(&mut self) {
+        let held: std::collections::HashSet<&str> = self.held.iter().map(|(_, n)| n.server.as_str()).collect();
+        let (mut now, later): (HashMap<_, _>, HashMap<_, _>) =
+            std::mem::take(&mut self.unsaved).into_iter().partition(|(server, _)| !held.contains(server.as_str()));
+        save_unsaved(self.store.as_ref(), &mut now).await;
+        now.extend(later);
+        self.unsaved = now;
+        self.saved_at = tokio::time::Instant::now();
     }
 
     /// The dashboard page of `server`, when `public_url` is set.

@@ -53,6 +53,7 @@ macro_rules! store_suite {
             changed_compilations_join_the_history_and_are_pruned_by_age,
             notification_memory_survives_reopening,
             writer_batches_and_flush_waits_for_everything_before_it,
+            a_mark_is_committed_by_the_window_s_own_commit,
             a_failed_write_is_kept_and_stored_once_the_store_works_again,
             acks_and_operator_actions_survive_reopening_and_an_ended_ack_is_gone,
             downtimes_survive_reopening_until_closed,
@@ -248,6 +249,25 @@ pub(crate) async fn writer_batches_and_flush_waits_for_everything_before_it(h: &
     writer.flush().await.unwrap();
     assert_eq!(store.history("a", 1000).await.unwrap().polls.len(), 500);
     assert!(writer.stats().batches.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    drop(writer);
+    task.await.unwrap();
+}
+
+pub(crate) async fn a_mark_is_committed_by_the_window_s_own_commit(h: &impl Harness) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let store = h.open().await;
+    let (writer, task) = Writer::start(store.clone());
+    let mut committed = writer.committed();
+    let mut marks = Vec::new();
+    for i in 0..3 {
+        writer.record(record("a", 1_000 + i, "normal", false, None)).await.unwrap();
+        marks.push(writer.mark());
+    }
+    assert_eq!(marks, [1, 2, 3], "each record counted once queued");
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), committed.wait_for(|&c| c >= 3)).await;
+    assert!(waited.expect("the writer never committed the three records").is_ok());
+    assert_eq!(store.history("a", 10).await.unwrap().polls.len(), 3, "committed means stored");
+    assert_eq!(writer.stats().batches.load(Relaxed), 1, "waiting for a mark forces no commit of its own");
     drop(writer);
     task.await.unwrap();
 }

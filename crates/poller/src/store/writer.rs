@@ -14,7 +14,9 @@
 //!   in [`WriterStats`] (`/metrics`) and reported there while it lasts ([`FaultReport`],
 //!   `GET /api/v1/health`).
 //! - A flush answers `Ok` once everything recorded before it is written, or
-//!   [`StoreError::Failing`] at once while the store is failing.
+//!   [`StoreError::Failing`] at once while the store is failing. Who only needs to know
+//!   when a record is written, without cutting the window short, compares
+//!   [`Writer::mark`] with [`Writer::committed`].
 //! - When every [`Writer`] is dropped, the task writes what is queued, retrying for up to
 //!   [`SHUTDOWN_PATIENCE`], and says what it could not write.
 
@@ -22,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{Batch, SharedStore, StoreError};
@@ -59,6 +61,10 @@ pub struct WriterStats {
     pub dropped_polls: AtomicU64,
     /// History compilations dropped under a long fault.
     pub dropped_compilations: AtomicU64,
+    /// Poll records handed to the writer so far.
+    sent: AtomicU64,
+    /// Held while a record is queued and counted, so the count follows the queue's order.
+    queueing: parking_lot::Mutex<()>,
     /// Time spent writing batches, in nanoseconds (wall time of each attempt: the store's
     /// work, the `store` phase of `/metrics`).
     pub busy_ns: AtomicU64,
@@ -94,6 +100,7 @@ enum Msg {
 pub struct Writer {
     tx: mpsc::Sender<Msg>,
     stats: Arc<WriterStats>,
+    committed: watch::Receiver<u64>,
 }
 
 impl Writer {
@@ -102,13 +109,40 @@ impl Writer {
     pub fn start(store: SharedStore) -> (Writer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Msg>(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        let task = Task { store, rx, batch: Batch::default(), waiters: Vec::new(), fault: None, stats: stats.clone() };
-        (Writer { tx, stats }, tokio::spawn(task.run()))
+        let (committed_tx, committed) = watch::channel(0);
+        let task = Task {
+            store,
+            rx,
+            batch: Batch::default(),
+            waiters: Vec::new(),
+            fault: None,
+            stats: stats.clone(),
+            received: 0,
+            committed: committed_tx,
+        };
+        (Writer { tx, stats, committed }, tokio::spawn(task.run()))
     }
 
     /// Queues one poll's results (waits only when the queue is full).
     pub async fn record(&self, rec: PollRecord) -> Result<(), StoreError> {
-        self.tx.send(Msg::Record(Box::new(rec))).await.map_err(|_| StoreError::WriterGone)
+        let permit = self.tx.reserve().await.map_err(|_| StoreError::WriterGone)?;
+        // Queued and counted together: the count is never behind the queue.
+        let _in_order = self.stats.queueing.lock();
+        permit.send(Msg::Record(Box::new(rec)));
+        self.stats.sent.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The poll records queued so far: once [`Writer::committed`] reaches this number,
+    /// every record queued before this call is written.
+    pub fn mark(&self) -> u64 {
+        self.stats.sent.load(Ordering::SeqCst)
+    }
+
+    /// How many poll records are written (or, under a long fault, shed): it changes at
+    /// each commit.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// Queues an acknowledgement set or ended for `server`.
@@ -148,6 +182,9 @@ struct Task {
     rx: mpsc::Receiver<Msg>,
     batch: Batch,
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// Poll records taken from the queue so far (each is in the batch until written).
+    received: u64,
+    committed: watch::Sender<u64>,
     fault: Option<Fault>,
     stats: Arc<WriterStats>,
 }
@@ -185,7 +222,10 @@ impl Task {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Record(r) => self.batch.push(*r),
+                Msg::Record(r) => {
+                    self.received += 1;
+                    self.batch.push(*r);
+                }
                 Msg::Ack(server, change) => self.batch.push_ack(server, change),
                 Msg::Action(server, action) => self.batch.push_action(server, action),
                 Msg::Flush(w) => self.waiters.push(w),
@@ -224,6 +264,7 @@ impl Task {
                 }
                 self.batch.clear();
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.committed.send_replace(self.received);
             }
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
