@@ -8,7 +8,8 @@
 //! used by tests). Both forms always work for `/s/i/...`.
 //!
 //! Paths per server: `GET /v1/compilation` (the attendant's) and `GET /metrics` (the same
-//! information as Prometheus text). Control: `GET /stats[?interval_ms=N]` and
+//! information as Prometheus text). Control: `GET /stats[?interval_ms=N]`,
+//! `GET /stats/servers` (each client's requests and shortest gap per server) and
 //! `POST /stats/reset`, on any address. Rules it keeps: a hung server never holds a socket
 //! longer than `hang_for`; past the process' file limit, connections are served without
 //! keep-alive rather than refused, so the simulator stays reachable whatever its clients do.
@@ -198,6 +199,9 @@ async fn handle(fleet: &VirtualFleet, by_ip: Option<usize>, req: Request<Incomin
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("interval_ms=")))
                 .and_then(|v| v.parse().ok());
             return reply(StatusCode::OK, "application/json", fleet.stats.report(interval_ms).to_string());
+        }
+        (&Method::GET, "/stats/servers") => {
+            return reply(StatusCode::OK, "application/json", fleet.stats.per_server().to_string());
         }
         (&Method::POST, "/stats/reset") => {
             fleet.stats.reset();
