@@ -29,6 +29,7 @@ to the postmaster's cutime/cstime and /proc/PID/io).
 import json
 import os
 import pwd
+import resource
 import shutil
 import signal
 import socket
@@ -269,11 +270,22 @@ def run_prometheus(tmp, n, interval):
     return m
 
 
-def poller_config(database, interval, servers_toml, port=PEER_PORT, extra=""):
+def max_concurrent_polls(n):
+    """4,096, unless the open-file limit cannot keep a connection to each of the N servers
+    on both sides (the poller keeps all but 1,024 files for idle connections, the simulator
+    all but 2,048): then 512 per poller, so that the connections opened afresh at each poll
+    fit in those reserves. With 4,096 at 100,000 servers under a 20,000-file limit, both
+    the poller's connects and the simulator's accepts failed with "too many open files"."""
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # both raise their soft limit to it
+    return 4096 if n <= files - 2048 else 512
+
+
+def poller_config(database, interval, servers_toml, port=PEER_PORT, extra="", n=0):
     timeout = min(interval * 0.8, 10)
     return (
         f'listen = "127.0.0.1:{port}"\ndatabase = "{database}"\n{extra}timeout = "{int(timeout * 1000)}ms"\n'
-        f'max_concurrent_polls = 4096\n[[level]]\nname = "normal"\ninterval = "{int(interval * 1000)}ms"\n'
+        f'max_concurrent_polls = {max_concurrent_polls(n)}\n'
+        f'[[level]]\nname = "normal"\ninterval = "{int(interval * 1000)}ms"\n'
         + servers_toml
     )
 
@@ -506,7 +518,7 @@ def run_poller(tmp, n, interval, store, db=None):
     with open(os.path.join(tmp, "targets", "servers.toml")) as f:
         servers = f.read()
     with open(cfg, "w") as f:
-        f.write(poller_config(store.url("rollcall"), interval, servers))
+        f.write(poller_config(store.url("rollcall"), interval, servers, n=n))
     p = start([ROLLCALL, "poller", "--config", cfg], MEASURED_CORE, os.path.join(tmp, f"poller-{store.tag}.log"))
     try:
         first_start = wait_http(f"http://127.0.0.1:{PEER_PORT}/api/v1/servers", proc=p)
@@ -618,8 +630,9 @@ def mode_poller(n, interval):
 
 
 def report_stores(n, interval, lite, pg):
-    print(f"\n== Rollcall poller on SQLite and on PostgreSQL {pg['pg_version']}: N = {n} servers, interval {interval:g} s, "
-          f"window {WINDOW:.0f} s after {WARMUP:.0f} s warm-up, poller and PostgreSQL pinned to core {MEASURED_CORE} ==")
+    print(f"\n== Rollcall poller on SQLite and on PostgreSQL {pg['pg_version']}: N = {n} servers, "
+          f"interval {interval:g} s, window {WINDOW:.0f} s after {WARMUP:.0f} s warm-up, poller and PostgreSQL "
+          f"pinned to core {MEASURED_CORE} ==")
     for m in (lite, pg):
         m["per_server"] = (m["rss_kb"] - m["idle_rss_kb"]) / n
         m["all_cpu_per_1000"] = m["cpu_per_1000"] + (m.get("db_cpu_per_1000") or 0)
@@ -758,7 +771,7 @@ def mode_cluster(n, interval):
         for node in NODES:
             cfg = os.path.join(tmp, f"poller-{node}.toml")
             with open(cfg, "w") as f:
-                f.write(poller_config(url, interval, servers, ports[node], f'node = "{node}"\n'))
+                f.write(poller_config(url, interval, servers, ports[node], f'node = "{node}"\n', n))
             nodes[node] = start([ROLLCALL, "poller", "--config", cfg], MEASURED_CORE,
                                 os.path.join(tmp, f"poller-{node}.log"))
         for node in NODES:

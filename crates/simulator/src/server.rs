@@ -98,6 +98,12 @@ impl Addressing {
 use rollcall_netserve::open_file_limit as fd_limit;
 pub use rollcall_netserve::raise_open_file_limit as raise_fd_limit;
 
+/// Files kept free for the listener, logs and connections being set up: the connections
+/// a client opens afresh at each poll (past its own idle budget, up to its concurrent polls)
+/// must fit beside the kept ones. 256 was fewer than one poller's concurrent polls: at
+/// 100,000 servers under a 20,000-file limit accept failed with "too many open files".
+const FRESH_RESERVE: u64 = 2048;
+
 /// Why a request got no answer: hyper closes the connection on a service error.
 #[derive(Debug, thiserror::Error)]
 #[error("left unanswered on purpose ({0})")]
@@ -115,8 +121,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
 /// Serves the fleet on `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, fleet: Arc<VirtualFleet>, stop: CancellationToken) -> std::io::Result<()> {
     let addressing = Arc::new(Addressing::for_listener(listener.local_addr()?));
-    // Leave room for the listener, logs and connections being set up.
-    let cap = fd_limit().saturating_sub(256).max(64) as usize;
+    let cap = fd_limit().saturating_sub(FRESH_RESERVE).max(64) as usize;
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = tokio::select! {
