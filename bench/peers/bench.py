@@ -548,6 +548,17 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+def side_by_side(rows, left, right, label_w, col_w):
+    """One line per (label, key, format) row: both runs' values and right/left. Keys
+    ending in _kb are shown in MB."""
+    for label, key, spec in rows:
+        a, b = left.get(key), right.get(key)
+        if key.endswith("_kb"):
+            a, b, spec = (None if a is None else a / 1024), (None if b is None else b / 1024), ".1f"
+        ratio = f"{b / a:.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "-"
+        print(f"{label:{label_w}} {fmt(a, spec):>{col_w}} {fmt(b, spec):>{col_w}} {ratio:>{col_w}}")
+
+
 def report(n, interval, prom, roll):
     print(f"\n== Rollcall poller vs Prometheus: N = {n} servers, interval {interval:g} s, "
           f"window {WINDOW:.0f} s after {WARMUP:.0f} s warm-up, each peer pinned to core {MEASURED_CORE} ==")
@@ -565,16 +576,11 @@ def report(n, interval, prom, roll):
         ("context switches per 1,000 polls", "switches_per_1000", ".0f"),
     ]
     if prom is None:
-        prom = {"stored": "(not run: ONLY=rollcall)", "idle_rss_kb": 1, "rss_kb": 1}
+        prom = {"stored": "(not run: ONLY=rollcall)"}
     for m in (prom, roll):
-        m["per_server"] = (m["rss_kb"] - m["idle_rss_kb"]) / n
-    print(f"{'':32} {'Prometheus':>14} {'Rollcall':>14} {'Rollcall/Prom':>14}")
-    for label, key, spec in rows:
-        a, b = prom.get(key), roll.get(key)
-        if key.endswith("rss_kb"):
-            a, b, spec = a / 1024, b / 1024, ".1f"
-        ratio = f"{b / a:.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "-"
-        print(f"{label:32} {fmt(a, spec):>14} {fmt(b, spec):>14} {ratio:>14}")
+        m["per_server"] = (m["rss_kb"] - m["idle_rss_kb"]) / n if "rss_kb" in m else None
+    print(f"{'':38} {'Prometheus':>14} {'Rollcall':>14} {'Rollcall/Prom':>14}")
+    side_by_side(rows, prom, roll, 38, 14)
     if roll.get("phases_us"):
         ph = roll["phases_us"]
         total = roll["cpu_per_1000"] * 1000
@@ -659,13 +665,8 @@ def report_stores(n, interval, lite, pg):
         ("system calls per 1,000 polls (poller)", "syscalls_per_1000", ".0f"),
         ("context switches / 1,000 polls (poller)", "switches_per_1000", ".0f"),
     ]
-    print(f"{'':40} {'SQLite':>12} {'PostgreSQL':>12} {'PG/SQLite':>10}")
-    for label, key, spec in rows:
-        a, b = lite.get(key), pg.get(key)
-        if key.endswith("_kb"):
-            a, b, spec = (None if a is None else a / 1024), (None if b is None else b / 1024), ".1f"
-        ratio = f"{b / a:.2f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "-"
-        print(f"{label:40} {fmt(a, spec):>12} {fmt(b, spec):>12} {ratio:>10}")
+    print(f"{'':40} {'SQLite':>12} {'PostgreSQL':>12} {'PG/SQLite':>12}")
+    side_by_side(rows, lite, pg, 40, 12)
     print("(bytes written are write calls, files and sockets: on PostgreSQL the poller's are mostly what it sends "
           "to the database; PostgreSQL's its WAL, data files and replies)")
     for m in (lite, pg):
