@@ -8,7 +8,8 @@
 //! used by tests). Both forms always work for `/s/i/...`.
 //!
 //! Paths per server: `GET /v1/compilation` (the attendant's) and `GET /metrics` (the same
-//! information as Prometheus text). Control: `GET /stats[?interval_ms=N]` and
+//! information as Prometheus text). Control: `GET /stats[?interval_ms=N]`,
+//! `GET /stats/servers` (each client's requests and shortest gap per server) and
 //! `POST /stats/reset`, on any address. Rules it keeps: a hung server never holds a socket
 //! longer than `hang_for`; past the process' file limit, connections are served without
 //! keep-alive rather than refused, so the simulator stays reachable whatever its clients do.
@@ -97,6 +98,12 @@ impl Addressing {
 use rollcall_netserve::open_file_limit as fd_limit;
 pub use rollcall_netserve::raise_open_file_limit as raise_fd_limit;
 
+/// Files kept free for the listener, logs and connections being set up: the connections
+/// a client opens afresh at each poll (past its own idle budget, up to its concurrent polls)
+/// must fit beside the kept ones. 256 was fewer than one poller's concurrent polls: at
+/// 100,000 servers under a 20,000-file limit accept failed with "too many open files".
+const FRESH_RESERVE: u64 = 2048;
+
 /// Why a request got no answer: hyper closes the connection on a service error.
 #[derive(Debug, thiserror::Error)]
 #[error("left unanswered on purpose ({0})")]
@@ -114,8 +121,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
 /// Serves the fleet on `listener` until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, fleet: Arc<VirtualFleet>, stop: CancellationToken) -> std::io::Result<()> {
     let addressing = Arc::new(Addressing::for_listener(listener.local_addr()?));
-    // Leave room for the listener, logs and connections being set up.
-    let cap = fd_limit().saturating_sub(256).max(64) as usize;
+    let cap = fd_limit().saturating_sub(FRESH_RESERVE).max(64) as usize;
     let open = Arc::new(AtomicUsize::new(0));
     loop {
         let (stream, peer) = tokio::select! {
@@ -198,6 +204,9 @@ async fn handle(fleet: &VirtualFleet, by_ip: Option<usize>, req: Request<Incomin
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("interval_ms=")))
                 .and_then(|v| v.parse().ok());
             return reply(StatusCode::OK, "application/json", fleet.stats.report(interval_ms).to_string());
+        }
+        (&Method::GET, "/stats/servers") => {
+            return reply(StatusCode::OK, "application/json", fleet.stats.per_server().to_string());
         }
         (&Method::POST, "/stats/reset") => {
             fleet.stats.reset();

@@ -6,8 +6,13 @@
 //! once a client is known); at most [`MAX_CLIENTS`] distinct User-Agents are told apart,
 //! later ones count as `other`; a reset starts a measurement window without forgetting
 //! when each server was last asked, so the first gap after a reset is still a true gap.
+//!
+//! Per server, each client's requests in the window and its shortest gap are kept too
+//! ([`Stats::per_server`]): several pollers sharing one User-Agent (a cluster's nodes) are
+//! told apart by which servers each holds, and a server asked by two of them shows a gap
+//! of at most half the interval between their two slots.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -31,7 +36,14 @@ pub struct Client {
     /// Per server: when this client last asked, ns since the simulator started, plus one.
     last: Box<[AtomicU64]>,
     gaps: Box<[AtomicU64]>,
+    /// Per server: requests in the window.
+    per_server: Box<[AtomicU32]>,
+    /// Per server: the shortest gap in the window, ms ([`NO_GAP`] when none yet).
+    shortest_gap: Box<[AtomicU32]>,
 }
+
+/// A server's shortest gap before this client asked it twice in the window.
+const NO_GAP: u32 = u32::MAX;
 
 /// What a request was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +100,8 @@ impl Stats {
             unanswered: AtomicU64::new(0),
             last: zeroed(self.servers),
             gaps: zeroed(MAX_GAP_MS + 1),
+            per_server: (0..self.servers).map(|_| AtomicU32::new(0)).collect(),
+            shortest_gap: (0..self.servers).map(|_| AtomicU32::new(NO_GAP)).collect(),
         });
         list.push(c.clone());
         c
@@ -101,11 +115,13 @@ impl Stats {
             Asked::Metrics => client.metrics.fetch_add(1, Ordering::Relaxed),
         };
         let Some(last) = client.last.get(i) else { return };
+        client.per_server[i].fetch_add(1, Ordering::Relaxed);
         let now = self.t0.elapsed().as_nanos() as u64 + 1;
         let before = last.swap(now, Ordering::Relaxed);
         if before != 0 && now > before {
             let ms = ((now - before) / 1_000_000) as usize;
             client.gaps[ms.min(MAX_GAP_MS)].fetch_add(1, Ordering::Relaxed);
+            client.shortest_gap[i].fetch_min(ms.min(NO_GAP as usize - 1) as u32, Ordering::Relaxed);
         }
     }
 
@@ -123,6 +139,10 @@ impl Stats {
             for g in c.gaps.iter() {
                 g.store(0, Ordering::Relaxed);
             }
+            for (n, g) in c.per_server.iter().zip(c.shortest_gap.iter()) {
+                n.store(0, Ordering::Relaxed);
+                g.store(NO_GAP, Ordering::Relaxed);
+            }
         }
         self.refused.store(0, Ordering::Relaxed);
         *self.window_start.write() = Instant::now();
@@ -139,6 +159,24 @@ impl Stats {
             "refused_at_accept": self.refused.load(Ordering::Relaxed),
             "clients": clients,
         })
+    }
+
+    /// Per client, per server since the last reset: `requests` (an array indexed by server)
+    /// and `shortest_gap_ms` (the same, `null` where the server was asked less than twice
+    /// counting the request before the window). For `GET /stats/servers`.
+    pub fn per_server(&self) -> Value {
+        let clients: Vec<Value> = self
+            .clients
+            .read()
+            .iter()
+            .map(|c| {
+                let requests: Vec<u32> = c.per_server.iter().map(|n| n.load(Ordering::Relaxed)).collect();
+                let gaps: Vec<Option<u32>> =
+                    c.shortest_gap.iter().map(|g| Some(g.load(Ordering::Relaxed)).filter(|&ms| ms != NO_GAP)).collect();
+                json!({ "agent": c.agent, "requests": requests, "shortest_gap_ms": gaps })
+            })
+            .collect();
+        json!({ "servers": self.servers, "clients": clients })
     }
 }
 
@@ -205,8 +243,15 @@ mod tests {
         assert_eq!(r["clients"][0]["gaps"]["count"], 2);
         assert_eq!(r["clients"][1]["metrics"], 1);
         assert_eq!(r["clients"][1]["servers_seen"], 1);
+        let per = s.per_server();
+        assert_eq!(per["clients"][0]["requests"], json!([0, 3, 0]));
+        assert_eq!(per["clients"][0]["shortest_gap_ms"], json!([null, 0, null]));
+        assert_eq!(per["clients"][1]["shortest_gap_ms"], json!([null, null, null]));
         s.reset();
         assert_eq!(s.report(None)["clients"][0]["requests"], 0);
+        let per = s.per_server();
+        assert_eq!(per["clients"][0]["requests"], json!([0, 0, 0]));
+        assert_eq!(per["clients"][0]["shortest_gap_ms"], json!([null, null, null]));
         for i in 0..20 {
             s.client(&format!("c{i}"));
         }
