@@ -156,9 +156,8 @@ mod tests {
         assert_eq!(slots.len(), 100);
         assert!(slots.iter().all(|s| s % TICK_MS == 0), "{slots:?}");
         // A short interval keeps a hundred slots: 200 ms ticks at 2 ms.
-        let short: std::collections::BTreeSet<i64> = (0..1000)
-            .map(|i| next_slot(i as f64 / 1000.0, Duration::from_millis(200), t).timestamp_millis())
-            .collect();
+        let short: std::collections::BTreeSet<i64> =
+            (0..1000).map(|i| next_slot(i as f64 / 1000.0, Duration::from_millis(200), t).timestamp_millis()).collect();
         assert_eq!(short.len(), 100);
         // The gap between one server's polls is still exactly the interval.
         let s1 = next_slot(0.4567, iv, t);

@@ -3,15 +3,20 @@
 //!
 //! How it flows: the [`Notifier`] task reads the fleet's broadcast events (never blocking a
 //! poll: a slow reader only loses events, and the next poll of each server brings it up to
-//! date), decides with [`damping::Damping`] what to tell, persists that decision in the
-//! store *before* handing the notice on (so a restart never tells it again), and queues it
-//! on every channel. Each channel is its own task delivering in order, each attempt bounded
+//! date), decides with [`damping::Damping`] what to tell, *claims* the notice in the store
+//! under its [`key`] (saving the decision in the same transaction), and queues it on every
+//! channel only if that claim inserted the key. Each channel is its own task delivering in order, each attempt bounded
 //! by its `timeout`, retried `retries` times with doubling backoff, then given up and
 //! logged. Channel health (sent, failed, last error) is kept in memory for the dashboard,
 //! the API and `/metrics`, and every change of it is broadcast for live views.
 //!
-//! Rules it keeps: delivery is at most once across restarts (a notice still being retried
-//! when the poller stops is lost, never repeated); a full channel queue drops the notice
+//! Rules it keeps: a notice is sent at most once per key, cluster-wide and across restarts
+//! (SPEC sections 5 and 12): the store refuses a second claim of a key, and a claim that
+//! fails (the store unreachable) sends nothing and takes the decision back, so whichever
+//! node polls the server next decides it again from the stored memory, under the same key.
+//! A notice still being retried when the poller stops is lost, never repeated; receivers
+//! get the key (webhook `key` and `Idempotency-Key`, email `X-Rollcall-Notice`) to drop
+//! a repeat of an attempt whose answer was lost. A full channel queue drops the notice
 //! and counts it failed rather than waiting; one failing channel never delays another;
 //! the log says "sent" only for a channel that delivered (with no channel configured, a
 //! notice is logged as "notice (no channel configured)").
@@ -20,6 +25,7 @@ pub mod alertmanager;
 pub mod damping;
 pub mod downtimes;
 pub mod email;
+pub mod key;
 pub mod template;
 pub mod webhook;
 
@@ -38,7 +44,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{NotifyConfig, NotifyKind};
 use crate::fleet::FleetEvent;
-use crate::model::{Ack, ClockCorrectionRow, Downtime, ServerState};
+use crate::model::{Ack, ClockCorrectionRow, Downtime, NoticeClaim, NotifyRow, ServerState};
 use crate::store::SharedStore;
 pub use damping::{Condition, Damping, Memory, NoticeKind};
 pub use downtimes::Downtimes;
@@ -46,6 +52,10 @@ pub use downtimes::Downtimes;
 /// One thing to tell about one server. Webhooks receive exactly this as JSON.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Notice {
+    /// The notice's key ([`key`]): the same on every poller of a cluster for the same
+    /// event, and never on two notices sent. Also the webhook's `Idempotency-Key` header
+    /// and the email's `X-Rollcall-Notice` header.
+    pub key: String,
     pub kind: NoticeKind,
     pub server: String,
     pub at: DateTime<Utc>,
@@ -416,7 +426,8 @@ impl Decider {
                 let told = mem.told;
                 let deficient_since = self.since.get(&server).copied();
                 let url = self.url(&server);
-                self.notifier.enqueue(Notice {
+                let notice = Notice {
+                    key: key::clock(&server, correction.at),
                     kind: NoticeKind::Clock,
                     server,
                     at: correction.at,
@@ -433,7 +444,8 @@ impl Decider {
                     downtime: None,
                     url,
                     servers_behind: 0,
-                });
+                };
+                self.claim(notice, None).await;
             }
             FleetEvent::Polled(s) => {
                 if let Some(parents) = &s.facts.behind {
@@ -460,11 +472,6 @@ impl Decider {
                         }
                     }
                 }
-                if dirty {
-                    // Persist first: a restart after this point never tells it again.
-                    self.unsaved.insert(s.facts.name.clone(), mem.to_row(&s.facts.name));
-                    save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
-                }
                 let name = &s.facts.name;
                 if mem.told.is_fine(&self.first_level) {
                     self.since.remove(name);
@@ -475,41 +482,115 @@ impl Decider {
                 if downtime.is_some() {
                     self.silenced.insert(name.clone(), (s.facts.deficiencies.clone(), s.facts.ack.is_some()));
                 }
-                let Some(d) = decision else { return };
+                let silenced = match (&decision, downtime, &s.facts.ack) {
+                    (None, _, _) => true,
+                    (Some(d), Some(dt), _) => {
+                        tracing::info!(server = %name, kind = d.kind.as_str(), downtime = dt.id, "notice silenced: downtime");
+                        true
+                    }
+                    (Some(d), None, Some(ack)) => {
+                        tracing::info!(server = %name, kind = d.kind.as_str(), by = %ack.by, "notice silenced: acknowledged");
+                        true
+                    }
+                    (Some(_), None, None) => false,
+                };
+                let Some(d) = decision.filter(|_| !silenced) else {
+                    if dirty {
+                        // Nothing to send, but what was seen (or silenced) is kept: a
+                        // restart never tells it again.
+                        self.unsaved.insert(name.clone(), mem.to_row(name));
+                        save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
+                    }
+                    return;
+                };
                 let told = mem.told.clone();
-                if let Some(dt) = downtime {
-                    tracing::info!(server = %name, kind = d.kind.as_str(), downtime = dt.id, "notice silenced: downtime");
-                    return;
-                }
-                if let Some(ack) = &s.facts.ack {
-                    tracing::info!(server = %name, kind = d.kind.as_str(), by = %ack.by, "notice silenced: acknowledged");
-                    return;
-                }
-                let mut summary = summary(d.kind, &s.facts.name, &told, &s.facts.deficiencies);
+                mem.seq += 1;
+                let row = mem.to_row(name);
+                let mut summary = summary(d.kind, name, &told, &s.facts.deficiencies);
                 if s.servers_behind > 0 {
                     summary += &format!(" ({} behind it)", servers_count(s.servers_behind));
                 }
-                let deficient_since = self.since.get(name).copied();
-                let url = self.url(name);
-                self.notifier.enqueue(Notice {
+                let name = s.facts.name;
+                let notice = Notice {
+                    key: key::told(&name, row.seq),
                     kind: d.kind,
-                    server: s.facts.name.clone(),
+                    server: name.clone(),
                     at,
                     level: told.level,
                     state: told.state,
                     flapping: told.flapping,
-                    previous: d.previous,
+                    previous: d.previous.clone(),
                     deficiencies: s.facts.deficiencies,
                     reason,
                     clock: None,
                     summary,
-                    deficient_since,
-                    ack: s.facts.ack.map(|a| *a),
+                    deficient_since: self.since.get(&name).copied(),
+                    ack: None,
                     downtime: None,
-                    url,
+                    url: self.url(&name),
                     servers_behind: s.servers_behind,
-                });
+                };
+                match self.claim(notice, Some(&row)).await {
+                    Claim::Queued => {
+                        // The claim saved the newest memory; older unsaved rows go too.
+                        self.unsaved.remove(&name);
+                        save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
+                    }
+                    Claim::Refused => self.reload_memory(&name).await,
+                    Claim::Failed => {
+                        // Not told: the next poll (here, or on the node that takes the
+                        // server over) decides it again, under the same key.
+                        if let Some(mem) = self.memory.get_mut(&name) {
+                            mem.seq -= 1;
+                            mem.undo(&d);
+                            if dirty {
+                                self.unsaved.insert(name.clone(), mem.to_row(&name));
+                            }
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// Claims `notice` in the store (with `memory`, saved in the same transaction) and
+    /// queues it on the channels only when this claim inserted its key.
+    async fn claim(&self, notice: Notice, memory: Option<&NotifyRow>) -> Claim {
+        let claim = NoticeClaim {
+            key: notice.key.clone(),
+            server: notice.server.clone(),
+            kind: notice.kind.as_str().to_string(),
+            at: Utc::now(),
+        };
+        match self.store.claim_notice(&claim, memory).await {
+            Ok(true) => {
+                self.notifier.enqueue(notice);
+                Claim::Queued
+            }
+            Ok(false) => {
+                tracing::info!(server = %notice.server, key = %notice.key, kind = notice.kind.as_str(),
+                    "notice claimed before (by another poller, or before a restart): not sent again");
+                Claim::Refused
+            }
+            Err(e) => {
+                tracing::error!(server = %notice.server, key = %notice.key, kind = notice.kind.as_str(), error = %e,
+                    "notice not sent: cannot claim it in the store (decided again at the next poll)");
+                Claim::Failed
+            }
+        }
+    }
+
+    /// Replaces what is remembered of `server` with the store's row (another poller told
+    /// something meanwhile); keeps what it has when the store cannot answer.
+    async fn reload_memory(&mut self, server: &str) {
+        match self.store.load_notify_memory().await {
+            Ok(rows) => {
+                if let Some(row) = rows.into_iter().find(|r| r.server == server) {
+                    let (name, mem) = Memory::from_row(row);
+                    self.memory.insert(name, mem);
+                }
+            }
+            Err(e) => tracing::warn!(server = %server, error = %e, "cannot reread the notification memory"),
         }
     }
 
@@ -553,7 +634,8 @@ impl Decider {
                     summary(NoticeKind::Problem, &name, &told, &deficiencies),
                     if removed { "removed and so" } else { "has" }
                 );
-                self.notifier.enqueue(Notice {
+                let notice = Notice {
+                    key: key::downtime_end(&name, d.id),
                     kind: NoticeKind::Problem,
                     server: name.clone(),
                     at: now,
@@ -570,10 +652,21 @@ impl Decider {
                     downtime: Some(d.clone()),
                     url: self.url(&name),
                     servers_behind: 0,
-                });
+                };
+                self.claim(notice, None).await;
             }
         }
     }
+}
+
+/// What became of a notice's claim.
+enum Claim {
+    /// Claimed by this call: queued on the channels.
+    Queued,
+    /// Claimed before (another node, or before a restart): not sent.
+    Refused,
+    /// The store did not answer: not sent.
+    Failed,
 }
 
 /// Saves what the store has not taken yet; what it refuses stays for the next try.

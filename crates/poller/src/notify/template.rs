@@ -74,6 +74,7 @@ mod tests {
 
     fn notice() -> Notice {
         Notice {
+            key: "told:1:mail-01".into(),
             kind: NoticeKind::Problem,
             server: "mail-01".into(),
             at: t(720),
