@@ -198,21 +198,9 @@ async fn a_notice_is_sent_only_when_its_claim_succeeds_and_only_once_across_node
     let store = rollcall_poller::store::open(&url, None).await.unwrap();
     let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let tracker = tokio_util::task::TaskTracker::new();
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let (events, rx) = tokio::sync::broadcast::channel(16);
-        let setup = rollcall_poller::notify::NotifierSetup {
-            channels: config.notify.clone(),
-            damping: config.damping,
-            first_level: "normal".into(),
-            store: store.clone(),
-            events: rx,
-            public_url: None,
-            writer: None,
-        };
-        rollcall_poller::notify::Notifier::start(setup, &stop, &tracker).await.unwrap();
-        nodes.push(events);
+        nodes.push(support::notifier(&config, store.clone(), &stop).await.0);
     }
     let poll = |level: &str, state: ServerState, secs: i64| {
         let mut facts = ServerFacts::new("mail-01", "http://mail-01:7460", level);

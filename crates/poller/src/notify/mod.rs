@@ -536,7 +536,14 @@ impl Decider {
                         self.unsaved.remove(&name);
                         save_unsaved(self.store.as_ref(), &mut self.unsaved).await;
                     }
-                    Claim::Refused => self.reload_memory(&name).await,
+                    Claim::Refused => {
+                        self.reload_memory(&name).await;
+                        // The refused key is taken, whatever row the store answered: the
+                        // next notice counts on from it, never claims it again.
+                        if let Some(mem) = self.memory.get_mut(&name) {
+                            mem.seq = mem.seq.max(row.seq);
+                        }
+                    }
                     Claim::Failed => {
                         // Not told: the next poll (here, or on the node that takes the
                         // server over) decides it again, under the same key.

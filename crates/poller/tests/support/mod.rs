@@ -225,6 +225,28 @@ impl Hook {
     }
 }
 
+/// A notifier alone (no fleet, no writer) on `store` with `config`'s channels and damping,
+/// fed the fleet events the test sends on the answered sender; it stops with `stop`.
+pub async fn notifier(
+    config: &rollcall_poller::PollerConfig,
+    store: rollcall_poller::store::SharedStore,
+    stop: &CancellationToken,
+) -> (tokio::sync::broadcast::Sender<rollcall_poller::fleet::FleetEvent>, Arc<rollcall_poller::notify::Notifier>) {
+    let (events, rx) = tokio::sync::broadcast::channel(16);
+    let setup = rollcall_poller::notify::NotifierSetup {
+        channels: config.notify.clone(),
+        damping: config.damping,
+        first_level: config.rules.level(0).name.clone(),
+        store,
+        events: rx,
+        public_url: None,
+        writer: None,
+    };
+    let tracker = tokio_util::task::TaskTracker::new();
+    let notifier = rollcall_poller::notify::Notifier::start(setup, stop, &tracker).await.unwrap();
+    (events, notifier)
+}
+
 /// Prometheus (Debian `prometheus`) scraping `target` (host:port) every second.
 pub async fn prometheus(dir: &Path, target: &str) -> (Daemon, String) {
     require("/usr/bin/prometheus", "prometheus", "PROMETHEUS");
