@@ -127,6 +127,22 @@ async fn owners(p: &Poller) -> HashMap<String, String> {
         .collect()
 }
 
+/// The owners `p` shows once they stay the same over more than one heartbeat round (no
+/// server still moving between nodes).
+async fn settled_owners(p: &Poller) -> HashMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = owners(p).await;
+    loop {
+        tokio::time::sleep(FAILOVER_AFTER / 3 + Duration::from_millis(300)).await;
+        let now = owners(p).await;
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "owners still changing after 30 s: {now:?}");
+        last = now;
+    }
+}
+
 /// Waits until `GET /api/v1/cluster` on `p` shows `live` nodes holding every server, each
 /// at least `min_each`.
 async fn wait_spread(p: &Poller, live: &[&str], servers: usize, min_each: usize) -> Value {
@@ -311,7 +327,7 @@ async fn a_node_cut_from_the_database_steps_aside_and_the_other_takes_over() {
     let a = start_node(dir.path(), "a", &url, &fleet, &hook).await;
     let b = start_node(dir.path(), "b", &via_proxy, &fleet, &hook).await;
     wait_spread(&a, &["a", "b"], 20, 4).await;
-    let b_had: Vec<String> = owners(&a).await.into_iter().filter(|(_, n)| n == "b").map(|(s, _)| s).collect();
+    let b_had: Vec<String> = settled_owners(&a).await.into_iter().filter(|(_, n)| n == "b").map(|(s, _)| s).collect();
 
     proxy.cut.store(true, Ordering::SeqCst);
     let cut = Instant::now();

@@ -5,9 +5,9 @@
 //! poll: a slow reader only loses events, and the next poll of each server brings it up to
 //! date), decides with [`damping::Damping`] what to tell, *claims* the notice in the store
 //! under its [`key`] (saving the decision in the same transaction), and queues it on every
-//! channel only if that claim inserted the key. Each channel is its own task delivering in order, each attempt bounded
-//! by its `timeout`, retried `retries` times with doubling backoff, then given up and
-//! logged. Channel health (sent, failed, last error) is kept in memory for the dashboard,
+//! channel only if that claim inserted the key. Each channel is its own task delivering in
+//! order, each attempt bounded by its `timeout`, retried `retries` times with doubling
+//! backoff, then given up and logged. Channel health (sent, failed, last error) is kept in memory for the dashboard,
 //! the API and `/metrics`, and every change of it is broadcast for live views.
 //!
 //! Rules it keeps: a notice is sent at most once per key, cluster-wide and across restarts
