@@ -114,6 +114,7 @@ async fn a_downtime_over_a_deficient_server_sends_nothing_during_it_and_one_noti
     assert_eq!(told(&hook), [("problem".to_string(), "mail-01".to_string())]);
     let n = hook.got.lock().unwrap()[0].clone();
     assert_eq!(n["downtime"]["comment"], "kernel upgrade", "{n:#}");
+    assert_eq!(n["key"], format!("downtime:{}:mail-01", d["id"]), "one notice per downtime and server: {n:#}");
     assert_eq!(n["deficiencies"][0]["source"], "service:smtp", "{n:#}");
     assert_eq!(n["url"], "https://rollcall.example.org/servers/mail-01", "{n:#}");
     assert!(n["summary"].as_str().unwrap().contains("downtime"), "{n:#}");

@@ -110,3 +110,15 @@ impl Webhook {
         post(&self.client, &self.url, self.token.as_ref(), body, Some(&notice.key)).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::header_safe;
+
+    #[test]
+    fn a_key_outside_visible_ascii_is_percent_encoded_in_its_header() {
+        assert_eq!(header_safe("told:7:mail-01"), "told:7:mail-01");
+        assert_eq!(header_safe("told:1:mx ü%\n"), "told:1:mx %C3%BC%25%0A");
+        assert!(reqwest::header::HeaderValue::from_str(&header_safe("told:1:\r\nX-Evil: 1")).is_ok());
+    }
+}
