@@ -273,6 +273,8 @@ pub struct NoticeClaim {
     pub server: String,
     /// The notice's kind (`problem`, `recovery`, `clock`, ...).
     pub kind: String,
+    /// The poller claiming it (`node`).
+    pub node: String,
     /// When it was claimed (what retention counts from).
     pub at: DateTime<Utc>,
 }

@@ -274,6 +274,7 @@ async fn three_nodes_share_the_fleet_and_take_over_from_a_killed_one() {
     assert_eq!(told.len(), 1, "{told:#?}");
     assert_eq!((told[0]["server"].as_str(), told[0]["kind"].as_str()), (Some(failing.as_str()), Some("problem")));
     assert_eq!(told[0]["key"], format!("told:1:{failing}"));
+    assert!(told[0]["node"] == "a" || told[0]["node"] == "b", "told by the node that took it: {:#}", told[0]);
     drop((a, b, c, pg));
 }
 
@@ -359,5 +360,6 @@ async fn a_node_cut_from_the_database_steps_aside_and_the_other_takes_over() {
     let told = got.lock().unwrap().clone();
     assert_eq!(told.len(), 1, "{told:#?}");
     assert_eq!((told[0]["key"].as_str(), told[0]["kind"].as_str()), (Some(key.as_str()), Some("problem")));
+    assert_eq!(told[0]["node"], "a", "told by the node that took the server, not the cut one");
     drop((a, b, pg));
 }

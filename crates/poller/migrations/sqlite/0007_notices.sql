@@ -7,6 +7,8 @@ CREATE TABLE notices (
     key     TEXT NOT NULL UNIQUE,
     server  TEXT NOT NULL,
     kind    TEXT NOT NULL,
+    -- The poller (`node`) whose claim it is: the one that sent it.
+    node    TEXT NOT NULL,
     -- Unix ms of the claim: pruned with the transitions' retention.
     at      INTEGER NOT NULL
 );

@@ -58,6 +58,8 @@ pub struct Notice {
     pub key: String,
     pub kind: NoticeKind,
     pub server: String,
+    /// The poller that claimed and sent it (its `node`; default the host name).
+    pub node: String,
     pub at: DateTime<Utc>,
     /// The condition now (for `clock`: the server's condition when the order was sent).
     pub level: String,
@@ -164,6 +166,8 @@ pub struct NotifierSetup {
     /// The store writer the fleet records polls through: a notice waits until the poll it
     /// tells of is stored (`None`: it does not wait).
     pub writer: Option<crate::store::Writer>,
+    /// This poller's `node`, named in its claims and notices.
+    pub node: String,
 }
 
 impl Notifier {
@@ -210,6 +214,7 @@ impl Notifier {
             notifier: notifier.clone(),
             downtimes,
             public_url: setup.public_url,
+            node: setup.node,
             since: HashMap::new(),
             silenced: HashMap::new(),
         };
@@ -353,6 +358,8 @@ struct Decider {
     notifier: Arc<Notifier>,
     downtimes: Arc<Downtimes>,
     public_url: Option<String>,
+    /// This poller's `node`.
+    node: String,
     /// Since when each server that is not fine has been so (fine servers have no entry).
     since: HashMap<String, DateTime<Utc>>,
     /// Servers last seen during a downtime: their deficiencies and whether their problem
@@ -430,6 +437,7 @@ impl Decider {
                     key: key::clock(&server, correction.at),
                     kind: NoticeKind::Clock,
                     server,
+                    node: self.node.clone(),
                     at: correction.at,
                     level: told.level.clone(),
                     state: told.state,
@@ -515,6 +523,7 @@ impl Decider {
                     key: key::told(&name, row.seq),
                     kind: d.kind,
                     server: name.clone(),
+                    node: self.node.clone(),
                     at,
                     level: told.level,
                     state: told.state,
@@ -567,6 +576,7 @@ impl Decider {
             key: notice.key.clone(),
             server: notice.server.clone(),
             kind: notice.kind.as_str().to_string(),
+            node: notice.node.clone(),
             at: Utc::now(),
         };
         match self.store.claim_notice(&claim, memory).await {
@@ -645,6 +655,7 @@ impl Decider {
                     key: key::downtime_end(&name, d.id),
                     kind: NoticeKind::Problem,
                     server: name.clone(),
+                    node: self.node.clone(),
                     at: now,
                     level: told.level.clone(),
                     state: told.state,

@@ -119,7 +119,7 @@ pub const TABLES: &[Table] = &[
     Table {
         name: "notices",
         key: "id",
-        columns: &[("id", Int), ("key", Text), ("server", Text), ("kind", Text), ("at", Int)],
+        columns: &[("id", Int), ("key", Text), ("server", Text), ("kind", Text), ("node", Text), ("at", Int)],
     },
     Table { name: "latest_compilations", key: "server", columns: &[("server", Text), ("body", Text)] },
     Table {

@@ -365,8 +365,13 @@ pub(crate) async fn a_notice_is_claimed_once_and_its_memory_with_it(h: &impl Har
         changes: vec![at(1_000)],
         seq,
     };
-    let claim =
-        NoticeClaim { key: "told:1:mail-01".into(), server: "mail-01".into(), kind: "problem".into(), at: at(1_000) };
+    let claim = NoticeClaim {
+        key: "told:1:mail-01".into(),
+        server: "mail-01".into(),
+        kind: "problem".into(),
+        node: "poller-a".into(),
+        at: at(1_000),
+    };
     assert!(store.claim_notice(&claim, Some(&told(ServerState::Unreachable, 1))).await.unwrap());
     // Another node deciding from the same stored memory names the same notice: refused,
     // and its memory is not written.

@@ -241,6 +241,7 @@ pub async fn notifier(
         events: rx,
         public_url: None,
         writer: None,
+        node: config.node.clone(),
     };
     let tracker = tokio_util::task::TaskTracker::new();
     let notifier = rollcall_poller::notify::Notifier::start(setup, stop, &tracker).await.unwrap();

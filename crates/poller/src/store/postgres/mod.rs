@@ -430,11 +430,12 @@ impl super::Store for PostgresStore {
         // The UNIQUE key decides: of two nodes claiming the same notice at once, the second
         // waits for the first's transaction and then inserts nothing.
         let inserted = sqlx::query(
-            "INSERT INTO notices (key, server, kind, at) VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO notices (key, server, kind, node, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
         )
         .bind(&claim.key)
         .bind(&claim.server)
         .bind(&claim.kind)
+        .bind(&claim.node)
         .bind(ms(claim.at))
         .execute(&mut *tx)
         .await?

@@ -455,16 +455,18 @@ impl super::Store for SqliteStore {
     async fn claim_notice(&self, claim: &NoticeClaim, memory: Option<&NotifyRow>) -> Result<bool, StoreError> {
         let save = memory.map(save_memory).transpose()?;
         let mut tx = self.pool.begin().await?;
-        let inserted =
-            sqlx::query("INSERT INTO notices (key, server, kind, at) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO NOTHING")
-                .bind(&claim.key)
-                .bind(&claim.server)
-                .bind(&claim.kind)
-                .bind(ms(claim.at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
+        let inserted = sqlx::query(
+            "INSERT INTO notices (key, server, kind, node, at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&claim.key)
+        .bind(&claim.server)
+        .bind(&claim.kind)
+        .bind(&claim.node)
+        .bind(ms(claim.at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
         if !inserted {
             return Ok(false); // rolled back: nothing written
         }
