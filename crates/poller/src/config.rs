@@ -1060,7 +1060,8 @@ pub struct Retention {
     pub polls: std::time::Duration,
     /// Compilations in the history (the latest of each server is always kept).
     pub compilations: std::time::Duration,
-    /// Level transitions and clock corrections: rare, so kept much longer.
+    /// Level transitions, clock corrections, operator actions and notice claims: rare,
+    /// so kept much longer.
     pub transitions: std::time::Duration,
 }
 

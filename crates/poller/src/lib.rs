@@ -118,6 +118,7 @@ pub async fn run(
             events: fleet.subscribe(),
             public_url: config.public_url.clone(),
             writer: Some(writer.clone()),
+            node: config.node.clone(),
         },
         &stop,
         &tracker,

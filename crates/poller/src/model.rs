@@ -259,6 +259,24 @@ pub struct NotifyRow {
     pub seen_state: ServerState,
     /// When the state changed, within the flap window.
     pub changes: Vec<DateTime<Utc>>,
+    /// How many notices about the server were claimed from this memory (the next one's
+    /// key counts on from it: [`crate::notify::key`]).
+    pub seq: i64,
+}
+
+/// A notice claimed in the store before it is sent: at most one claim per `key` ever
+/// succeeds, on any node (SPEC sections 5 and 12).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoticeClaim {
+    /// The notice's key ([`crate::notify::key`]): the same on every node for the same event.
+    pub key: String,
+    pub server: String,
+    /// The notice's kind (`problem`, `recovery`, `clock`, ...).
+    pub kind: String,
+    /// The poller claiming it (`node`).
+    pub node: String,
+    /// When it was claimed (what retention counts from).
+    pub at: DateTime<Utc>,
 }
 
 /// The OpenAPI document's description of `rollcall_protocol::Deficiency` (a type of

@@ -114,6 +114,7 @@ async fn a_downtime_over_a_deficient_server_sends_nothing_during_it_and_one_noti
     assert_eq!(told(&hook), [("problem".to_string(), "mail-01".to_string())]);
     let n = hook.got.lock().unwrap()[0].clone();
     assert_eq!(n["downtime"]["comment"], "kernel upgrade", "{n:#}");
+    assert_eq!(n["key"], format!("downtime:{}:mail-01", d["id"]), "one notice per downtime and server: {n:#}");
     assert_eq!(n["deficiencies"][0]["source"], "service:smtp", "{n:#}");
     assert_eq!(n["url"], "https://rollcall.example.org/servers/mail-01", "{n:#}");
     assert!(n["summary"].as_str().unwrap().contains("downtime"), "{n:#}");
@@ -244,19 +245,8 @@ async fn an_acknowledged_problem_that_changes_within_itself_tells_nothing_until_
     let config = rollcall_poller::PollerConfig::parse("poller.toml", &text).unwrap();
     let store =
         rollcall_poller::store::open(&format!("sqlite://{}", dir.path().join("n.db").display()), None).await.unwrap();
-    let (events, rx) = tokio::sync::broadcast::channel(16);
     let stop = tokio_util::sync::CancellationToken::new();
-    let tracker = tokio_util::task::TaskTracker::new();
-    let setup = rollcall_poller::notify::NotifierSetup {
-        channels: config.notify.clone(),
-        damping: config.damping,
-        first_level: "normal".into(),
-        store: store.clone(),
-        events: rx,
-        public_url: None,
-        writer: None,
-    };
-    let notifier = rollcall_poller::notify::Notifier::start(setup, &stop, &tracker).await.unwrap();
+    let (events, notifier) = support::notifier(&config, store.clone(), &stop).await;
 
     let smtp = Deficiency { source: "service:smtp".into(), severity: Severity::Critical, summary: "down".into() };
     let ack = Ack {

@@ -37,6 +37,9 @@ async fn webhook_gets_a_damped_sequence_with_retries_and_no_repeat_after_restart
     assert_eq!(first["deficiencies"][0]["source"], "service:smtp");
     assert!(first["reason"].as_str().unwrap_or("").contains("service:smtp"), "{first:#}");
     assert_eq!(hook.attempts.load(Ordering::SeqCst), 3, "two failures, then delivered");
+    // Every attempt names the notice alike, so a receiver can drop a repeat.
+    assert_eq!(first["key"], "told:1:mail-01");
+    assert_eq!(*hook.keys.lock().unwrap(), ["told:1:mail-01"; 3]);
     let ch = poller.api.get("/api/v1/notifications").await;
     assert_eq!((ch[0]["sent"].as_u64(), ch[0]["attempt_failures"].as_u64()), (Some(1), Some(2)), "{ch:#}");
 
@@ -169,6 +172,62 @@ async fn email_arrives_in_a_real_mailbox() {
     assert!(text.contains("Subject: [rollcall] mail-01 is deficient at level critical"), "{text}\n{}", postfix.log());
     assert!(text.contains("service:smtp"), "{text}");
     assert!(text.contains("From: rollcall@example.test"), "{text}");
+    assert!(text.contains("X-Rollcall-Notice: told:1:mail-01"), "{text}");
+    assert!(text.contains("Message-ID: <rollcall.told=3A1=3Amail-01@rollcall.invalid>"), "{text}");
     let ch = poller.api.get("/api/v1/notifications").await;
     assert_eq!(ch[0]["sent"], 1, "{ch:#}");
+}
+
+/// The notifier alone, fed poll events by hand, as two nodes of a cluster on one database:
+/// a notice whose claim the store refuses (a trigger failing every insert into `notices`,
+/// as an unreachable database would) is not sent, and the next poll decides it again; it
+/// is sent once the store answers, under the key any node computes alike, and the other
+/// node deciding the same notice from the memory it read before is refused: nothing sent
+/// twice. Its next notice counts on from the stored memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_is_sent_only_when_its_claim_succeeds_and_only_once_across_nodes() {
+    use rollcall_poller::fleet::FleetEvent;
+    use rollcall_poller::model::{ServerFacts, ServerState, ServerSummary};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hook = hook(0).await;
+    let text =
+        format!("[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\nbackoff = \"100ms\"\ntimeout = \"2s\"\n", hook.url);
+    let config = rollcall_poller::PollerConfig::parse("poller.toml", &text).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("n.db").display());
+    let store = rollcall_poller::store::open(&url, None).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(support::notifier(&config, store.clone(), &stop).await.0);
+    }
+    let poll = |level: &str, state: ServerState, secs: i64| {
+        let mut facts = ServerFacts::new("mail-01", "http://mail-01:7460", level);
+        facts.state = state;
+        facts.last_poll_at = Some(chrono::Utc::now() + chrono::Duration::seconds(secs));
+        FleetEvent::Polled(ServerSummary { facts, next_poll_at: None, servers_behind: 0, node: None })
+    };
+
+    sqlx::query("CREATE TRIGGER unreachable BEFORE INSERT ON notices BEGIN SELECT RAISE(ABORT, 'injected fault: database unreachable'); END")
+        .execute(&raw)
+        .await
+        .unwrap();
+    nodes[0].send(poll("critical", ServerState::Unreachable, 0)).unwrap();
+    // A notice not sent leaves nothing to wait for: give the notifier time to (not) send it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(hook.attempts.load(Ordering::SeqCst), 0, "a notice was sent without its claim: {:?}", hook.kinds());
+
+    sqlx::query("DROP TRIGGER unreachable").execute(&raw).await.unwrap();
+    nodes[0].send(poll("critical", ServerState::Unreachable, 10)).unwrap();
+    hook.wait_kinds(&["problem"]).await;
+    // The other node read the memory before that claim: it decides the same notice, and
+    // the store refuses it.
+    nodes[1].send(poll("critical", ServerState::Unreachable, 20)).unwrap();
+    nodes[1].send(poll("normal", ServerState::Ok, 30)).unwrap();
+    hook.wait_kinds(&["problem", "recovery"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hook.kinds(), ["problem", "recovery"]);
+    assert_eq!(*hook.keys.lock().unwrap(), ["told:1:mail-01", "told:2:mail-01"]);
+    stop.cancel();
 }

@@ -7,12 +7,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// An attendant that can be taken down (connections refused) and brought back on its port.
@@ -60,49 +58,10 @@ impl Switchable {
     }
 }
 
-/// A webhook receiver keeping every notice's JSON, answering 204.
-async fn receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let keep = got.clone();
-    tokio::spawn(async move {
-        while let Ok((mut c, _)) = l.accept().await {
-            let keep = keep.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    let Ok(n) = c.read(&mut chunk).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
-                        .unwrap_or(0);
-                    if buf.len() < head_end + 4 + len {
-                        continue;
-                    }
-                    if let Ok(v) = serde_json::from_slice::<Value>(&buf[head_end + 4..head_end + 4 + len]) {
-                        keep.lock().unwrap().push(v);
-                    }
-                    let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
-                    return;
-                }
-            });
-        }
-    });
-    (url, got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_a_loop_during_writes_loses_no_transition_and_repeats_no_notice() {
     let dir = tempfile::tempdir().unwrap();
-    let (hook, notices) = receiver().await;
+    let (hook, notices) = webhook_receiver().await;
     let mut flappy = Vec::new();
     for _ in 0..4 {
         flappy.push(Switchable::start().await);
@@ -151,6 +110,12 @@ async fn kill_9_in_a_loop_during_writes_loses_no_transition_and_repeats_no_notic
         by_server.entry(text(n, "server").to_string()).or_default().push(n);
     }
     assert!(told.iter().any(|n| n["kind"] == "problem"), "the flapping servers were told about: {told:#?}");
+    // Each notice has its own key: none was sent twice, under any condition.
+    let mut keys: Vec<&str> = told.iter().map(|n| text(n, "key")).collect();
+    keys.sort_unstable();
+    let before = keys.len();
+    keys.dedup();
+    assert_eq!(keys.len(), before, "a notice key was sent twice: {told:#?}");
     for i in 0..flappy.len() {
         let name = format!("flappy-{i}");
         let history = poller.api.history(&name).await;

@@ -131,7 +131,7 @@ impl Alertmanager {
         if alerts.is_empty() {
             return Ok(());
         }
-        super::webhook::post_json(&self.client, &self.url, self.token.as_ref(), &alerts).await
+        super::webhook::post_json(&self.client, &self.url, self.token.as_ref(), &alerts, None).await
     }
 
     /// Re-sends every firing alert with a fresh `endsAt`.
@@ -150,7 +150,7 @@ impl Alertmanager {
         if alerts.is_empty() {
             return Ok(());
         }
-        super::webhook::post_json(&self.client, &self.url, self.token.as_ref(), &alerts).await
+        super::webhook::post_json(&self.client, &self.url, self.token.as_ref(), &alerts, None).await
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Memory {
     pub seen: ServerState,
     /// When the state changed, within the last window.
     pub changes: Vec<DateTime<Utc>>,
+    /// How many notices were claimed from this memory ([`crate::notify::key::told`]).
+    pub seq: i64,
 }
 
 impl Memory {
@@ -83,7 +85,15 @@ impl Memory {
             told: Condition { level: first_level.to_string(), state: ServerState::Ok, flapping: false },
             seen: ServerState::Ok,
             changes: Vec::new(),
+            seq: 0,
         }
+    }
+
+    /// Takes back `decision` (its notice could not be claimed): the condition told is
+    /// the one before it again, so the next poll decides it again. What the poll saw (the
+    /// state and its change) stays seen.
+    pub fn undo(&mut self, decision: &Decision) {
+        self.told = decision.previous.clone();
     }
 
     /// The memory as the store keeps it.
@@ -95,13 +105,14 @@ impl Memory {
             flapping: self.told.flapping,
             seen_state: self.seen,
             changes: self.changes.clone(),
+            seq: self.seq,
         }
     }
 
     /// The memory the store kept: `(server, memory)`.
     pub fn from_row(row: NotifyRow) -> (String, Memory) {
         let told = Condition { level: row.level, state: row.state, flapping: row.flapping };
-        (row.server, Memory { told, seen: row.seen_state, changes: row.changes })
+        (row.server, Memory { told, seen: row.seen_state, changes: row.changes, seq: row.seq })
     }
 }
 
@@ -241,5 +252,27 @@ mod tests {
         // A restart hands the same memory back: the same condition tells nothing.
         let mut again = m.clone();
         assert_eq!(D.observe(&mut again, "critical", Unreachable, t(2), "normal"), (None, false));
+    }
+
+    #[test]
+    fn a_decision_taken_back_is_decided_again_by_the_next_poll() {
+        let mut m = Memory::fresh("normal");
+        let (d, _) = D.observe(&mut m, "critical", Unreachable, t(1), "normal");
+        m.undo(&d.unwrap());
+        let (again, _) = D.observe(&mut m, "critical", Unreachable, t(2), "normal");
+        assert_eq!(again.map(|d| d.kind), Some(NoticeKind::Problem));
+        assert_eq!(m.changes, [t(1)], "the state change is counted once");
+        // Flapping taken back: told again at the next poll.
+        let mut m = Memory::fresh("normal");
+        let polls = [(0, Deficient), (1, Ok), (2, Deficient), (3, Ok)];
+        let mut last = None;
+        for (s, st) in polls {
+            last = D.observe(&mut m, "normal", st, t(s), "normal").0;
+        }
+        let flapping = last.unwrap();
+        assert_eq!(flapping.kind, NoticeKind::Flapping);
+        m.undo(&flapping);
+        let (again, _) = D.observe(&mut m, "normal", Ok, t(4), "normal");
+        assert_eq!(again.map(|d| d.kind), Some(NoticeKind::Flapping));
     }
 }

@@ -4,9 +4,11 @@
 //! Rules it keeps: `security = "starttls"` (the default) requires STARTTLS and fails
 //! rather than send in clear; `"tls"` is TLS from the first byte; `"none"` is for loopback
 //! or a trusted relay. AUTH only when `user` and `password_file` are given. Each message
-//! carries a Message-ID unique to the notice, so a receiver can spot duplicates.
+//! carries the notice's key as `X-Rollcall-Notice` and a Message-ID made of it, the same
+//! for every attempt at one notice, so a mail system or reader drops a repeat.
 
-use lettre::message::{header::ContentType, Mailbox, Message};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
@@ -52,13 +54,8 @@ impl Email {
         let mut b = Message::builder()
             .from(from)
             .subject(format!("[rollcall] {}", n.summary))
-            .message_id(Some(format!(
-                "<rollcall.{}.{}.{}@{}>",
-                n.server.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
-                n.kind.as_str(),
-                n.at.timestamp_micros(),
-                "rollcall.invalid"
-            )))
+            .message_id(Some(format!("<rollcall.{}@rollcall.invalid>", super::key::message_id_part(&n.key))))
+            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Rollcall-Notice"), n.key.clone()))
             .header(ContentType::TEXT_PLAIN);
         for t in &self.to {
             b = b.to(t.parse().map_err(|e| DeliveryError(format!("to {t:?}: {e}")))?);

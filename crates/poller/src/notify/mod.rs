@@ -3,16 +3,24 @@
 //!
 //! How it flows: the [`Notifier`] task reads the fleet's broadcast events (never blocking a
 //! poll: a slow reader only loses events, and the next poll of each server brings it up to
-//! date), decides with [`damping::Damping`] what to tell, persists that decision in the
-//! store *before* handing the notice on (so a restart never tells it again), and queues it
-//! on every channel. Each channel is its own task delivering in order, each attempt bounded
-//! by its `timeout`, retried `retries` times with doubling backoff, then given up and
-//! logged. Channel health (sent, failed, last error) is kept in memory for the dashboard,
+//! date), decides with [`damping::Damping`] what to tell, *claims* the notice in the store
+//! under its [`key`] (saving the decision in the same transaction), and queues it on every
+//! channel only if that claim inserted the key. Each channel is its own task delivering in
+//! order, each attempt bounded by its `timeout`, retried `retries` times with doubling
+//! backoff, then given up and logged. Channel health (sent, failed, last error) is kept in memory for the dashboard,
 //! the API and `/metrics`, and every change of it is broadcast for live views.
 //!
-//! Rules it keeps: delivery is at most once across restarts (a notice still being retried
-//! when the poller stops is lost, never repeated); memory that decided nothing (flap
-//! history) is saved within [`MEMORY_SAVE_EVERY`] and at the stop, not at each change; a full channel queue drops the notice
+//! Rules it keeps: a notice is sent at most once per key, cluster-wide and across restarts
+//! (SPEC sections 5 and 12): the store refuses a second claim of a key, and a claim that
+//! fails (the store unreachable) sends nothing and takes the decision back, so whichever
+//! node polls the server next decides it again from the stored memory, under the same key.
+//! A notice waits for the writer's own commit of the poll it tells of before it is
+//! claimed (it never forces a commit), so a crash never leaves a notice about a change the
+//! history lost. Memory that decided nothing (flap history) is saved within
+//! [`MEMORY_SAVE_EVERY`] and at the stop, not at each change.
+//! A notice still being retried when the poller stops is lost, never repeated; receivers
+//! get the key (webhook `key` and `Idempotency-Key`, email `X-Rollcall-Notice`) to drop
+//! a repeat of an attempt whose answer was lost. A full channel queue drops the notice
 //! and counts it failed rather than waiting; one failing channel never delays another;
 //! the log says "sent" only for a channel that delivered (with no channel configured, a
 //! notice is logged as "notice (no channel configured)").
@@ -21,6 +29,7 @@ pub mod alertmanager;
 pub mod damping;
 pub mod downtimes;
 pub mod email;
+pub mod key;
 pub mod template;
 pub mod webhook;
 
@@ -39,7 +48,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{NotifyConfig, NotifyKind};
 use crate::fleet::FleetEvent;
-use crate::model::{Ack, ClockCorrectionRow, Downtime, ServerState};
+use crate::model::{Ack, ClockCorrectionRow, Downtime, NoticeClaim, NotifyRow, ServerState};
 use crate::store::SharedStore;
 pub use damping::{Condition, Damping, Memory, NoticeKind};
 pub use downtimes::Downtimes;
@@ -47,8 +56,14 @@ pub use downtimes::Downtimes;
 /// One thing to tell about one server. Webhooks receive exactly this as JSON.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Notice {
+    /// The notice's key ([`key`]): the same on every poller of a cluster for the same
+    /// event, and never on two notices sent. Also the webhook's `Idempotency-Key` header
+    /// and the email's `X-Rollcall-Notice` header.
+    pub key: String,
     pub kind: NoticeKind,
     pub server: String,
+    /// The poller that claimed and sent it (its `node`; default the host name).
+    pub node: String,
     pub at: DateTime<Utc>,
     /// The condition now (for `clock`: the server's condition when the order was sent).
     pub level: String,
@@ -155,6 +170,8 @@ pub struct NotifierSetup {
     /// The store writer the fleet records polls through: a notice waits until the poll it
     /// tells of is stored (`None`: it does not wait).
     pub writer: Option<crate::store::Writer>,
+    /// This poller's `node`, named in its claims and notices.
+    pub node: String,
 }
 
 impl Notifier {
@@ -203,6 +220,7 @@ impl Notifier {
             notifier: notifier.clone(),
             downtimes,
             public_url: setup.public_url,
+            node: setup.node,
             since: HashMap::new(),
             silenced: HashMap::new(),
         };
@@ -337,6 +355,17 @@ impl Notifier {
 /// commit per flip: most of the commits at 1,000 polls/s with 1 % of servers flapping.
 pub const MEMORY_SAVE_EVERY: Duration = Duration::from_secs(5);
 
+/// A notice decided and waiting for the writer to commit the poll it tells of.
+struct Held {
+    /// The [`Writer::mark`](crate::store::Writer::mark) the poll's record is under
+    /// (`None`: no writer, nothing to wait for).
+    mark: Option<u64>,
+    notice: Notice,
+    /// The memory its claim saves.
+    memory: NotifyRow,
+    decision: damping::Decision,
+}
+
 /// How often held notices look whether the store has started failing meanwhile.
 const HOLD_CHECK: Duration = Duration::from_secs(1);
 
@@ -352,7 +381,7 @@ struct Decider {
     unsaved: HashMap<String, crate::model::NotifyRow>,
     /// Notices waiting for the writer to commit the poll they tell of, with the
     /// [`Writer::mark`](crate::store::Writer::mark) that poll's record is under, in order.
-    held: std::collections::VecDeque<(u64, Notice)>,
+    held: std::collections::VecDeque<Held>,
     /// When memory was last saved without a decision to save (see [`MEMORY_SAVE_EVERY`]).
     saved_at: tokio::time::Instant,
     /// The reason of each server's latest level change, until its poll event tells it.
@@ -360,6 +389,8 @@ struct Decider {
     notifier: Arc<Notifier>,
     downtimes: Arc<Downtimes>,
     public_url: Option<String>,
+    /// This poller's `node`.
+    node: String,
     /// Since when each server that is not fine has been so (fine servers have no entry).
     since: HashMap<String, DateTime<Utc>>,
     /// Servers last seen during a downtime: their deficiencies and whether their problem
@@ -452,9 +483,11 @@ impl Decider {
                 let told = mem.told;
                 let deficient_since = self.since.get(&server).copied();
                 let url = self.url(&server);
-                self.notifier.enqueue(Notice {
+                let notice = Notice {
+                    key: key::clock(&server, correction.at),
                     kind: NoticeKind::Clock,
                     server,
+                    node: self.node.clone(),
                     at: correction.at,
                     level: told.level.clone(),
                     state: told.state,
@@ -469,7 +502,8 @@ impl Decider {
                     downtime: None,
                     url,
                     servers_behind: 0,
-                });
+                };
+                self.claim(notice, None).await;
             }
             FleetEvent::Polled(s) => {
                 if let Some(parents) = &s.facts.behind {
@@ -489,10 +523,9 @@ impl Decider {
                 // writer has committed this poll (and its transition), so a crash between
                 // the two never leaves a notice about a change the history lost. It waits
                 // for the writer's own commit, never forcing one: a commit per notice was
-                // most of the commits when many servers changed at once.
-                // A decision is saved just before its notice is handed on (after the hold):
-                // a restart after that never tells it again, and a crash during the hold
-                // loses nothing, since the next start decides it again. Flap history alone
+                // most of the commits when many servers changed at once. Its decision is
+                // saved by its claim, after the hold: a crash during the hold loses
+                // nothing, since the next start decides it again. Flap history alone
                 // waits for the next save.
                 let hold = self.writer.as_ref().map(|w| w.mark());
                 let told = mem.told.clone();
@@ -512,90 +545,157 @@ impl Decider {
                 if downtime.is_some() {
                     self.silenced.insert(name.clone(), (s.facts.deficiencies.clone(), s.facts.ack.is_some()));
                 }
-                let Some(d) = decision else { return };
-                if let Some(dt) = downtime {
-                    tracing::info!(server = %name, kind = d.kind.as_str(), downtime = dt.id, "notice silenced: downtime");
-                    self.save_memory().await;
+                let silenced = match (&decision, downtime, &s.facts.ack) {
+                    (None, _, _) => true,
+                    (Some(d), Some(dt), _) => {
+                        tracing::info!(server = %name, kind = d.kind.as_str(), downtime = dt.id, "notice silenced: downtime");
+                        true
+                    }
+                    (Some(d), None, Some(ack)) => {
+                        tracing::info!(server = %name, kind = d.kind.as_str(), by = %ack.by, "notice silenced: acknowledged");
+                        true
+                    }
+                    (Some(_), None, None) => false,
+                };
+                let decided = decision.is_some();
+                let Some(d) = decision.filter(|_| !silenced) else {
+                    if decided {
+                        // Nothing to send, but what was silenced is kept now: a restart
+                        // never tells it again. (Flap history alone waits, above.)
+                        self.save_memory().await;
+                    }
                     return;
-                }
-                if let Some(ack) = &s.facts.ack {
-                    tracing::info!(server = %name, kind = d.kind.as_str(), by = %ack.by, "notice silenced: acknowledged");
-                    self.save_memory().await;
-                    return;
-                }
-                let mut summary = summary(d.kind, &s.facts.name, &told, &s.facts.deficiencies);
+                };
+                let Some(mem) = self.memory.get_mut(name) else { return };
+                mem.seq += 1;
+                let row = mem.to_row(name);
+                let mut summary = summary(d.kind, name, &told, &s.facts.deficiencies);
                 if s.servers_behind > 0 {
                     summary += &format!(" ({} behind it)", servers_count(s.servers_behind));
                 }
-                let deficient_since = self.since.get(name).copied();
-                let url = self.url(name);
+                let name = s.facts.name;
                 let notice = Notice {
+                    key: key::told(&name, row.seq),
                     kind: d.kind,
-                    server: s.facts.name.clone(),
+                    server: name.clone(),
+                    node: self.node.clone(),
                     at,
                     level: told.level,
                     state: told.state,
                     flapping: told.flapping,
-                    previous: d.previous,
+                    previous: d.previous.clone(),
                     deficiencies: s.facts.deficiencies,
                     reason,
                     clock: None,
                     summary,
-                    deficient_since,
-                    ack: s.facts.ack.map(|a| *a),
+                    deficient_since: self.since.get(&name).copied(),
+                    ack: None,
                     downtime: None,
-                    url,
+                    url: self.url(&name),
                     servers_behind: s.servers_behind,
                 };
-                match hold {
-                    Some(mark) => {
-                        self.held.push_back((mark, notice));
-                        self.release().await;
-                    }
-                    None => {
-                        self.save_memory().await;
-                        self.notifier.enqueue(notice);
-                    }
-                }
+                let held = Held { mark: hold, notice, memory: row, decision: d };
+                self.held.push_back(held);
+                self.release().await;
             }
         }
     }
 
-    /// Hands on the held notices whose polls are committed, in order, their decisions
-    /// saved first; all of them while the store fails (a failing store does not hold
-    /// notices back).
+    /// Claims and hands on the held notices whose polls are committed, in order; all of
+    /// them while the store fails (a failing store does not hold notices back; their
+    /// claims fail and are decided again).
     async fn release(&mut self) {
-        let Some(w) = &self.writer else { return };
-        let committed = *w.committed().borrow();
-        let failing = w.stats().fault().is_some();
-        let mut ready = Vec::new();
-        while self.held.front().is_some_and(|(mark, _)| failing || *mark <= committed) {
-            if let Some((_, notice)) = self.held.pop_front() {
-                if let Some(m) = self.memory.get(&notice.server) {
-                    self.unsaved.insert(notice.server.clone(), m.to_row(&notice.server));
+        let (committed, failing) = match &self.writer {
+            Some(w) => (*w.committed().borrow(), w.stats().fault().is_some()),
+            None => (u64::MAX, false),
+        };
+        while self.held.front().is_some_and(|h| failing || h.mark.is_none_or(|m| m <= committed)) {
+            let Some(Held { notice, memory, decision, .. }) = self.held.pop_front() else { break };
+            let name = notice.server.clone();
+            match self.claim(notice, Some(&memory)).await {
+                Claim::Queued => {
+                    // The claim saved this memory; older unsaved rows of others go too.
+                    if self.unsaved.get(&name).is_some_and(|r| r.seq <= memory.seq) {
+                        self.unsaved.remove(&name);
+                    }
+                    self.save_memory().await;
                 }
-                ready.push(notice);
+                Claim::Refused => {
+                    self.reload_memory(&name).await;
+                    // The refused key is taken, whatever row the store answered: the next
+                    // notice counts on from it, never claims it again.
+                    if let Some(mem) = self.memory.get_mut(&name) {
+                        mem.seq = mem.seq.max(memory.seq);
+                    }
+                }
+                Claim::Failed => {
+                    // Not told: the next poll (here, or on the node that takes the server
+                    // over) decides it again, under the same key. Taken back only if no
+                    // later decision of the server followed it.
+                    if let Some(mem) = self.memory.get_mut(&name) {
+                        if mem.seq == memory.seq {
+                            mem.seq -= 1;
+                            mem.undo(&decision);
+                            self.unsaved.insert(name.clone(), mem.to_row(&name));
+                        }
+                    }
+                }
             }
-        }
-        if ready.is_empty() {
-            return;
-        }
-        self.save_memory().await;
-        for notice in ready {
-            self.notifier.enqueue(notice);
         }
     }
 
     /// Saves the memory not saved yet, but for servers whose notice is held: their
-    /// decision is saved when the notice is handed on.
+    /// decision is saved by its claim.
     async fn save_memory(&mut self) {
-        let held: std::collections::HashSet<&str> = self.held.iter().map(|(_, n)| n.server.as_str()).collect();
+        let held: std::collections::HashSet<&str> = self.held.iter().map(|h| h.notice.server.as_str()).collect();
         let (mut now, later): (HashMap<_, _>, HashMap<_, _>) =
             std::mem::take(&mut self.unsaved).into_iter().partition(|(server, _)| !held.contains(server.as_str()));
         save_unsaved(self.store.as_ref(), &mut now).await;
         now.extend(later);
         self.unsaved = now;
         self.saved_at = tokio::time::Instant::now();
+    }
+
+    /// Claims `notice` in the store (with `memory`, saved in the same transaction) and
+    /// queues it on the channels only when this claim inserted its key.
+    async fn claim(&self, notice: Notice, memory: Option<&NotifyRow>) -> Claim {
+        let claim = NoticeClaim {
+            key: notice.key.clone(),
+            server: notice.server.clone(),
+            kind: notice.kind.as_str().to_string(),
+            node: notice.node.clone(),
+            at: Utc::now(),
+        };
+        match self.store.claim_notice(&claim, memory).await {
+            Ok(true) => {
+                self.notifier.enqueue(notice);
+                Claim::Queued
+            }
+            Ok(false) => {
+                tracing::info!(server = %notice.server, key = %notice.key, kind = notice.kind.as_str(),
+                    "notice claimed before (by another poller, or before a restart): not sent again");
+                Claim::Refused
+            }
+            Err(e) => {
+                tracing::error!(server = %notice.server, key = %notice.key, kind = notice.kind.as_str(), error = %e,
+                    "notice not sent: cannot claim it in the store (decided again at the next poll)");
+                Claim::Failed
+            }
+        }
+    }
+
+    /// Replaces what is remembered of `server` with the store's row (another poller told
+    /// something meanwhile); keeps what it has when the store cannot answer.
+    async fn reload_memory(&mut self, server: &str) {
+        match self.store.load_notify_memory().await {
+            Ok(rows) => {
+                if let Some(row) = rows.into_iter().find(|r| r.server == server) {
+                    let (name, mem) = Memory::from_row(row);
+                    self.memory.insert(name, mem);
+                }
+            }
+            Err(e) => tracing::warn!(server = %server, error = %e, "cannot reread the notification memory"),
+        }
     }
 
     /// The dashboard page of `server`, when `public_url` is set.
@@ -638,9 +738,11 @@ impl Decider {
                     summary(NoticeKind::Problem, &name, &told, &deficiencies),
                     if removed { "removed and so" } else { "has" }
                 );
-                self.notifier.enqueue(Notice {
+                let notice = Notice {
+                    key: key::downtime_end(&name, d.id),
                     kind: NoticeKind::Problem,
                     server: name.clone(),
+                    node: self.node.clone(),
                     at: now,
                     level: told.level.clone(),
                     state: told.state,
@@ -655,10 +757,21 @@ impl Decider {
                     downtime: Some(d.clone()),
                     url: self.url(&name),
                     servers_behind: 0,
-                });
+                };
+                self.claim(notice, None).await;
             }
         }
     }
+}
+
+/// What became of a notice's claim.
+enum Claim {
+    /// Claimed by this call: queued on the channels.
+    Queued,
+    /// Claimed before (another node, or before a restart): not sent.
+    Refused,
+    /// The store did not answer: not sent.
+    Failed,
 }
 
 /// Saves what the store has not taken yet; what it refuses stays for the next try.
@@ -743,6 +856,7 @@ mod tests {
             events: rx,
             public_url: None,
             writer: None,
+            node: "test".into(),
         };
         Notifier::start(setup, &stop, &tracker).await.unwrap();
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();

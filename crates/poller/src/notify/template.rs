@@ -74,8 +74,10 @@ mod tests {
 
     fn notice() -> Notice {
         Notice {
+            key: "told:1:mail-01".into(),
             kind: NoticeKind::Problem,
             server: "mail-01".into(),
+            node: "poller-a".into(),
             at: t(720),
             level: "critical".into(),
             state: ServerState::Deficient,

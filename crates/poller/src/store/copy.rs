@@ -116,6 +116,11 @@ pub const TABLES: &[Table] = &[
             ("closed", Bool),
         ],
     },
+    Table {
+        name: "notices",
+        key: "id",
+        columns: &[("id", Int), ("key", Text), ("server", Text), ("kind", Text), ("node", Text), ("at", Int)],
+    },
     Table { name: "latest_compilations", key: "server", columns: &[("server", Text), ("body", Text)] },
     Table {
         name: "acks",
@@ -158,6 +163,7 @@ pub const TABLES: &[Table] = &[
             ("seen_state", Text),
             ("changes", Text),
             ("updated_at", Int),
+            ("seq", Int),
         ],
     },
 ];

@@ -1,6 +1,6 @@
 //! The storage API: what the poller keeps (servers' facts, their latest compilation, poll,
 //! transition and clock-correction history, what notifications told, acknowledgements,
-//! downtimes and the operator actions of the audit trail) behind one trait,
+//! downtimes, the operator actions of the audit trail and the claims of notices) behind one trait,
 //! [`Store`], with one module per backend, each with its own migrations
 //! (`crates/poller/migrations/<backend>`): SQLite ([`sqlite`], the default for one poller)
 //! and PostgreSQL ([`postgres`], for sites that run it and for several pollers).
@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{Downtime, History, NotifyRow, StoredServer};
+use crate::model::{Downtime, History, NoticeClaim, NotifyRow, StoredServer};
 
 pub mod batch;
 pub mod copy;
@@ -104,8 +104,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// What notifications last told about every server.
     async fn load_notify_memory(&self) -> Result<Vec<NotifyRow>, StoreError>;
 
-    /// Persists what notifications told about one server (before the notice is sent).
+    /// Persists what notifications know of one server that tells nothing new (the flap
+    /// counts of a poll without a notice). A row whose `seq` is below the stored one's
+    /// changes nothing: it comes from a node that has since lost the server, and must not
+    /// undo the claims of the node that took it.
     async fn save_notify_memory(&self, row: &NotifyRow) -> Result<(), StoreError>;
+
+    /// Claims a notice before it is sent (SPEC sections 5 and 12), in one transaction:
+    /// inserts `claim.key` into `notices` unless that key is there already, and only if it
+    /// inserted it, saves `memory` (what the notice tells; `None` for notices that change
+    /// no memory, e.g. clock orders). Answers `true` when this call claimed the notice,
+    /// `false` when it was claimed before (by another node of the cluster, or by this
+    /// poller before a restart; nothing is written): send it only on `true`. An error means
+    /// the claim is not known to have happened: send nothing.
+    async fn claim_notice(&self, claim: &NoticeClaim, memory: Option<&NotifyRow>) -> Result<bool, StoreError>;
 
     /// Rows in `table` now (for the progress of a copy).
     async fn count_rows(&self, table: &copy::Table) -> Result<u64, StoreError>;
@@ -198,6 +210,8 @@ pub struct Pruned {
     pub transitions: u64,
     pub clock_corrections: u64,
     pub operator_actions: u64,
+    /// Notice claims (their keys are kept as long as transitions).
+    pub notices: u64,
 }
 
 /// How often the pruner runs (and once at start-up).
@@ -220,6 +234,7 @@ pub fn spawn_pruner(store: SharedStore, retention: Retention, stop: Cancellation
                     transitions = p.transitions,
                     clock_corrections = p.clock_corrections,
                     operator_actions = p.operator_actions,
+                    notices = p.notices,
                     "pruned history beyond its retention"
                 ),
                 Err(e) => tracing::error!(error = %e, "cannot prune history"),

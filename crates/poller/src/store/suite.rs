@@ -7,8 +7,8 @@ use rollcall_protocol::{Deficiency, Severity};
 
 use super::{Batch, Retention, SharedStore, Writer};
 use crate::model::{
-    Ack, AckChange, ActionRow, ChangedCompilation, ClockCorrectionRow, Downtime, History, NotifyRow, PollRecord,
-    PollRow, ServerFacts, ServerState, TransitionRow,
+    Ack, AckChange, ActionRow, ChangedCompilation, ClockCorrectionRow, Downtime, History, NoticeClaim, NotifyRow,
+    PollRecord, PollRow, ServerFacts, ServerState, TransitionRow,
 };
 
 /// What a backend gives the suite.
@@ -57,6 +57,7 @@ macro_rules! store_suite {
             a_failed_write_is_kept_and_stored_once_the_store_works_again,
             acks_and_operator_actions_survive_reopening_and_an_ended_ack_is_gone,
             downtimes_survive_reopening_until_closed,
+            a_notice_is_claimed_once_and_its_memory_with_it,
         );
     };
 }
@@ -230,6 +231,7 @@ pub(crate) async fn notification_memory_survives_reopening(h: &impl Harness) {
         flapping: true,
         seen_state: ServerState::Deficient,
         changes: vec![at(1_000), at(2_000)],
+        seq: 3,
     };
     store.save_notify_memory(&row).await.unwrap();
     let mut newer = row.clone();
@@ -366,4 +368,48 @@ pub(crate) async fn downtimes_survive_reopening_until_closed(h: &impl Harness) {
     assert_eq!(store.close_downtime(web.id).await.unwrap(), None, "closed once");
     assert_eq!(store.close_downtime(12_345).await.unwrap(), None);
     assert_eq!(store.open_downtimes().await.unwrap(), [mail]);
+}
+
+/// The notice key is UNIQUE: a second claim (another node, a restart) is refused and
+/// writes nothing; the memory is saved only with the claim that won; an older memory row
+/// (a lower `seq`, from a node that lost the server) never overwrites a newer one; and
+/// claims are pruned with the transitions.
+pub(crate) async fn a_notice_is_claimed_once_and_its_memory_with_it(h: &impl Harness) {
+    let store = h.open().await;
+    let told = |state: ServerState, seq: i64| NotifyRow {
+        server: "mail-01".into(),
+        level: "critical".into(),
+        state,
+        flapping: false,
+        seen_state: state,
+        changes: vec![at(1_000)],
+        seq,
+    };
+    let claim = NoticeClaim {
+        key: "told:1:mail-01".into(),
+        server: "mail-01".into(),
+        kind: "problem".into(),
+        node: "poller-a".into(),
+        at: at(1_000),
+    };
+    assert!(store.claim_notice(&claim, Some(&told(ServerState::Unreachable, 1))).await.unwrap());
+    // Another node deciding from the same stored memory names the same notice: refused,
+    // and its memory is not written.
+    let second = h.open().await;
+    assert!(!second.claim_notice(&claim, Some(&told(ServerState::Deficient, 1))).await.unwrap());
+    assert_eq!(store.load_notify_memory().await.unwrap(), [told(ServerState::Unreachable, 1)]);
+    // A stale node's memory (seq 0) does not undo the claim's.
+    second.save_notify_memory(&told(ServerState::Ok, 0)).await.unwrap();
+    assert_eq!(store.load_notify_memory().await.unwrap(), [told(ServerState::Unreachable, 1)]);
+    // A notice that changes no memory (a clock order) is claimed once too.
+    let clock = NoticeClaim { key: "clock:5000:mail-01".into(), kind: "clock".into(), at: at(5_000), ..claim.clone() };
+    assert!(store.claim_notice(&clock, None).await.unwrap());
+    assert!(!store.claim_notice(&clock, None).await.unwrap());
+    // Kept as long as transitions, then pruned: 400 days after the first, only it goes.
+    let day = 86_400_000;
+    let p = store.prune(&Retention::default(), at(1_000 + 400 * day + 2_000)).await.unwrap();
+    assert_eq!(p.notices, 1);
+    store.close().await;
+    let store = h.open().await;
+    assert!(!store.claim_notice(&clock, None).await.unwrap(), "a restart remembers the claim");
 }

@@ -178,16 +178,21 @@ pub struct Hook {
     pub url: String,
     pub got: Arc<Mutex<Vec<Value>>>,
     pub attempts: Arc<AtomicUsize>,
+    /// The `Idempotency-Key` header of every attempt, failed ones included ("" if none).
+    pub keys: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Clone)]
 struct HookState {
     got: Arc<Mutex<Vec<Value>>>,
     attempts: Arc<AtomicUsize>,
+    keys: Arc<Mutex<Vec<String>>>,
     fail: usize,
 }
 
-async fn hook_post(State(s): State<HookState>, body: axum::Json<Value>) -> StatusCode {
+async fn hook_post(State(s): State<HookState>, headers: axum::http::HeaderMap, body: axum::Json<Value>) -> StatusCode {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    s.keys.lock().unwrap().push(key.to_string());
     if s.attempts.fetch_add(1, Ordering::SeqCst) < s.fail {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
@@ -198,12 +203,13 @@ async fn hook_post(State(s): State<HookState>, body: axum::Json<Value>) -> Statu
 pub async fn hook(fail: usize) -> Hook {
     let got = Arc::new(Mutex::new(Vec::new()));
     let attempts = Arc::new(AtomicUsize::new(0));
-    let state = HookState { got: got.clone(), attempts: attempts.clone(), fail };
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let state = HookState { got: got.clone(), attempts: attempts.clone(), keys: keys.clone(), fail };
     let app = axum::Router::new().route("/hook", axum::routing::post(hook_post)).with_state(state);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await.ok() });
-    Hook { url, got, attempts }
+    Hook { url, got, attempts, keys }
 }
 
 impl Hook {
@@ -217,6 +223,29 @@ impl Hook {
         })
         .await;
     }
+}
+
+/// A notifier alone (no fleet, no writer) on `store` with `config`'s channels and damping,
+/// fed the fleet events the test sends on the answered sender; it stops with `stop`.
+pub async fn notifier(
+    config: &rollcall_poller::PollerConfig,
+    store: rollcall_poller::store::SharedStore,
+    stop: &CancellationToken,
+) -> (tokio::sync::broadcast::Sender<rollcall_poller::fleet::FleetEvent>, Arc<rollcall_poller::notify::Notifier>) {
+    let (events, rx) = tokio::sync::broadcast::channel(16);
+    let setup = rollcall_poller::notify::NotifierSetup {
+        channels: config.notify.clone(),
+        damping: config.damping,
+        first_level: config.rules.level(0).name.clone(),
+        store,
+        events: rx,
+        public_url: None,
+        writer: None,
+        node: config.node.clone(),
+    };
+    let tracker = tokio_util::task::TaskTracker::new();
+    let notifier = rollcall_poller::notify::Notifier::start(setup, stop, &tracker).await.unwrap();
+    (events, notifier)
 }
 
 /// Prometheus (Debian `prometheus`) scraping `target` (host:port) every second.

@@ -25,8 +25,8 @@ use sqlx::Row;
 
 use super::{Batch, Pruned, Retention, StoreError};
 use crate::model::{
-    Ack, AckChange, ActionRow, ClockCorrectionRow, Downtime, History, NotifyRow, PollRow, ServerFacts, ServerState,
-    StoredServer, TransitionRow,
+    Ack, AckChange, ActionRow, ClockCorrectionRow, Downtime, History, NoticeClaim, NotifyRow, PollRow, ServerFacts,
+    ServerState, StoredServer, TransitionRow,
 };
 
 mod cluster;
@@ -87,6 +87,32 @@ impl PostgresStore {
         let rows = sqlx::query(&sql).bind(server).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(row).collect::<Result<Vec<_>, sqlx::Error>>()?)
     }
+}
+
+/// The upsert of one server's notification memory; a row older than the stored one (a
+/// lower `seq`: written by a node that has since lost the server) changes nothing.
+fn save_memory(
+    m: &NotifyRow,
+) -> Result<sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>, StoreError> {
+    let changes: Vec<i64> = m.changes.iter().map(|t| ms(*t)).collect();
+    let changes = serde_json::to_string(&changes)
+        .map_err(|e| StoreError::Corrupt { what: format!("notify changes of {}", m.server), detail: e.to_string() })?;
+    Ok(sqlx::query(
+        "INSERT INTO notify_state (server, level, state, flapping, seen_state, changes, updated_at, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (server) DO UPDATE SET level = excluded.level, state = excluded.state,
+           flapping = excluded.flapping, seen_state = excluded.seen_state, changes = excluded.changes,
+           updated_at = excluded.updated_at, seq = excluded.seq
+         WHERE notify_state.seq <= excluded.seq",
+    )
+    .bind(&m.server)
+    .bind(&m.level)
+    .bind(m.state.as_str())
+    .bind(m.flapping)
+    .bind(m.seen_state.as_str())
+    .bind(changes)
+    .bind(ms(Utc::now()))
+    .bind(m.seq))
 }
 
 /// One column of `rows`, as an array to bind (a batch table is one `UNNEST` of such arrays).
@@ -371,7 +397,7 @@ impl super::Store for PostgresStore {
     }
 
     async fn load_notify_memory(&self) -> Result<Vec<NotifyRow>, StoreError> {
-        let rows = sqlx::query("SELECT server, level, state, flapping, seen_state, changes FROM notify_state")
+        let rows = sqlx::query("SELECT server, level, state, flapping, seen_state, changes, seq FROM notify_state")
             .fetch_all(&self.pool)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
@@ -386,6 +412,7 @@ impl super::Store for PostgresStore {
                 flapping: r.try_get("flapping")?,
                 seen_state: ServerState::parse(r.try_get::<&str, _>("seen_state")?),
                 changes: changes.into_iter().map(from_ms).collect(),
+                seq: r.try_get("seq")?,
                 server,
             });
         }
@@ -393,28 +420,35 @@ impl super::Store for PostgresStore {
     }
 
     async fn save_notify_memory(&self, m: &NotifyRow) -> Result<(), StoreError> {
-        let changes: Vec<i64> = m.changes.iter().map(|t| ms(*t)).collect();
-        let changes = serde_json::to_string(&changes).map_err(|e| StoreError::Corrupt {
-            what: format!("notify changes of {}", m.server),
-            detail: e.to_string(),
-        })?;
-        sqlx::query(
-            "INSERT INTO notify_state (server, level, state, flapping, seen_state, changes, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (server) DO UPDATE SET level = excluded.level, state = excluded.state,
-               flapping = excluded.flapping, seen_state = excluded.seen_state, changes = excluded.changes,
-               updated_at = excluded.updated_at",
-        )
-        .bind(&m.server)
-        .bind(&m.level)
-        .bind(m.state.as_str())
-        .bind(m.flapping)
-        .bind(m.seen_state.as_str())
-        .bind(changes)
-        .bind(ms(Utc::now()))
-        .execute(&self.pool)
-        .await?;
+        save_memory(m)?.execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn claim_notice(&self, claim: &NoticeClaim, memory: Option<&NotifyRow>) -> Result<bool, StoreError> {
+        let save = memory.map(save_memory).transpose()?;
+        let mut tx = self.pool.begin().await?;
+        // The UNIQUE key decides: of two nodes claiming the same notice at once, the second
+        // waits for the first's transaction and then inserts nothing.
+        let inserted = sqlx::query(
+            "INSERT INTO notices (key, server, kind, node, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&claim.key)
+        .bind(&claim.server)
+        .bind(&claim.kind)
+        .bind(&claim.node)
+        .bind(ms(claim.at))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            return Ok(false); // rolled back: nothing written
+        }
+        if let Some(save) = save {
+            save.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn count_rows(&self, table: &crate::store::copy::Table) -> Result<u64, StoreError> {

@@ -49,5 +49,6 @@ pub(super) async fn prune(pool: &PgPool, retention: &Retention, now: DateTime<Ut
         transitions: prune_table(pool, "transitions", cutoff(retention.transitions), false).await?,
         clock_corrections: prune_table(pool, "clock_corrections", cutoff(retention.transitions), false).await?,
         operator_actions: prune_table(pool, "operator_actions", cutoff(retention.transitions), false).await?,
+        notices: prune_table(pool, "notices", cutoff(retention.transitions), false).await?,
     })
 }

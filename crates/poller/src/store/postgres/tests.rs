@@ -176,6 +176,7 @@ async fn sqlite_to_postgres_and_back_keeps_everything_and_a_second_copy_adds_not
         flapping: true,
         seen_state: ServerState::Unreachable,
         changes: vec![crate::store::suite::at(1_000), crate::store::suite::at(2_000)],
+        seq: 3,
     })
     .await
     .unwrap();

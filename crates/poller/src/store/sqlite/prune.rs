@@ -82,6 +82,7 @@ pub(super) async fn prune(pool: &SqlitePool, retention: &Retention, now: DateTim
             .await?,
         operator_actions: prune_table(pool, "operator_actions", cutoff(retention.transitions), false, PRUNE_STEP)
             .await?,
+        notices: prune_table(pool, "notices", cutoff(retention.transitions), false, PRUNE_STEP).await?,
     })
 }
 
