@@ -77,7 +77,7 @@ pub async fn run(
     let stored = store.load_servers().await?;
     let (writer, writer_task) = store::Writer::start(store.clone());
     let files = rollcall_netserve::raise_open_file_limit();
-    let idle = fetch::idle_budget(files);
+    let idle = fetch::idle_budget(files, config.max_concurrent_polls);
     if idle < config.servers.len() {
         tracing::warn!(
             servers = config.servers.len(),
