@@ -256,7 +256,8 @@ async fn replayed_and_foreign_orders_are_rejected_over_the_wire() {
         tls: None,
     };
     let f = rollcall_poller::fetch::Fetch::fetch(&c, &server).await.unwrap();
-    let skew = (f.digest.replied_at - chrono::Utc::now()).num_milliseconds();
+    let digest = rollcall_poller::fetch::decode(&f.raw).unwrap();
+    let skew = (digest.replied_at - chrono::Utc::now()).num_milliseconds();
     assert!(skew.abs() < 500, "clock moved by a rejected order: {skew} ms");
 }
 
@@ -317,7 +318,7 @@ async fn offset_through_a_one_way_delay_stays_within_half_the_delay_where_the_na
         tls: None,
     };
     let f = rollcall_poller::fetch::Fetch::fetch(&fetcher, &server).await.unwrap();
-    let t = &f.digest;
+    let t = &rollcall_poller::fetch::decode(&f.raw).unwrap();
     let e = ClockEstimate::from_stamps(f.sent_at, t.received_at, t.replied_at, f.received_at);
     let truth_ms = 45_000.0;
     assert!(e.delay_ms >= 190.0, "the proxy's delay shows in δ: {e:?}");
