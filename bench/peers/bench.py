@@ -338,7 +338,7 @@ class SqliteStore:
         m["growth"] = growth(poll_b, comp_b)
         comp = (f"{counts['compilations']} compilation rows (stored when changed)"
                 if counts["compilations"] is not None else "latest compilation per server only")
-        latest = (f"{counts['latest']} latest compilations (written on change and at shutdown)"
+        latest = (f"{counts['latest']} latest compilations (written at the clean stop; the newest history row is the latest after a crash)"
                   if counts["latest"] is not None else "the latest compilation on each server row")
         m["stored"] = (f"SQLite {size / 1e6:.1f} MB: {counts['servers']} server rows (state), {latest}, "
                        f"{counts['polls']} poll rows, {comp}")

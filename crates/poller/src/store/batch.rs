@@ -109,22 +109,6 @@ impl Batch {
         self.polls.len()
     }
 
-    /// Each server's newest changed compilation, `(server, body)`: what becomes its latest.
-    pub fn latest_compilations(&self) -> Vec<(&str, &bytes::Bytes)> {
-        let mut at: HashMap<&str, usize> = HashMap::new();
-        let mut out: Vec<(&str, &bytes::Bytes)> = Vec::new();
-        for (name, _, c) in &self.compilations {
-            match at.get(name.as_str()) {
-                Some(&i) => out[i].1 = &c.body,
-                None => {
-                    at.insert(name, out.len());
-                    out.push((name, &c.body));
-                }
-            }
-        }
-        out
-    }
-
     /// Drops the oldest poll rows beyond `max_polls` and the oldest history compilations
     /// beyond `max_compilations`; everything else is kept.
     pub fn shed(&mut self, max_polls: usize, max_compilations: usize) -> Shed {

@@ -40,7 +40,7 @@ pub(crate) fn check_showable_read(bytes: &[u8]) -> Result<(), DecodeError> {
 
 /// The byte scan of [`check_showable_read`]: true only when the document surely passes.
 fn plainly_showable(b: &[u8]) -> bool {
-    if std::str::from_utf8(b).is_err() {
+    if simdutf8::basic::from_utf8(b).is_err() {
         return false;
     }
     let (mut depth, mut digits, mut in_string) = (0usize, 0usize, false);

@@ -261,7 +261,6 @@ impl super::Store for PostgresStore {
             .bind(&bodies)
             .execute(&mut *tx)
             .await?;
-            save_latest(&mut tx, &batch.latest_compilations()).await?;
         }
         if !batch.clock_corrections.is_empty() {
             let c = &batch.clock_corrections;
@@ -320,10 +319,18 @@ impl super::Store for PostgresStore {
     }
 
     async fn compilation(&self, server: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT body FROM latest_compilations WHERE server = $1")
-            .bind(server)
-            .fetch_optional(&self.pool)
-            .await?;
+        // The latest saved at the last clean stop, or the newest history row when newer
+        // (after a crash, a change since, or another node's polls): migration 0005.
+        let row = sqlx::query(
+            "SELECT body FROM (
+                 SELECT body, at FROM latest_compilations WHERE server = $1
+                 UNION ALL
+                 (SELECT body, at FROM compilations WHERE server = $1 ORDER BY id DESC LIMIT 1)) latest
+             ORDER BY at DESC LIMIT 1",
+        )
+        .bind(server)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(match row {
             Some(r) => Some(r.try_get("body")?),
             None => None,
@@ -605,11 +612,12 @@ async fn save_latest(
     }
     let bodies: Vec<String> = latest.iter().map(|(_, b)| body_text(b)).collect();
     sqlx::query(
-        "INSERT INTO latest_compilations (server, body) SELECT * FROM UNNEST($1::text[], $2::text[])
-         ON CONFLICT (server) DO UPDATE SET body = excluded.body",
+        "INSERT INTO latest_compilations (server, body, at) SELECT *, $3 FROM UNNEST($1::text[], $2::text[])
+         ON CONFLICT (server) DO UPDATE SET body = excluded.body, at = excluded.at",
     )
     .bind(column(latest, |(n, _)| *n))
     .bind(&bodies)
+    .bind(ms(Utc::now()))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -297,7 +297,6 @@ impl super::Store for SqliteStore {
             },
         )
         .await?;
-        save_latest(&mut tx, &batch.latest_compilations()).await?;
         insert_rows(
             &mut tx,
             "INSERT INTO clock_corrections (server, at, offset_ms, correction_ms, outcome, detail)",
@@ -352,10 +351,19 @@ impl super::Store for SqliteStore {
     }
 
     async fn compilation(&self, server: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT body FROM latest_compilations WHERE server = ?")
-            .bind(server)
-            .fetch_optional(&self.pool)
-            .await?;
+        // The latest saved at the last clean stop, or the newest history row when newer
+        // (after a crash, or a change since): see migration 0009.
+        let row = sqlx::query(
+            "SELECT body FROM (
+                 SELECT body, at FROM latest_compilations WHERE server = ?1
+                 UNION ALL
+                 SELECT body, at FROM compilations
+                 WHERE id = (SELECT max(id) FROM compilations WHERE server = ?1))
+             ORDER BY at DESC LIMIT 1",
+        )
+        .bind(server)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(match row {
             Some(r) => Some(r.try_get("body")?),
             None => None,
@@ -657,13 +665,14 @@ async fn save_latest(
 ) -> Result<(), StoreError> {
     let bodies: Vec<String> = latest.iter().map(|(_, b)| body_text(b)).collect();
     let rows: Vec<(&str, &String)> = latest.iter().map(|(n, _)| *n).zip(&bodies).collect();
+    let at = ms(Utc::now());
     insert_rows(
         tx,
-        "INSERT INTO latest_compilations (server, body)",
-        "ON CONFLICT (server) DO UPDATE SET body = excluded.body",
+        "INSERT INTO latest_compilations (server, body, at)",
+        "ON CONFLICT (server) DO UPDATE SET body = excluded.body, at = excluded.at",
         &rows,
         |mut b, (name, body)| {
-            b.push_bind(*name).push_bind(body.as_str());
+            b.push_bind(*name).push_bind(body.as_str()).push_bind(at);
         },
     )
     .await
