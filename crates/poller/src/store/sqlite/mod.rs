@@ -259,7 +259,7 @@ impl super::Store for SqliteStore {
         // Chain each poll row to the server's previous one; the in-memory chains change only
         // once the transaction has committed, so a failed batch is retried over the same heads.
         let (links, unsaved) = {
-            let chains = self.chains.lock();
+            let mut chains = self.chains.lock();
             (chains.link(batch.polls.iter().map(|(server, _)| server.as_str())), chains.unsaved(false))
         };
         let polls: Vec<(&(String, PollRow), &(i64, Option<i64>))> = batch.polls.iter().zip(&links.rows).collect();
