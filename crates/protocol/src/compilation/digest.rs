@@ -131,13 +131,17 @@ impl Digest {
         // does not validate each string again: `from_utf8` and `parse_str` were a tenth of
         // the poller's CPU at 1,000 polls/s (perf). A reply that is not UTF-8 takes the
         // byte reader, which says where it breaks.
-        let read = match simdutf8::basic::from_utf8(bytes) {
-            Ok(text) => serde_json::from_str::<Wire>(text),
-            Err(_) => serde_json::from_slice::<Wire>(bytes),
+        let text = simdutf8::basic::from_utf8(bytes).ok();
+        let read = match text {
+            Some(text) => serde_json::from_str::<Wire>(text),
+            None => serde_json::from_slice::<Wire>(bytes),
         };
         let w = match read {
             Ok(w) if w.schema_version == SCHEMA_VERSION => {
-                super::showable::check_showable_read(bytes)?;
+                match text {
+                    Some(text) => super::showable::check_showable_text(text)?,
+                    None => super::showable::check_showable(bytes)?,
+                }
                 w
             }
             Ok(w) => return Err(DecodeError::Incompatible { found: u64::from(w.schema_version) }),

@@ -38,11 +38,23 @@ pub(crate) fn check_showable_read(bytes: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
+/// [`check_showable_read`] for a document already known to be UTF-8 (the caller validated
+/// it once for its own reading): the scan without a second UTF-8 pass.
+pub(crate) fn check_showable_text(text: &str) -> Result<(), DecodeError> {
+    if plain_scan(text.as_bytes()) {
+        Ok(())
+    } else {
+        check_showable(text.as_bytes())
+    }
+}
+
 /// The byte scan of [`check_showable_read`]: true only when the document surely passes.
 fn plainly_showable(b: &[u8]) -> bool {
-    if simdutf8::basic::from_utf8(b).is_err() {
-        return false;
-    }
+    simdutf8::basic::from_utf8(b).is_ok() && plain_scan(b)
+}
+
+/// [`plainly_showable`] past the UTF-8 pass: escapes, numbers and nesting.
+fn plain_scan(b: &[u8]) -> bool {
     let (mut depth, mut digits, mut in_string) = (0usize, 0usize, false);
     let mut i = 0;
     while i < b.len() {
