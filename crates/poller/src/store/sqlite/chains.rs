@@ -101,15 +101,14 @@ impl Chains {
             if mark <= self.saved {
                 return None;
             }
-            let heads = self.heads.iter().filter(|(_, &id)| id > self.saved).map(|(s, &id)| (s.clone(), id)).collect();
+            let heads = self.moved().map(|(s, id)| (s.clone(), id)).collect();
             return Some(Unsaved { heads, mark: Some(mark), upto: 0 });
         }
         if self.saving.is_none() {
             if mark <= self.saved || self.saved_at.elapsed() < SAVE_HEADS_EVERY {
                 return None;
             }
-            let mut names: Vec<String> =
-                self.heads.iter().filter(|(_, &id)| id > self.saved).map(|(s, _)| s.clone()).collect();
+            let mut names: Vec<String> = self.moved().map(|(s, _)| s.clone()).collect();
             names.sort_unstable();
             self.saving = Some(Saving { names, done: 0, mark });
         }
@@ -118,6 +117,11 @@ impl Chains {
         let heads =
             saving.names[saving.done..upto].iter().filter_map(|n| Some((n.clone(), *self.heads.get(n)?))).collect();
         Some(Unsaved { heads, mark: (upto == saving.names.len()).then_some(saving.mark), upto })
+    }
+
+    /// The heads that moved since the last complete save.
+    fn moved(&self) -> impl Iterator<Item = (&String, i64)> {
+        self.heads.iter().filter(|(_, &id)| id > self.saved).map(|(s, &id)| (s, id))
     }
 
     /// `unsaved` is in the database: the save goes on, or is complete and the mark moves up.
