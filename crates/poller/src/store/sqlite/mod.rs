@@ -13,6 +13,8 @@
 //!   The heads are held in memory and saved in arrears (`chains`, migration 0007): every
 //!   read of the whole store saves them first.
 //! - Times are stored as Unix milliseconds (UTC).
+//! - A new database has 1 KiB pages (`open`): a commit rewrites each page it touches, and
+//!   small pages keep the rewrites of a small batch small. An older file keeps its pages.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -30,6 +32,9 @@ use crate::model::{
 mod chains;
 mod copy;
 mod prune;
+
+/// WAL size at which a commit checkpoints it into the database file (bytes).
+const WAL_CHECKPOINT_BYTES: i64 = 40 << 20;
 
 use chains::Chains;
 
@@ -98,18 +103,33 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
+            // 1 KiB pages for a new database (SQLite's default is 4 KiB; an existing file keeps
+            // its own). A commit rewrites every page it touches whole: at 100 polls/s a 500 ms
+            // batch is 50 poll rows (3 kB), and with 4 KiB pages its commit wrote the poll
+            // table's last leaf, the new leaf, their interior page and page 1, plus 4 KiB for
+            // each changed server row: 484 bytes of write calls per poll against 248 with
+            // 1 KiB pages (`bench/peers/run.sh poller 100 1`, docs/performance.md).
+            .page_size(1024)
             // A batch touches thousands of pages (poll rows and their index); with SQLite's
             // 2 MB default they spill to the WAL mid-transaction and are written twice
             // (perf: pagerStress, subjournal).
             .pragma("cache_size", "-8192")
             // Each many-row statement keeps a statement journal of the pages it changes; in
             // a file that was 6 % of the poller's CPU (perf: subjournalPageIfRequired).
-            .pragma("temp_store", "memory")
-            // Checkpoint every 40 MB of WAL rather than 4 MB: the poll index's pages change
-            // many times between checkpoints and are copied into the database once.
-            .pragma("wal_autocheckpoint", "10000");
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // Checkpoint every 40 MiB of WAL rather than SQLite's 1,000 pages: the poll
+            // table's newest pages change at every commit and are copied into the database
+            // once per checkpoint. The pragma counts pages, so it follows the file's size.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut *conn).await?;
+                    let pages = WAL_CHECKPOINT_BYTES / page.max(512);
+                    sqlx::query(&format!("PRAGMA wal_autocheckpoint = {pages}")).execute(&mut *conn).await?;
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open { url: url.to_string(), source })?;

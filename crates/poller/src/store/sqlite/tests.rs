@@ -94,6 +94,34 @@ async fn corrupt_rows_are_named_not_panicked_on() {
     assert!(err.contains("servers.deficiencies of a"), "{err}");
 }
 
+async fn page_size(pool: &SqlitePool) -> i64 {
+    sqlx::query_scalar("PRAGMA page_size").fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_new_database_has_1_kib_pages_and_an_older_one_keeps_its_own() {
+    let (_d, store) = open().await;
+    assert_eq!(page_size(&store.pool).await, 1024);
+    let checkpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&store.pool).await.unwrap();
+    assert_eq!(checkpoint * 1024, 40 << 20, "the WAL is checkpointed every 40 MiB whatever the page size");
+
+    // A file an older release made: SQLite's 4 KiB pages, WAL journal, rows in it.
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    {
+        let pool = database_at_version(&url, 9).await;
+        sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await.unwrap();
+        assert_eq!(page_size(&pool).await, 4096);
+        pool.close().await;
+    }
+    let old = SqliteStore::open(&url).await.unwrap();
+    old.write(&batch([record("a", 1_000, "normal", false, None)])).await.unwrap();
+    assert_eq!(page_size(&old.pool).await, 4096, "an existing file keeps its page size");
+    let checkpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(&old.pool).await.unwrap();
+    assert_eq!(checkpoint * 4096, 40 << 20);
+    assert_eq!(old.history("a", 10).await.unwrap().polls.len(), 1);
+}
+
 /// A database migrated only up to `version`, as an older release left it.
 async fn database_at_version(url: &str, version: i64) -> SqlitePool {
     let opts = SqliteConnectOptions::from_str(url).unwrap().create_if_missing(true);
