@@ -161,8 +161,17 @@ fn no_such(name: &str) -> Response {
 
 #[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
     responses((status = 200, description = "Every configured server", body = [ServerSummary])))]
-pub(crate) async fn list(State(api): State<Arc<Api>>) -> Json<Vec<ServerSummary>> {
-    Json(api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect())
+pub(crate) async fn list(State(api): State<Arc<Api>>) -> Response {
+    let body = super::whole_fleet(move || {
+        let all: Vec<ServerSummary> = api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect();
+        serde_json::to_vec(&all)
+    })
+    .await;
+    match body {
+        Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the server list could not be written: {e}")),
+        Err(failed) => failed,
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/servers/{name}", tag = "servers",

@@ -9,6 +9,7 @@
 //! Every float goes through `seconds`: rounded to the microsecond and printed shortest
 //! (`0.001502`, never `0.0015019090000000002`); whole counts are printed as integers.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,30 +22,52 @@ use crate::fleet::Fleet;
 use crate::model::ServerState;
 use crate::notify::Notifier;
 
-/// Escapes a label value as the exposition format requires.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// Escapes a label value as the exposition format requires; borrowed when there is
+/// nothing to escape (every ordinary server name: a scrape at 50,000 servers escapes
+/// 550,000 labels).
+fn label(v: &str) -> Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return Cow::Borrowed(v);
+    }
+    Cow::Owned(v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
 
 /// A value in seconds as the exposition text shows it: rounded to the microsecond (more
 /// than a poll's clock can tell), trailing zeros dropped, `-0` as `0`; the format's
 /// `NaN`, `+Inf`, `-Inf` for values that are not finite.
 pub(crate) fn seconds(v: f64) -> String {
+    let mut s = String::new();
+    push_seconds(&mut s, v);
+    s
+}
+
+/// [`seconds`] written at the end of `out`.
+pub(crate) fn push_seconds(out: &mut String, v: f64) {
     if v.is_nan() {
-        return "NaN".into();
+        out.push_str("NaN");
+        return;
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        return;
     }
-    let mut s = format!("{v:.6}");
-    if s.contains('.') {
-        let kept = s.trim_end_matches('0').trim_end_matches('.').len();
-        s.truncate(kept);
+    let start = out.len();
+    let _ = write!(out, "{v:.6}");
+    if out[start..].contains('.') {
+        let kept = out[start..].trim_end_matches('0').trim_end_matches('.').len();
+        out.truncate(start + kept);
     }
-    if s == "-0" {
-        s = "0".into();
+    if &out[start..] == "-0" {
+        out.truncate(start);
+        out.push('0');
     }
-    s
+}
+
+/// One line `NAME{server="S"} VALUE`, the value in seconds.
+fn server_seconds(out: &mut String, name: &str, server: &str, v: f64) {
+    let _ = write!(out, "{name}{{server=\"{server}\"}} ");
+    push_seconds(out, v);
+    out.push('\n');
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -55,54 +78,41 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
     let now = chrono::Utc::now();
     let summaries: Vec<_> = fleet.servers().iter().map(|s| fleet.summary(s)).collect();
+    // Each server's name escaped once, for its eleven lines.
+    let names: Vec<Cow<str>> = summaries.iter().map(|s| label(&s.facts.name)).collect();
+    let servers = || summaries.iter().zip(&names);
     let levels = fleet.rules().levels();
     let mut out = String::with_capacity(256 + summaries.len() * 900);
 
     header(&mut out, "rollcall_server_up", "gauge", "1 when the last poll got a usable answer, else 0.");
-    for s in &summaries {
+    for (s, name) in servers() {
         let up = matches!(s.facts.state, ServerState::Ok | ServerState::Deficient);
-        let _ = writeln!(out, "rollcall_server_up{{server=\"{}\"}} {}", label(&s.facts.name), u8::from(up));
+        let _ = writeln!(out, "rollcall_server_up{{server=\"{name}\"}} {}", u8::from(up));
     }
     header(&mut out, "rollcall_server_level", "gauge", "The server's polling level: 0 is the first (normal).");
-    for s in &summaries {
+    for (s, name) in servers() {
         let i = levels.iter().position(|l| l.name == s.facts.level).unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "rollcall_server_level{{server=\"{}\",level=\"{}\"}} {i}",
-            label(&s.facts.name),
-            label(&s.facts.level)
-        );
+        let _ = writeln!(out, "rollcall_server_level{{server=\"{name}\",level=\"{}\"}} {i}", label(&s.facts.level));
     }
     header(&mut out, "rollcall_server_state", "gauge", "1 for the server's current state, 0 for the others.");
-    for s in &summaries {
+    for (s, name) in servers() {
         for st in [ServerState::Ok, ServerState::Deficient, ServerState::Unreachable, ServerState::Unknown] {
             let _ = writeln!(
                 out,
-                "rollcall_server_state{{server=\"{}\",state=\"{}\"}} {}",
-                label(&s.facts.name),
+                "rollcall_server_state{{server=\"{name}\",state=\"{}\"}} {}",
                 st.as_str(),
                 u8::from(s.facts.state == st)
             );
         }
     }
     header(&mut out, "rollcall_server_deficiencies", "gauge", "Deficiencies found by the last poll.");
-    for s in &summaries {
-        let _ = writeln!(
-            out,
-            "rollcall_server_deficiencies{{server=\"{}\"}} {}",
-            label(&s.facts.name),
-            s.facts.deficiencies.len()
-        );
+    for (s, name) in servers() {
+        let _ = writeln!(out, "rollcall_server_deficiencies{{server=\"{name}\"}} {}", s.facts.deficiencies.len());
     }
     header(&mut out, "rollcall_server_rtt_seconds", "gauge", "Network round trip of the last answered poll.");
-    for s in &summaries {
+    for (s, name) in servers() {
         if let Some(v) = s.facts.rtt_ms {
-            let _ = writeln!(
-                out,
-                "rollcall_server_rtt_seconds{{server=\"{}\"}} {}",
-                label(&s.facts.name),
-                seconds(v / 1000.0)
-            );
+            server_seconds(&mut out, "rollcall_server_rtt_seconds", name, v / 1000.0);
         }
     }
     header(
@@ -111,29 +121,23 @@ pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
         "gauge",
         "The server's clock minus the poller's, NTP-style, at the last answered poll.",
     );
-    for s in &summaries {
+    for (s, name) in servers() {
         if let Some(v) = s.facts.clock_offset_ms {
-            let _ = writeln!(
-                out,
-                "rollcall_server_clock_offset_seconds{{server=\"{}\"}} {}",
-                label(&s.facts.name),
-                seconds(v / 1000.0)
-            );
+            server_seconds(&mut out, "rollcall_server_clock_offset_seconds", name, v / 1000.0);
         }
     }
     header(&mut out, "rollcall_server_last_poll_age_seconds", "gauge", "Seconds since the server was last polled.");
-    for s in &summaries {
+    for (s, name) in servers() {
         if let Some(at) = s.facts.last_poll_at {
-            let age = seconds((now - at).num_milliseconds().max(0) as f64 / 1000.0);
-            let _ = writeln!(out, "rollcall_server_last_poll_age_seconds{{server=\"{}\"}} {age}", label(&s.facts.name));
+            let age = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+            server_seconds(&mut out, "rollcall_server_last_poll_age_seconds", name, age);
         }
     }
     header(&mut out, "rollcall_server_last_poll_timestamp_seconds", "gauge", "When the server was last polled.");
-    for s in &summaries {
+    for (s, name) in servers() {
         if let Some(at) = s.facts.last_poll_at {
-            let t = seconds(at.timestamp_millis() as f64 / 1000.0);
-            let _ =
-                writeln!(out, "rollcall_server_last_poll_timestamp_seconds{{server=\"{}\"}} {t}", label(&s.facts.name));
+            let t = at.timestamp_millis() as f64 / 1000.0;
+            server_seconds(&mut out, "rollcall_server_last_poll_timestamp_seconds", name, t);
         }
     }
 
@@ -239,9 +243,12 @@ pub struct MetricsState {
     pub notifier: Option<Arc<Notifier>>,
 }
 
-/// `GET /metrics`.
-pub async fn handler(State(m): State<Arc<MetricsState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&m.fleet, m.notifier.as_deref()))
+/// `GET /metrics`, rendered off the runtime's workers (`super::whole_fleet`).
+pub async fn handler(State(m): State<Arc<MetricsState>>) -> axum::response::Response {
+    match super::whole_fleet(move || render(&m.fleet, m.notifier.as_deref())).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(failed) => failed,
+    }
 }
 
 /// The `/metrics` route.
@@ -251,7 +258,13 @@ pub fn router(state: Arc<MetricsState>) -> axum::Router {
 
 #[cfg(test)]
 mod tests {
-    use super::seconds;
+    use super::{label, seconds};
+
+    #[test]
+    fn label_values_are_escaped_and_plain_ones_borrowed() {
+        assert!(matches!(label("mail-01.example.org"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
 
     #[test]
     fn seconds_are_rounded_to_the_microsecond_and_printed_shortest() {
