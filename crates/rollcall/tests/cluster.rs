@@ -197,6 +197,42 @@ fn assert_polled_once_each(counts: &HashMap<String, usize>, window: Duration) {
     }
 }
 
+/// A lone node, or one restarted, polls its fleet within seconds of starting: its first
+/// heartbeat round only announces it, and the second comes 2 s later, not after a whole
+/// round (`failover_after / 3`: 10 s at the default 30 s, which this node uses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_polls_its_fleet_within_seconds_of_starting() {
+    if postgres::skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, _got) = webhook_receiver().await;
+    let pg = Postgres::start(dir.path());
+    let url = pg.create_database("fleet");
+    let fleet = Fleet::start(3).await;
+    let port = free_port();
+    let config = node_config(dir.path(), "solo", port, &url, &fleet, &hook);
+    let ours = format!("failover_after = \"{}s\"", FAILOVER_AFTER.as_secs());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&ours));
+    std::fs::write(&config, text.replace(&ours, "failover_after = \"30s\"")).unwrap();
+    for start in ["first start", "restart"] {
+        let spawned = Instant::now();
+        let mut solo =
+            spawn_poller(dir.path(), &config, port).await.unwrap_or_else(|p| panic!("{start}:\n{}", p.log_text()));
+        let deadline = spawned + Duration::from_secs(6);
+        while !fleet.names().iter().all(|s| fleet.first_asked_after(s, spawned).is_some()) {
+            assert!(
+                Instant::now() < deadline,
+                "{start}: not every server polled 6 s after spawn:\n{}",
+                solo.proc.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        solo.proc.signal("TERM");
+        solo.proc.wait_exit(DEADLINE).await;
+    }
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_fleet_and_take_over_from_a_killed_one() {
     if postgres::skip() {

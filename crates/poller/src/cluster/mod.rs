@@ -11,6 +11,8 @@
 //! - Heartbeats every `failover_after / 3`; a node whose heartbeat is older than
 //!   `failover_after` is dead, and its leases (run out by then) go to the live nodes'
 //!   rightful owners ([`plan`]) at their next round, which poll them at once.
+//! - A node's first round only announces it (nodes started together then see each other
+//!   before anyone takes servers); its second comes [`FIRST_ROUND_SETTLE`] later.
 //! - A server given up (to a returning node, or removed) is first dropped locally, and
 //!   released in the database one round later, after the writer has stored its last poll,
 //!   so the next node starts from everything this one knew.
@@ -131,6 +133,12 @@ impl Holdings {
     }
 }
 
+/// How long after a node's first round (which only announces it) its second round comes,
+/// when that is sooner than the usual `failover_after / 3`: long enough for nodes started
+/// together to see each other, short enough that a lone node (or one restarted) does not
+/// leave its fleet unpolled for a whole round (10 s at the default `failover_after`).
+pub const FIRST_ROUND_SETTLE: Duration = Duration::from_secs(2);
+
 /// Runs the heartbeat rounds until `stop`; on stop, gives every lease up so the other
 /// nodes take over at once rather than after `failover_after`.
 pub fn spawn(
@@ -154,8 +162,14 @@ pub fn spawn(
                 _ = tick.tick() => {}
             }
             let inventory = holdings.state.read().inventory.clone();
+            let first = holdings.state.read().valid_until.is_none();
             match round(&holdings, &store, &writer, &inventory, poll_timeout).await {
                 Ok(()) => {
+                    if first {
+                        // The first round only announced this node; the next one takes
+                        // servers after nodes started with it have announced themselves.
+                        tick.reset_after(FIRST_ROUND_SETTLE.min(every));
+                    }
                     if failing {
                         tracing::info!(node = %holdings.node, "cluster: the database answers again");
                     }
