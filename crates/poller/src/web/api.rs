@@ -160,17 +160,22 @@ fn no_such(name: &str) -> Response {
 }
 
 #[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
-    responses((status = 200, description = "Every configured server", body = [ServerSummary])))]
+    responses(
+        (status = 200, description = "Every configured server", body = [ServerSummary]),
+        (status = 500, description = "The list could not be built", body = ApiError)))]
 pub(crate) async fn list(State(api): State<Arc<Api>>) -> Response {
-    let body = super::whole_fleet(move || {
+    let body = super::whole_fleet::build(move || {
         let all: Vec<ServerSummary> = api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect();
-        serde_json::to_vec(&all)
+        serde_json::to_vec(&all).map_err(|e| e.to_string())
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
     match body {
-        Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the server list could not be written: {e}")),
-        Err(failed) => failed,
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the server list could not be built");
+            error(StatusCode::INTERNAL_SERVER_ERROR, format!("the server list could not be built: {e}"))
+        }
     }
 }
 

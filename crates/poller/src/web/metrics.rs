@@ -243,11 +243,15 @@ pub struct MetricsState {
     pub notifier: Option<Arc<Notifier>>,
 }
 
-/// `GET /metrics`, rendered off the runtime's workers (`super::whole_fleet`).
+/// `GET /metrics`, rendered beside the polls (`web::whole_fleet`).
 pub async fn handler(State(m): State<Arc<MetricsState>>) -> axum::response::Response {
-    match super::whole_fleet(move || render(&m.fleet, m.notifier.as_deref())).await {
+    match super::whole_fleet::build(move || render(&m.fleet, m.notifier.as_deref())).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
-        Err(failed) => failed,
+        Err(e) => {
+            tracing::error!(error = %e, "/metrics could not be rendered");
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("/metrics could not be rendered: {e}\n"))
+                .into_response()
+        }
     }
 }
 

@@ -258,7 +258,18 @@ fn row(api: &Api, s: &ServerSummary) -> Markup {
     }
 }
 
-async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
+/// `GET /`: the whole fleet's page, built beside the polls (`web::whole_fleet`).
+async fn fleet_page(State(api): State<Arc<Api>>) -> Response {
+    match super::whole_fleet::build(move || fleet_page_html(&api)).await {
+        Ok(html) => html.into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "the fleet page could not be built");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("the fleet page could not be built: {e}")).into_response()
+        }
+    }
+}
+
+fn fleet_page_html(api: &Api) -> Html<String> {
     let servers: Vec<ServerSummary> = api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect();
     let levels = api.fleet.rules().levels();
     let states = [ServerState::Ok, ServerState::Deficient, ServerState::Unreachable, ServerState::Unknown];
@@ -290,11 +301,11 @@ async fn fleet_page(State(api): State<Arc<Api>>) -> Html<String> {
                 th { "Last poll" } th { "Next poll" } th { "Clock offset" } th { "RTT" } th {}
             } }
             tbody {
-                @for s in &servers { (row(&api, s)) }
+                @for s in &servers { (row(api, s)) }
             }
         }
         @if servers.is_empty() { p.none { "No servers configured: add [[server]] tables to poller.toml." } }
-        (downtimes_view(&api))
+        (downtimes_view(api))
     };
     page("Fleet", "fleet-page", body)
 }
