@@ -33,10 +33,10 @@ mod chains;
 mod copy;
 mod prune;
 
+use chains::Chains;
+
 /// WAL size at which a commit checkpoints it into the database file (bytes).
 const WAL_CHECKPOINT_BYTES: i64 = 40 << 20;
-
-use chains::Chains;
 
 /// The SQLite store. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
@@ -121,7 +121,7 @@ impl SqliteStore {
             .max_connections(4)
             // Checkpoint every 40 MiB of WAL rather than SQLite's 1,000 pages: the poll
             // table's newest pages change at every commit and are copied into the database
-            // once per checkpoint. The pragma counts pages, so it follows the file's size.
+            // once per checkpoint. The pragma counts pages, so it follows the file's page size.
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     let page: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&mut *conn).await?;
@@ -472,10 +472,15 @@ impl super::Store for SqliteStore {
         prune::prune(&self.pool, retention, now).await
     }
 
-    async fn load_notify_memory(&self) -> Result<Vec<NotifyRow>, StoreError> {
-        let rows = sqlx::query("SELECT server, level, state, flapping, seen_state, changes, seq FROM notify_state")
-            .fetch_all(&self.pool)
-            .await?;
+    async fn load_notify_memory(&self, only: Option<&str>) -> Result<Vec<NotifyRow>, StoreError> {
+        const ALL: &str = "SELECT server, level, state, flapping, seen_state, changes, seq FROM notify_state";
+        let rows = match only {
+            None => sqlx::query(ALL).fetch_all(&self.pool).await?,
+            Some(server) => {
+                let one = format!("{ALL} WHERE server = ?");
+                sqlx::query(&one).bind(server).fetch_all(&self.pool).await?
+            }
+        };
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let server: String = r.try_get("server")?;
