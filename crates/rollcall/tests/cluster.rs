@@ -233,6 +233,7 @@ async fn a_lone_node_polls_its_fleet_within_seconds_of_starting() {
         solo.proc.wait_exit(DEADLINE).await;
     }
 }
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_fleet_and_take_over_from_a_killed_one() {
     if postgres::skip() {
