@@ -239,7 +239,7 @@ async fn round(
     }
     let taken = store.claim(&h.node, &p.claim, h.failover_after).await?;
     let stored = store.load_servers().await?;
-    let notify = if taken.is_empty() { Vec::new() } else { store.load_notify_memory().await? };
+    let notify = if taken.is_empty() { Vec::new() } else { store.load_notify_memory(None).await? };
 
     let mut owners: HashMap<String, String> =
         view.leases.iter().filter(|(_, _, running)| *running).map(|(s, n, _)| (s.clone(), n.clone())).collect();

@@ -183,7 +183,7 @@ impl Notifier {
         tracker: &TaskTracker,
     ) -> Result<Arc<Notifier>, crate::store::StoreError> {
         let memory: HashMap<String, Memory> =
-            setup.store.load_notify_memory().await?.into_iter().map(Memory::from_row).collect();
+            setup.store.load_notify_memory(None).await?.into_iter().map(Memory::from_row).collect();
         let downtimes = Arc::new(Downtimes::new(setup.store.open_downtimes().await?));
         let (status_events, _) = broadcast::channel(256);
         let mut channels = Vec::new();
@@ -687,9 +687,9 @@ impl Decider {
     /// Replaces what is remembered of `server` with the store's row (another poller told
     /// something meanwhile); keeps what it has when the store cannot answer.
     async fn reload_memory(&mut self, server: &str) {
-        match self.store.load_notify_memory().await {
+        match self.store.load_notify_memory(Some(server)).await {
             Ok(rows) => {
-                if let Some(row) = rows.into_iter().find(|r| r.server == server) {
+                if let Some(row) = rows.into_iter().next() {
                     let (name, mem) = Memory::from_row(row);
                     self.memory.insert(name, mem);
                 }
@@ -868,7 +868,7 @@ mod tests {
             };
             FleetEvent::Polled(crate::model::ServerSummary { facts, next_poll_at: None, node: None, servers_behind: 0 })
         };
-        let saved = || async { store.load_notify_memory().await.unwrap().pop() };
+        let saved = || async { store.load_notify_memory(None).await.unwrap().pop() };
         let until = |want: fn(&crate::model::NotifyRow) -> bool| async move {
             for _ in 0..200 {
                 if saved().await.is_some_and(|r| want(&r)) {
@@ -905,11 +905,11 @@ mod tests {
         let mut unsaved = HashMap::from([("mail-01".to_string(), mem.to_row("mail-01"))]);
         save_unsaved(&store, &mut unsaved).await;
         assert_eq!(unsaved.len(), 1, "kept while the store refuses it");
-        assert!(store.load_notify_memory().await.unwrap().is_empty());
+        assert!(store.load_notify_memory(None).await.unwrap().is_empty());
         sqlx::query("DROP TRIGGER injected_fault").execute(store.pool()).await.unwrap();
         save_unsaved(&store, &mut unsaved).await;
         assert!(unsaved.is_empty());
-        let saved = store.load_notify_memory().await.unwrap();
+        let saved = store.load_notify_memory(None).await.unwrap();
         assert_eq!(saved, [mem.to_row("mail-01")]);
         assert_eq!(Memory::from_row(saved[0].clone()), ("mail-01".to_string(), mem));
     }

@@ -101,8 +101,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// is kept however old.
     async fn prune(&self, retention: &Retention, now: DateTime<Utc>) -> Result<Pruned, StoreError>;
 
-    /// What notifications last told about every server.
-    async fn load_notify_memory(&self) -> Result<Vec<NotifyRow>, StoreError>;
+    /// What notifications last told about every server, or only about server `only` (no
+    /// row when nothing was told of it): the notifier rereads one server after another
+    /// node claimed its notice, where rereading the whole fleet would cost O(servers).
+    async fn load_notify_memory(&self, only: Option<&str>) -> Result<Vec<NotifyRow>, StoreError>;
 
     /// Persists what notifications know of one server that tells nothing new (the flap
     /// counts of a poll without a notice). A row whose `seq` is below the stored one's

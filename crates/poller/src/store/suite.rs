@@ -237,9 +237,17 @@ pub(crate) async fn notification_memory_survives_reopening(h: &impl Harness) {
     let mut newer = row.clone();
     newer.flapping = false;
     store.save_notify_memory(&newer).await.unwrap();
+    let other = NotifyRow { server: "mail-02".into(), flapping: false, seq: 1, ..row.clone() };
+    store.save_notify_memory(&other).await.unwrap();
     store.close().await;
     let store = h.open().await;
-    assert_eq!(store.load_notify_memory().await.unwrap(), [newer]);
+    let mut all = store.load_notify_memory(None).await.unwrap();
+    all.sort_by(|a, b| a.server.cmp(&b.server));
+    assert_eq!(all, [newer.clone(), other.clone()]);
+    // One server's row alone, as the notifier rereads it after another node's claim.
+    assert_eq!(store.load_notify_memory(Some("mail-01")).await.unwrap(), [newer]);
+    assert_eq!(store.load_notify_memory(Some("mail-02")).await.unwrap(), [other]);
+    assert_eq!(store.load_notify_memory(Some("mail-03")).await.unwrap(), []);
 }
 
 pub(crate) async fn writer_batches_and_flush_waits_for_everything_before_it(h: &impl Harness) {
@@ -397,10 +405,10 @@ pub(crate) async fn a_notice_is_claimed_once_and_its_memory_with_it(h: &impl Har
     // and its memory is not written.
     let second = h.open().await;
     assert!(!second.claim_notice(&claim, Some(&told(ServerState::Deficient, 1))).await.unwrap());
-    assert_eq!(store.load_notify_memory().await.unwrap(), [told(ServerState::Unreachable, 1)]);
+    assert_eq!(store.load_notify_memory(None).await.unwrap(), [told(ServerState::Unreachable, 1)]);
     // A stale node's memory (seq 0) does not undo the claim's.
     second.save_notify_memory(&told(ServerState::Ok, 0)).await.unwrap();
-    assert_eq!(store.load_notify_memory().await.unwrap(), [told(ServerState::Unreachable, 1)]);
+    assert_eq!(store.load_notify_memory(None).await.unwrap(), [told(ServerState::Unreachable, 1)]);
     // A notice that changes no memory (a clock order) is claimed once too.
     let clock = NoticeClaim { key: "clock:5000:mail-01".into(), kind: "clock".into(), at: at(5_000), ..claim.clone() };
     assert!(store.claim_notice(&clock, None).await.unwrap());

@@ -403,10 +403,15 @@ impl super::Store for PostgresStore {
         prune::prune(&self.pool, retention, now).await
     }
 
-    async fn load_notify_memory(&self) -> Result<Vec<NotifyRow>, StoreError> {
-        let rows = sqlx::query("SELECT server, level, state, flapping, seen_state, changes, seq FROM notify_state")
-            .fetch_all(&self.pool)
-            .await?;
+    async fn load_notify_memory(&self, only: Option<&str>) -> Result<Vec<NotifyRow>, StoreError> {
+        const ALL: &str = "SELECT server, level, state, flapping, seen_state, changes, seq FROM notify_state";
+        let rows = match only {
+            None => sqlx::query(ALL).fetch_all(&self.pool).await?,
+            Some(server) => {
+                let one = format!("{ALL} WHERE server = $1");
+                sqlx::query(&one).bind(server).fetch_all(&self.pool).await?
+            }
+        };
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let server: String = r.try_get("server")?;

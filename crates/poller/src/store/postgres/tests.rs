@@ -103,7 +103,7 @@ async fn assert_same(a: &SharedStore, b: &SharedStore, servers: &[&str]) {
         v.sort_by(|x, y| x.server.cmp(&y.server));
         v
     };
-    assert_eq!(notify(a.load_notify_memory().await.unwrap()), notify(b.load_notify_memory().await.unwrap()));
+    assert_eq!(notify(a.load_notify_memory(None).await.unwrap()), notify(b.load_notify_memory(None).await.unwrap()));
     assert_eq!(a.open_downtimes().await.unwrap(), b.open_downtimes().await.unwrap());
 }
 
