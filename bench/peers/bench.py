@@ -676,7 +676,7 @@ def report_stores(n, interval, lite, pg):
     print(f"Start-up: SQLite {lite['first_start_s']:.2f} s empty, {lite['restart_s']:.2f} s with {n} servers; "
           f"PostgreSQL {pg['first_start_s']:.2f} s empty, {pg['restart_s']:.2f} s with {n} servers "
           f"(spawn to API answering); on PostgreSQL every server held {pg['held_s']:.1f} s after spawn "
-          f"(a node's first round only heartbeats; it takes servers at its second, failover_after / 3 later)")
+          f"(a node's first round only heartbeats; it takes servers at its second, 2 s later)")
 
 
 def mode_poller_pg(n, interval):
