@@ -248,6 +248,13 @@ impl Fleet {
         summary
     }
 
+    /// Every server as the API shows it, in config order: a copy of the whole fleet's
+    /// state (tens of megabytes at 50,000 servers), so answers build it beside the polls
+    /// (`web::whole_fleet`).
+    pub fn summaries(&self) -> Vec<ServerSummary> {
+        self.servers().iter().map(|s| self.summary(s)).collect()
+    }
+
     /// The cluster this node belongs to, when the fleet is shared.
     pub fn holdings(&self) -> Option<&Arc<Holdings>> {
         self.holdings.as_ref()

@@ -164,12 +164,9 @@ fn no_such(name: &str) -> Response {
         (status = 200, description = "Every configured server", body = [ServerSummary]),
         (status = 500, description = "The list could not be built", body = ApiError)))]
 pub(crate) async fn list(State(api): State<Arc<Api>>) -> Response {
-    let body = super::whole_fleet::build(move || {
-        let all: Vec<ServerSummary> = api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect();
-        serde_json::to_vec(&all).map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    let body = super::whole_fleet::build(move || serde_json::to_vec(&api.fleet.summaries()).map_err(|e| e.to_string()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
     match body {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {

@@ -77,7 +77,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The whole exposition text.
 pub fn render(fleet: &Fleet, notifier: Option<&Notifier>) -> String {
     let now = chrono::Utc::now();
-    let summaries: Vec<_> = fleet.servers().iter().map(|s| fleet.summary(s)).collect();
+    let summaries = fleet.summaries();
     // Each server's name escaped once, for its eleven lines.
     let names: Vec<Cow<str>> = summaries.iter().map(|s| label(&s.facts.name)).collect();
     let servers = || summaries.iter().zip(&names);

@@ -270,7 +270,7 @@ async fn fleet_page(State(api): State<Arc<Api>>) -> Response {
 }
 
 fn fleet_page_html(api: &Api) -> Html<String> {
-    let servers: Vec<ServerSummary> = api.fleet.servers().iter().map(|s| api.fleet.summary(s)).collect();
+    let servers = api.fleet.summaries();
     let levels = api.fleet.rules().levels();
     let states = [ServerState::Ok, ServerState::Deficient, ServerState::Unreachable, ServerState::Unknown];
     let level_names: Vec<&str> = levels.iter().map(|l| l.name.as_str()).collect();
