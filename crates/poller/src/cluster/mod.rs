@@ -162,9 +162,8 @@ pub fn spawn(
                 _ = tick.tick() => {}
             }
             let inventory = holdings.state.read().inventory.clone();
-            let first = holdings.state.read().valid_until.is_none();
             match round(&holdings, &store, &writer, &inventory, poll_timeout).await {
-                Ok(()) => {
+                Ok(first) => {
                     if first {
                         // The first round only announced this node; the next one takes
                         // servers after nodes started with it have announced themselves.
@@ -202,14 +201,14 @@ pub fn spawn(
     });
 }
 
-/// One heartbeat round.
+/// One heartbeat round; answers whether it was this node's first (which only announces it).
 async fn round(
     h: &Holdings,
     store: &SharedStore,
     writer: &Writer,
     inventory: &[String],
     poll_timeout: Duration,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<bool, crate::store::StoreError> {
     let sent = Instant::now();
     // What was dropped last round is released now that its last polls are stored.
     let leaving = std::mem::take(&mut h.state.write().leaving);
@@ -285,5 +284,5 @@ async fn round(
         s.orphaned.extend(orphaned);
     }
     h.changed.send_modify(|v| *v += 1);
-    Ok(())
+    Ok(first_round)
 }
